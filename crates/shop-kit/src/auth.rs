@@ -1,0 +1,710 @@
+//! Authentication: EdDSA (Ed25519) JWTs signed by the user service, verified everywhere.
+//!
+//! - [`SigningKey`] (user service only) loads a PKCS#8 PEM key, issues access tokens and
+//!   publishes its public half as a JWK.
+//! - [`Verifier`] checks a token's signature (EdDSA only: `none`, HMAC and RSA are refused),
+//!   key id, issuer, audience and expiry, with keys from a [`KeySource`]: the service's own
+//!   key, or a [`JwksClient`] that caches the user service's JWKS and refreshes it when an
+//!   unknown key id appears (key rotation) at most once per `min_refresh`.
+//! - [`Caller`] is the verified caller: an axum extractor for REST, and, through
+//!   [`GrpcAuth`], a value in every authenticated gRPC request's extensions.
+//!
+//! Why a tower layer rather than a tonic `Interceptor` for gRPC: interceptors are
+//! synchronous, and verifying may have to fetch the JWKS, which is not.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header, request::Parts},
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde::{Deserialize, Serialize};
+use sha2_free::thumbprint;
+use uuid::Uuid;
+
+use crate::{
+    config::{ConfigError, HumanDuration, Vars},
+    error::Problem,
+};
+
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "customer" => Ok(Self::Customer),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?}")),
+        }
+    }
+}
+
+/// The claims of a Shop access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: Uuid,
+    pub role: Role,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// The token's own id.
+    pub jti: Uuid,
+}
+
+/// The verified caller of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("this action needs the admin role"))
+        }
+    }
+
+    /// 403 unless the caller owns the resource or is an admin.
+    pub fn require_owner_or_admin(&self, owner: Uuid) -> Result<(), Problem> {
+        if self.user_id == owner || self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("this resource belongs to another user"))
+        }
+    }
+}
+
+/// Settings shared by every service that checks tokens.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// `JWT_ISSUER` (default `shop-user`).
+    pub issuer: String,
+    /// `JWT_AUDIENCE` (default `shop`).
+    pub audience: String,
+    /// `JWKS_URL`: where services other than the user service fetch the keys.
+    pub jwks_url: Option<String>,
+    /// `JWKS_CACHE_TTL`: how long fetched keys are trusted before a refresh (default 5m).
+    pub jwks_ttl: Duration,
+}
+
+impl AuthConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            issuer: vars.raw("JWT_ISSUER").unwrap_or("shop-user").to_owned(),
+            audience: vars.raw("JWT_AUDIENCE").unwrap_or("shop").to_owned(),
+            jwks_url: vars.optional("JWKS_URL")?,
+            jwks_ttl: vars
+                .or("JWKS_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?
+                .0,
+        })
+    }
+}
+
+/// A public key in JWK form (RFC 8037 `OKP` / `Ed25519`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+}
+
+/// A JSON Web Key Set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// The user service's private key.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    public_x: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads a PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
+    pub fn from_pem(text: &str) -> anyhow::Result<Self> {
+        let block = pem::parse(text.trim()).context("the signing key is not PEM")?;
+        anyhow::ensure!(
+            block.tag() == "PRIVATE KEY",
+            "the signing key must be a PKCS#8 PRIVATE KEY, not {}",
+            block.tag()
+        );
+        Self::from_pkcs8(block.contents())
+    }
+
+    fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|error| {
+            anyhow::anyhow!("the signing key is not an Ed25519 PKCS#8 key: {error}")
+        })?;
+        let public_x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        Ok(Self {
+            kid: thumbprint(&public_x),
+            encoding: EncodingKey::from_ed_der(der),
+            public_x,
+        })
+    }
+
+    /// A new random key and its PEM text (development only).
+    pub fn generate() -> anyhow::Result<(Self, String)> {
+        let rng = ring::rand::SystemRandom::new();
+        let document = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| anyhow::anyhow!("cannot generate a key"))?;
+        let text = pem::encode(&pem::Pem::new("PRIVATE KEY", document.as_ref().to_vec()));
+        Ok((Self::from_pkcs8(document.as_ref())?, text))
+    }
+
+    /// The key id: the RFC 7638 thumbprint of the public key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half, for the JWKS.
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: self.public_x.clone(),
+            kid: self.kid.clone(),
+            alg: Some("EdDSA".into()),
+            key_use: Some("sig".into()),
+        }
+    }
+
+    /// Signs `claims` into a compact JWT.
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).context("cannot sign a token")
+    }
+}
+
+/// RFC 7638 thumbprints without pulling a JSON canonicaliser: the members are fixed.
+mod sha2_free {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    pub(super) fn thumbprint(x: &str) -> String {
+        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
+}
+
+/// Where a [`Verifier`] gets public keys.
+pub enum KeySource {
+    /// Keys known at start (the user service's own).
+    Static(HashMap<String, DecodingKey>),
+    /// Keys fetched from a JWKS URL and cached.
+    Jwks(JwksClient),
+}
+
+impl KeySource {
+    /// The keys of a JWKS document.
+    pub fn from_jwks(jwks: &Jwks) -> Self {
+        Self::Static(decoding_keys(jwks))
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, Problem> {
+        match self {
+            Self::Static(keys) => keys.get(kid).cloned().ok_or_else(unknown_key),
+            Self::Jwks(client) => client.key(kid).await,
+        }
+    }
+}
+
+fn unknown_key() -> Problem {
+    Problem::unauthenticated("the token was signed with an unknown key")
+}
+
+fn decoding_keys(jwks: &Jwks) -> HashMap<String, DecodingKey> {
+    jwks.keys
+        .iter()
+        .filter(|jwk| jwk.kty == "OKP" && jwk.crv == "Ed25519")
+        .filter_map(|jwk| {
+            DecodingKey::from_ed_components(&jwk.x)
+                .ok()
+                .map(|key| (jwk.kid.clone(), key))
+        })
+        .collect()
+}
+
+/// Checks access tokens.
+pub struct Verifier {
+    validation: Validation,
+    keys: KeySource,
+}
+
+impl Verifier {
+    pub fn new(config: &AuthConfig, keys: KeySource) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        Self { validation, keys }
+    }
+
+    /// The caller a token speaks for, or a 401 problem saying why not.
+    pub async fn verify(&self, token: &str) -> Result<Caller, Problem> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Problem::unauthenticated("the token is malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Problem::unauthenticated(
+                "the token's algorithm is not accepted",
+            ));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Problem::unauthenticated("the token has no key id"))?;
+        let key = self.keys.key(&kid).await?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|error| {
+                match error.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        Problem::unauthenticated("the token has expired")
+                    }
+                    ErrorKind::InvalidSignature => {
+                        Problem::unauthenticated("the token's signature is invalid")
+                    }
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        Problem::unauthenticated("the token was not issued for this service")
+                    }
+                    _ => Problem::unauthenticated("the token is invalid"),
+                }
+            })?;
+        Ok(Caller {
+            user_id: data.claims.sub,
+            role: data.claims.role,
+        })
+    }
+
+    /// The caller named by an `Authorization: Bearer` header.
+    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        let token = bearer_token(headers)?;
+        self.verify(token).await
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Problem> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Problem::unauthenticated("an Authorization: Bearer token is required"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Problem::unauthenticated("the Authorization header is not text"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        Problem::unauthenticated("the Authorization header must be Bearer <token>")
+    })?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Problem::unauthenticated(
+            "the Authorization header must be Bearer <token>",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// A client of the user service's JWKS, with a cache.
+pub struct JwksClient {
+    url: String,
+    http: reqwest::Client,
+    ttl: Duration,
+    min_refresh: Duration,
+    cache: RwLock<JwksCache>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct JwksCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+impl JwksClient {
+    pub fn new(url: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .context("cannot build the JWKS HTTP client")?;
+        Ok(Self {
+            url: url.to_owned(),
+            http,
+            ttl,
+            min_refresh: Duration::from_secs(5),
+            cache: RwLock::new(JwksCache::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The key with this id: from the cache while fresh, refreshed when stale or unknown;
+    /// a stale key is still used while the JWKS cannot be fetched.
+    pub async fn key(&self, kid: &str) -> Result<DecodingKey, Problem> {
+        let (cached, fresh, may_refresh) = self.lookup(kid);
+        if let (Some(key), true) = (&cached, fresh) {
+            return Ok(key.clone());
+        }
+        if !may_refresh {
+            return cached.ok_or_else(unknown_key);
+        }
+        let _guard = self.refreshing.lock().await;
+        // Another task may have refreshed while this one waited.
+        let (after_wait, fresh, may_refresh) = self.lookup(kid);
+        if let (Some(key), true) = (&after_wait, fresh) {
+            return Ok(key.clone());
+        }
+        if may_refresh {
+            match self.fetch().await {
+                Ok(keys) => self.store(keys),
+                Err(error) => {
+                    self.mark_attempt();
+                    tracing::warn!(jwks.url = %self.url, error = format!("{error:#}"), "cannot refresh the JWKS");
+                    return after_wait.or(cached).ok_or_else(|| {
+                        Problem::unavailable(
+                            "auth_unavailable",
+                            "token keys are unavailable; retry shortly",
+                        )
+                    });
+                }
+            }
+        }
+        self.lookup(kid).0.ok_or_else(unknown_key)
+    }
+
+    /// (the key if cached, whether the cache is fresh, whether a fetch is allowed now)
+    fn lookup(&self, kid: &str) -> (Option<DecodingKey>, bool, bool) {
+        let cache = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = cache.keys.get(kid).cloned();
+        let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
+        let may_refresh = cache
+            .attempted_at
+            .is_none_or(|at| at.elapsed() >= self.min_refresh)
+            || !fresh && key.is_some();
+        (key, fresh, may_refresh)
+    }
+
+    fn store(&self, keys: HashMap<String, DecodingKey>) {
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        *cache = JwksCache {
+            keys,
+            fetched_at: Some(now),
+            attempted_at: Some(now),
+        };
+    }
+
+    fn mark_attempt(&self) {
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.attempted_at = Some(Instant::now());
+    }
+
+    async fn fetch(&self) -> anyhow::Result<HashMap<String, DecodingKey>> {
+        let mut request = self.http.get(&self.url).build().context("bad JWKS URL")?;
+        crate::telemetry::inject_current(request.headers_mut());
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .context("JWKS request failed")?;
+        let jwks: Jwks = response
+            .error_for_status()
+            .context("JWKS answered an error")?
+            .json()
+            .await?;
+        let keys = decoding_keys(&jwks);
+        tracing::info!(jwks.url = %self.url, keys = keys.len(), "fetched the JWKS");
+        Ok(keys)
+    }
+}
+
+/// A state that can verify tokens: implement it on a service's `AppState` to use
+/// [`Caller`] as an extractor.
+pub trait AuthState {
+    fn verifier(&self) -> &Verifier;
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: AuthState + Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        state.verifier().verify_headers(&parts.headers).await
+    }
+}
+
+/// A tower layer for tonic services: verifies the bearer token of every call and puts the
+/// [`Caller`] into the request's extensions, or answers `UNAUTHENTICATED`.
+#[derive(Clone)]
+pub struct GrpcAuth<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+impl<S> GrpcAuth<S> {
+    pub fn new(inner: S, verifier: Arc<Verifier>) -> Self {
+        Self { inner, verifier }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
+where
+    S: tower::Service<
+            http::Request<B>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The ready service is the one that must be called; leave a clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = Arc::clone(&self.verifier);
+        Box::pin(async move {
+            match verifier.verify_headers(request.headers()).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(problem) => Ok(tonic::Status::from(problem).into_http()),
+            }
+        })
+    }
+}
+
+/// The caller of an authenticated gRPC request (put there by [`GrpcAuth`]).
+pub fn grpc_caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .copied()
+        .ok_or_else(|| tonic::Status::unauthenticated("an Authorization: Bearer token is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            issuer: "shop-user".into(),
+            audience: "shop".into(),
+            jwks_url: None,
+            jwks_ttl: Duration::from_secs(300),
+        }
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: Uuid::now_v7(),
+            role: Role::Customer,
+            iss: "shop-user".into(),
+            aud: "shop".into(),
+            iat: now,
+            exp: now + exp_offset,
+            jti: Uuid::now_v7(),
+        }
+    }
+
+    fn verifier_for(key: &SigningKey) -> Verifier {
+        Verifier::new(
+            &config(),
+            KeySource::from_jwks(&Jwks {
+                keys: vec![key.jwk()],
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn signs_and_verifies_and_refuses_forgeries() {
+        let (key, pem_text) = SigningKey::generate().unwrap();
+        let reloaded = SigningKey::from_pem(&pem_text).unwrap();
+        assert_eq!(reloaded.kid(), key.kid());
+        let verifier = verifier_for(&key);
+        let good = claims(600);
+        let caller = verifier.verify(&key.sign(&good).unwrap()).await.unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                user_id: good.sub,
+                role: Role::Customer
+            }
+        );
+
+        let (other, _) = SigningKey::generate().unwrap();
+        let b64 = |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(value.to_string());
+        let body = b64(&serde_json::to_value(&good).unwrap());
+        let valid = key.sign(&good).unwrap();
+        let signature = valid.rsplit('.').next().unwrap();
+        let mut wrong_kid = Header::new(Algorithm::EdDSA);
+        wrong_kid.kid = Some(key.kid().to_owned());
+        let admin = Claims {
+            role: Role::Admin,
+            ..good.clone()
+        };
+        let cases: Vec<(&str, String)> = vec![
+            ("expired", key.sign(&claims(-120)).unwrap()),
+            ("other key, unknown kid", other.sign(&good).unwrap()),
+            (
+                "other key, our kid",
+                jsonwebtoken::encode(&wrong_kid, &good, &EncodingKey::from_ed_der(&[]))
+                    .unwrap_or_default(),
+            ),
+            (
+                "alg none",
+                format!(
+                    "{}.{body}.",
+                    b64(&serde_json::json!({"alg": "none", "kid": key.kid()}))
+                ),
+            ),
+            (
+                "alg HS256",
+                jsonwebtoken::encode(
+                    &Header {
+                        kid: Some(key.kid().into()),
+                        ..Header::new(Algorithm::HS256)
+                    },
+                    &good,
+                    &EncodingKey::from_secret(key.jwk().x.as_bytes()),
+                )
+                .unwrap(),
+            ),
+            (
+                "tampered role",
+                format!(
+                    "{}.{}.{signature}",
+                    valid.split('.').next().unwrap(),
+                    b64(&serde_json::to_value(&admin).unwrap())
+                ),
+            ),
+            (
+                "wrong audience",
+                key.sign(&Claims {
+                    aud: "other".into(),
+                    ..good.clone()
+                })
+                .unwrap(),
+            ),
+            (
+                "wrong issuer",
+                key.sign(&Claims {
+                    iss: "evil".into(),
+                    ..good.clone()
+                })
+                .unwrap(),
+            ),
+            ("garbage", "not.a.token".into()),
+            ("empty", String::new()),
+        ];
+        for (name, token) in cases {
+            let problem = verifier.verify(&token).await.expect_err(name);
+            assert_eq!(problem.status, 401, "case {name}");
+        }
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("abc", None),
+        ];
+        for (value, expected) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(bearer_token(&headers).ok(), expected, "case {value:?}");
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn bad_pem_is_refused() {
+        assert!(SigningKey::from_pem("nope").is_err());
+        let rsa_like = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", vec![1, 2, 3]));
+        assert!(SigningKey::from_pem(&rsa_like).is_err());
+        let junk = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
+        assert!(SigningKey::from_pem(&junk).is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Typed configuration from environment variables (12-factor).
+//!
+//! Services describe their configuration as a struct and read it with a [`Vars`]: every
+//! value is parsed and validated before anything binds, and the first missing or bad one
+//! stops start-up with one line that names the variable, e.g.
+//! `configuration: LISTEN_ADDR has an invalid value "nope": invalid socket address syntax`.
+//! Secrets are read as [`SecretString`] so they never reach a log.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+/// A configuration value that is missing or cannot be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("configuration: {name} is required but not set")]
+    Missing { name: String },
+    #[error("configuration: {name} has an invalid value {value:?}: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where configuration values come from: the process environment, or a fixed map in tests.
+#[derive(Clone, Debug, Default)]
+pub struct Vars {
+    values: HashMap<String, String>,
+}
+
+impl Vars {
+    /// A snapshot of the process environment.
+    pub fn from_env() -> Self {
+        Self {
+            values: std::env::vars().collect(),
+        }
+    }
+
+    /// Fixed values, for tests and tools.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Sets one value, replacing any earlier one.
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.values.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The raw value; an empty string counts as unset.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.trim().is_empty())
+    }
+
+    /// A required value, parsed.
+    pub fn required<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let raw = self.raw(name).ok_or_else(|| ConfigError::Missing {
+            name: name.to_owned(),
+        })?;
+        parse(name, raw)
+    }
+
+    /// An optional value, parsed when set.
+    pub fn optional<T>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        self.raw(name).map(|raw| parse(name, raw)).transpose()
+    }
+
+    /// A value with a default used when it is unset.
+    pub fn or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        Ok(self.optional(name)?.unwrap_or(default))
+    }
+
+    /// A required secret.
+    pub fn secret(&self, name: &str) -> Result<SecretString, ConfigError> {
+        self.raw(name)
+            .map(|raw| SecretString::from(raw.to_owned()))
+            .ok_or_else(|| ConfigError::Missing {
+                name: name.to_owned(),
+            })
+    }
+
+    /// An optional secret.
+    pub fn optional_secret(&self, name: &str) -> Option<SecretString> {
+        self.raw(name).map(|raw| SecretString::from(raw.to_owned()))
+    }
+
+    /// Rejects a value that parsed but breaks a rule of the caller's (a range, say).
+    pub fn invalid(&self, name: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            name: name.to_owned(),
+            value: self.raw(name).unwrap_or_default().to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn parse<T>(name: &str, raw: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    raw.trim()
+        .parse()
+        .map_err(|error: T::Err| ConfigError::Invalid {
+            name: name.to_owned(),
+            value: raw.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
+/// A duration written with a unit: `250ms`, `10s`, `5m`, `2h`, `7d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or("a unit is required (ms, s, m, h, d)")?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| "expected a whole number followed by a unit (ms, s, m, h, d)")?;
+        let millis = match unit {
+            "ms" => Some(number),
+            "s" => number.checked_mul(1_000),
+            "m" => number.checked_mul(60_000),
+            "h" => number.checked_mul(3_600_000),
+            "d" => number.checked_mul(86_400_000),
+            _ => return Err(format!("unknown unit {unit:?} (use ms, s, m, h or d)")),
+        };
+        millis
+            .map(|ms| Self(Duration::from_millis(ms)))
+            .ok_or_else(|| "duration is too large".to_owned())
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, with the trace id, for log pipelines.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err("expected pretty or json"),
+        }
+    }
+}
+
+/// Settings of the HTTP/gRPC server every service runs.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `LISTEN_ADDR`: where REST and gRPC are served (one port).
+    pub listen_addr: SocketAddr,
+    /// `REQUEST_TIMEOUT`: the longest a request may run before it is answered with 503.
+    pub request_timeout: Duration,
+    /// `BODY_LIMIT_BYTES`: the largest request body accepted (413 beyond).
+    pub body_limit_bytes: usize,
+    /// `SHUTDOWN_GRACE`: how long in-flight requests may finish after a stop signal. Keep it
+    /// shorter than Kubernetes' `terminationGracePeriodSeconds`.
+    pub shutdown_grace: Duration,
+    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to `X-Forwarded-For`;
+    /// 0 (the default) uses the peer address as the client address.
+    pub trusted_proxy_hops: usize,
+}
+
+impl HttpConfig {
+    /// Reads the server settings; `default_port` is the service's local port.
+    pub fn from_vars(vars: &Vars, default_port: u16) -> Result<Self, ConfigError> {
+        let body_limit_bytes: usize = vars.or("BODY_LIMIT_BYTES", 1024 * 1024)?;
+        if body_limit_bytes == 0 {
+            return Err(vars.invalid("BODY_LIMIT_BYTES", "must be greater than zero"));
+        }
+        Ok(Self {
+            listen_addr: vars.or(
+                "LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], default_port)),
+            )?,
+            request_timeout: vars
+                .or("REQUEST_TIMEOUT", HumanDuration(Duration::from_secs(15)))?
+                .0,
+            body_limit_bytes,
+            shutdown_grace: vars
+                .or("SHUTDOWN_GRACE", HumanDuration(Duration::from_secs(20)))?
+                .0,
+            trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
+        })
+    }
+}
+
+/// Settings of logging and tracing.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// The `service.name` resource attribute and log field.
+    pub service_name: String,
+    /// `LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`: the filter directives; `info` by default.
+    pub log_filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans are exported over OTLP/gRPC; none when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn from_vars(vars: &Vars, service_name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service_name: vars
+                .raw("OTEL_SERVICE_NAME")
+                .unwrap_or(service_name)
+                .to_owned(),
+            log_format: vars.or("LOG_FORMAT", LogFormat::Pretty)?,
+            log_filter: vars.raw("RUST_LOG").unwrap_or("info").to_owned(),
+            otlp_endpoint: vars.optional::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_invalid_values_name_the_variable() {
+        let vars = Vars::from_pairs([("LISTEN_ADDR", "nope"), ("EMPTY", "  ")]);
+        let missing = vars.required::<String>("DATABASE_URL").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "configuration: DATABASE_URL is required but not set"
+        );
+        let blank = vars.required::<String>("EMPTY").unwrap_err();
+        assert_eq!(
+            blank,
+            ConfigError::Missing {
+                name: "EMPTY".into()
+            }
+        );
+        let invalid = vars
+            .required::<SocketAddr>("LISTEN_ADDR")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            invalid.starts_with("configuration: LISTEN_ADDR has an invalid value \"nope\": "),
+            "{invalid}"
+        );
+        assert!(!invalid.contains('\n'));
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        let cases = [
+            ("250ms", Some(250)),
+            ("10s", Some(10_000)),
+            ("5m", Some(300_000)),
+            ("2h", Some(7_200_000)),
+            ("1d", Some(86_400_000)),
+            ("10", None),
+            ("s", None),
+            ("1.5s", None),
+            ("5y", None),
+            ("-1s", None),
+            ("99999999999999999999d", None),
+        ];
+        for (text, millis) in cases {
+            let parsed = text
+                .parse::<HumanDuration>()
+                .ok()
+                .map(|d| d.0.as_millis() as u64);
+            assert_eq!(parsed, millis, "case {text:?}");
+        }
+    }
+
+    #[test]
+    fn http_config_defaults_and_rules() {
+        let config = HttpConfig::from_vars(&Vars::default(), 8081).unwrap();
+        assert_eq!(config.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8081)));
+        assert_eq!(config.request_timeout, Duration::from_secs(15));
+        let zero =
+            HttpConfig::from_vars(&Vars::from_pairs([("BODY_LIMIT_BYTES", "0")]), 1).unwrap_err();
+        assert!(zero.to_string().contains("BODY_LIMIT_BYTES"));
+        let format = TelemetryConfig::from_vars(&Vars::from_pairs([("LOG_FORMAT", "xml")]), "x")
+            .unwrap_err();
+        assert!(format.to_string().contains("LOG_FORMAT"));
+    }
+}

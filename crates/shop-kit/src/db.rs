@@ -1,0 +1,111 @@
+//! Postgres: the pool and embedded migrations.
+//!
+//! Migrations are embedded in each service binary (`sqlx::migrate!`) and applied at start
+//! under a Postgres advisory lock (sqlx's migrator takes `pg_advisory_lock` keyed by the
+//! database), so N replicas starting at once apply each migration exactly once.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::{ConfigError, HumanDuration, Vars};
+
+/// Settings of a service's database.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: `postgres://user:password@host:port/database`.
+    pub url: SecretString,
+    /// `DATABASE_MAX_CONNECTIONS`: the pool size (default 10).
+    pub max_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT`: how long a request waits for a connection (default 5s).
+    pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT`: the longest one statement may run (default 10s).
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let url = vars.secret("DATABASE_URL")?;
+        if PgConnectOptions::from_str(url.expose_secret()).is_err() {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL".into(),
+                value: "(hidden)".into(),
+                reason: "not a postgres:// URL".into(),
+            });
+        }
+        let max_connections: u32 = vars.or("DATABASE_MAX_CONNECTIONS", 10)?;
+        if max_connections == 0 {
+            return Err(vars.invalid("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        Ok(Self {
+            url,
+            max_connections,
+            acquire_timeout: vars
+                .or(
+                    "DATABASE_ACQUIRE_TIMEOUT",
+                    HumanDuration(Duration::from_secs(5)),
+                )?
+                .0,
+            statement_timeout: vars
+                .or(
+                    "DATABASE_STATEMENT_TIMEOUT",
+                    HumanDuration(Duration::from_secs(10)),
+                )?
+                .0,
+        })
+    }
+
+    /// A configuration for `url` with the defaults (tests, tools).
+    pub fn for_url(url: &str) -> Self {
+        Self {
+            url: SecretString::from(url.to_owned()),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Opens the pool and checks that the database answers.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let statement_timeout = config.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(config.url.expose_secret())
+        .context("DATABASE_URL is not a postgres:// URL")?
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    let database = options.get_database().unwrap_or("(default)").to_owned();
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to Postgres database {database}"))
+}
+
+/// Applies the service's embedded migrations under the migrator's advisory lock.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    migrator
+        .run(pool)
+        .await
+        .context("cannot apply database migrations")?;
+    tracing::info!(
+        duration_ms = started.elapsed().as_millis() as u64,
+        "database migrations applied"
+    );
+    Ok(())
+}
+
+/// Whether `error` is a violation of the named unique/check/foreign-key constraint. Errors
+/// map to client answers by constraint name, never by message text.
+pub fn violates(error: &sqlx::Error, constraint: &str) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.constraint())
+        == Some(constraint)
+}

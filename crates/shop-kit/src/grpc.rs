@@ -1,0 +1,53 @@
+//! Outbound gRPC: channels with deadlines, and the caller's trace context and token
+//! carried in the request metadata.
+
+use std::time::Duration;
+
+use opentelemetry::propagation::Injector;
+use tonic::{
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    transport::{Channel, Endpoint},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// A lazily connecting channel to `url` whose every call carries `deadline`.
+pub fn channel(url: &str, deadline: Duration) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|error| anyhow::anyhow!("{url:?} is not a valid gRPC URL: {error}"))?
+        .connect_timeout(deadline.min(Duration::from_secs(2)))
+        .timeout(deadline)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// A client interceptor that writes the current span's W3C trace context into the request.
+pub fn propagate_trace(
+    mut request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+    });
+    Ok(request)
+}
+
+/// Puts `Authorization: Bearer <token>` on an outbound request, to forward the caller's token.
+pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {token}")) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}

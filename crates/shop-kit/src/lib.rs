@@ -1,0 +1,26 @@
+//! Shop's shared runtime: what every service stands on, and nothing domain-specific.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from environment variables; one clear line per bad value.
+//! - [`error`]: [`error::Problem`], the one mapping from an error to RFC 9457 problem+json
+//!   and to a gRPC `Status`, and [`error::ApiJson`], a JSON extractor that answers in it.
+//! - [`telemetry`]: the tracing subscriber, OpenTelemetry export and W3C propagation.
+//! - [`metrics`]: the Prometheus recorder and the per-route RED middleware.
+//! - [`server`]: one port serving REST and gRPC, health, readiness, metrics, OpenAPI,
+//!   gRPC health and reflection, timeouts, body limits and graceful shutdown.
+//! - [`db`]: the Postgres pool and embedded migrations under an advisory lock.
+//! - [`cache`]: the Redis connection and per-deployment key prefixes.
+//! - [`auth`]: EdDSA JWTs, JWKS, the caching JWKS client, the axum extractor and the gRPC
+//!   layer that yield the [`auth::Caller`].
+//! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

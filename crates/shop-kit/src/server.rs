@@ -1,0 +1,477 @@
+//! The server every service runs: REST (axum) and gRPC (tonic) on one port.
+//!
+//! [`Server`] collects a service's REST router, gRPC services, readiness checks and OpenAPI
+//! document; [`Server::bind`] binds (port 0 in tests) and [`BoundServer::run`] serves until
+//! the [`CancellationToken`] is cancelled, then drains in-flight requests for at most the
+//! configured grace period. Every server also answers:
+//!
+//! - `GET /healthz` (alive), `GET /readyz` (every dependency reachable, JSON per check),
+//!   `GET /metrics` (Prometheus), `GET /openapi.json`;
+//! - `grpc.health.v1.Health` and gRPC reflection (`v1` and `v1alpha`), so grpcurl, k6 and
+//!   Postman can discover the API.
+//!
+//! Every request gets an `x-request-id`, a span that continues the caller's W3C trace (its
+//! id is returned as `x-trace-id`), RED metrics, a timeout and a body limit; a panic in a
+//! handler becomes an opaque 500, never a dropped connection.
+
+use std::{
+    convert::Infallible,
+    future::{Future, IntoFuture as _},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    error_handling::HandleErrorLayer,
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request},
+    http::{HeaderValue, StatusCode, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures::future::BoxFuture;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{config::HttpConfig, error::Problem, telemetry};
+
+/// How long one readiness check may take before it counts as failing.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a failing dependency makes the service unready or only degraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criticality {
+    /// Failing: `/readyz` answers 503 and the pod takes no traffic.
+    Required,
+    /// Failing: `/readyz` still answers 200 but reports `degraded` (a cache, say).
+    Optional,
+}
+
+type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// One dependency that `/readyz` checks.
+#[derive(Clone)]
+pub struct Check {
+    name: &'static str,
+    criticality: Criticality,
+    probe: Probe,
+}
+
+impl Check {
+    pub fn new<F, Fut>(name: &'static str, criticality: Criticality, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self {
+            name,
+            criticality,
+            probe: Arc::new(move || Box::pin(probe())),
+        }
+    }
+
+    /// Postgres answers `SELECT 1`.
+    pub fn postgres(pool: sqlx::PgPool) -> Self {
+        Self::new("postgres", Criticality::Required, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            }
+        })
+    }
+
+    /// Redis answers `PING`.
+    pub fn redis(connection: redis::aio::ConnectionManager, criticality: Criticality) -> Self {
+        Self::new("redis", criticality, move || {
+            let mut connection = connection.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+}
+
+/// A service's server, before it binds.
+pub struct Server {
+    name: &'static str,
+    config: HttpConfig,
+    rest: Router,
+    grpc: tonic::service::Routes,
+    grpc_names: Vec<&'static str>,
+    checks: Vec<Check>,
+    openapi: serde_json::Value,
+}
+
+impl Server {
+    pub fn new(name: &'static str, config: HttpConfig) -> Self {
+        Self {
+            name,
+            config,
+            rest: Router::new(),
+            grpc: tonic::service::Routes::default(),
+            grpc_names: Vec::new(),
+            checks: Vec::new(),
+            openapi: json!({}),
+        }
+    }
+
+    /// Adds REST routes (with their state already applied).
+    #[must_use]
+    pub fn rest(mut self, router: Router) -> Self {
+        self.rest = self.rest.merge(router);
+        self
+    }
+
+    /// Adds a gRPC service; the health service reports it by name.
+    #[must_use]
+    pub fn grpc<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.grpc = self.grpc.add_service(service);
+        self.grpc_names.push(S::NAME);
+        self
+    }
+
+    /// Adds a dependency for `/readyz`.
+    #[must_use]
+    pub fn check(mut self, check: Check) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// The OpenAPI document served at `/openapi.json`.
+    #[must_use]
+    pub fn openapi(mut self, document: &utoipa::openapi::OpenApi) -> Self {
+        self.openapi = serde_json::to_value(document).unwrap_or_else(|_| json!({}));
+        self
+    }
+
+    /// Binds the listener (use port 0 for an ephemeral port) and assembles the router.
+    pub async fn bind(self) -> anyhow::Result<BoundServer> {
+        let listener = TcpListener::bind(self.config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.config.listen_addr))?;
+        let local_addr = listener
+            .local_addr()
+            .context("the listener has no local address")?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &self.grpc_names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build gRPC reflection (v1)")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("cannot build gRPC reflection (v1alpha)")?;
+        let grpc = self
+            .grpc
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let router = assemble(
+            self.rest,
+            grpc.into_axum_router(),
+            self.checks,
+            self.openapi,
+            &self.config,
+        );
+        Ok(BoundServer {
+            name: self.name,
+            listener,
+            local_addr,
+            router,
+            health,
+            config: self.config,
+        })
+    }
+}
+
+/// A bound server, ready to run.
+pub struct BoundServer {
+    name: &'static str,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    health: tonic_health::server::HealthReporter,
+    config: HttpConfig,
+}
+
+impl BoundServer {
+    /// The bound address (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests for at most
+    /// the configured grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            name,
+            listener,
+            local_addr,
+            router,
+            health,
+            config,
+        } = self;
+        tracing::info!(service = name, address = %local_addr, "serving REST and gRPC");
+        let signal = shutdown.clone();
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            signal.cancelled().await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!(service = name, "stopping: draining in-flight requests");
+        });
+        let mut serve = std::pin::pin!(serve.into_future());
+        tokio::select! {
+            result = &mut serve => return result.context("the server failed"),
+            () = shutdown.cancelled() => {}
+        }
+        match tokio::time::timeout(config.shutdown_grace, serve).await {
+            Ok(result) => result.context("the server failed while draining")?,
+            Err(_) => {
+                tracing::warn!(service = name, grace = ?config.shutdown_grace, "drain timed out; closing open requests")
+            }
+        }
+        tracing::info!(service = name, "stopped");
+        Ok(())
+    }
+}
+
+fn assemble(
+    rest: Router,
+    grpc: Router,
+    checks: Vec<Check>,
+    openapi: serde_json::Value,
+    config: &HttpConfig,
+) -> Router {
+    let checks = Arc::new(checks);
+    let openapi = Arc::new(openapi);
+    let hops = config.trusted_proxy_hops;
+    let platform = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(move || readiness(Arc::clone(&checks))))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route(
+            "/openapi.json",
+            get(move || std::future::ready(Json(openapi.as_ref().clone()))),
+        );
+
+    rest.merge(platform)
+        .merge(grpc)
+        .fallback(|| async { Problem::not_found("route_not_found", "no route matches this path") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    Problem::unavailable(
+                        "request_timeout",
+                        "the request took too long and was abandoned",
+                    )
+                }))
+                .timeout(config.request_timeout),
+        )
+        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn(move |request, next| {
+            client_ip(hops, request, next)
+        }))
+        .layer(middleware::from_fn(trace_id_header))
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                Problem::internal(&anyhow::anyhow!("a request handler panicked")).into_response()
+            },
+        ))
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        http.method = %request.method(),
+        http.path = %request.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+        otel.kind = "server",
+    );
+    telemetry::continue_trace(&span, request.headers());
+    if let Some(trace_id) = telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
+async fn trace_id_header(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(value) = telemetry::trace_id(&tracing::Span::current())
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
+        response.headers_mut().insert("x-trace-id", value);
+    }
+    response
+}
+
+async fn readiness(checks: Arc<Vec<Check>>) -> Response {
+    let results = futures::future::join_all(checks.iter().map(|check| async move {
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.probe)()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        (check, outcome)
+    }))
+    .await;
+    let mut ready = true;
+    let mut degraded = false;
+    let mut report = serde_json::Map::new();
+    for (check, outcome) in results {
+        let entry = match outcome {
+            Ok(()) => json!({"status": "ok"}),
+            Err(error) => {
+                tracing::warn!(check = check.name, %error, "readiness check failing");
+                match check.criticality {
+                    Criticality::Required => ready = false,
+                    Criticality::Optional => degraded = true,
+                }
+                json!({"status": "failing", "error": error})
+            }
+        };
+        report.insert(check.name.to_owned(), entry);
+    }
+    let (status, word) = match (ready, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
+    };
+    (status, Json(json!({"status": word, "checks": report}))).into_response()
+}
+
+/// The address of the client that sent the request: the peer address, or, behind
+/// `TRUSTED_PROXY_HOPS` proxies, the address they recorded in `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+async fn client_ip(trusted_hops: usize, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let forwarded = (trusted_hops > 0)
+        .then(|| request.headers().get_all("x-forwarded-for"))
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
+        .and_then(|hops| {
+            hops.len()
+                .checked_sub(trusted_hops)
+                .and_then(|index| hops.get(index).copied())
+        })
+        .and_then(|text| text.parse::<IpAddr>().ok());
+    let ip = forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    request.extensions_mut().insert(ClientIp(ip));
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Self>()
+            .copied()
+            .unwrap_or(Self(IpAddr::from([0, 0, 0, 0]))))
+    }
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM (Kubernetes' stop).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::warn!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => tracing::info!("received Ctrl-C"),
+            () = terminate => tracing::info!("received SIGTERM"),
+        }
+        cancel.cancel();
+    });
+    token
+}

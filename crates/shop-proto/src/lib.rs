@@ -1,0 +1,29 @@
+//! Code generated from the `.proto` contracts in `proto/` at build time.
+//!
+//! # Layout
+//! One module per protobuf package, nested as the package name is (`shop::user::v1`).
+//! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor of every file, for gRPC reflection.
+
+/// The encoded `FileDescriptorSet` of every Shop proto file, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor.bin"));
+
+/// Generated code is not ours to lint.
+#[allow(
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    reason = "generated code"
+)]
+pub mod shop {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("shop.common.v1");
+        }
+    }
+    pub mod user {
+        pub mod v1 {
+            tonic::include_proto!("shop.user.v1");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The real-infrastructure test harness. No mocks of our own infrastructure: every test
+//! talks to the real Postgres, Redis (and, for event tests, the broker), isolated so that
+//! tests run in parallel and leave nothing behind.
+//!
+//! # Layout
+//! - [`TestDb`]: a fresh Postgres database per test, dropped (with `FORCE`) when the value
+//!   is dropped.
+//! - [`TestRedis`]: a unique key prefix per test; its keys are deleted on drop.
+//! - [`TestServer`]: a service running in-process on an ephemeral port, stopped on drop.
+//! - [`eventually`]: wait for a condition with a deadline instead of a fixed sleep.
+//!
+//! Where the infrastructure lives: `TEST_DATABASE_URL` (an admin URL; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`). `cargo xtask test` makes sure both are up.
+#![forbid(unsafe_code)]
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a broken fixture should fail the test loudly"
+)]
+
+use std::{future::Future, net::SocketAddr, sync::Once, time::Duration};
+
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Every database this harness creates starts with this; `cargo xtask test` drops any left
+/// over by a killed test run.
+pub const DATABASE_PREFIX: &str = "shop_test_";
+
+/// The admin URL of the test Postgres server.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The URL of the test Redis server.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Sends the services' logs to the test output (shown for failing tests). `RUST_LOG`
+/// filters them; `warn` by default.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database with a unique name.
+    pub async fn new() -> Self {
+        init_tracing();
+        let admin = postgres_admin_url();
+        let name = format!("{DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        let mut connection = PgConnection::connect(&admin)
+            .await
+            .expect("cannot connect to the test Postgres server");
+        connection
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("cannot create a test database");
+        let _ = connection.close().await;
+        let url = replace_database(&admin, &name);
+        Self { name, url }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL of this test's database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a thread with its own runtime can block on
+        // the drop without starving it.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut connection = PgConnection::connect(&postgres_admin_url()).await.ok()?;
+                connection
+                    .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                    .await
+                    .ok()?;
+                connection.close().await.ok()
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority_end = base.find("://").map_or(0, |at| at + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A Redis key prefix that exists for one test.
+#[derive(Debug)]
+pub struct TestRedis {
+    prefix: String,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        Self {
+            prefix: format!("test:{}:", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        redis_url()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<String> = match connection.scan_match::<_, String>(&pattern) {
+            Ok(iter) => iter.collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
+        }
+    }
+}
+
+use redis::Commands as _;
+
+/// A service running in-process for one test.
+pub struct TestServer {
+    address: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Runs `run(shutdown)` (a bound server's run loop) in the background; `address` is the
+    /// address it bound.
+    pub fn spawn<F, Fut>(address: SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Self {
+            address,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Signals shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An HTTP client for tests: no proxy, short timeouts.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("cannot build the test HTTP client")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_replace_the_path_only() {
+        let cases = [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgres://u:p@h/db?sslmode=disable",
+                "postgres://u:p@h/x?sslmode=disable",
+            ),
+            ("postgres://h:5432", "postgres://h:5432/x"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(replace_database(url, "x"), expected, "case {url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn databases_are_created_and_dropped() {
+        let db = TestDb::new().await;
+        let name = db.name().to_owned();
+        let mut connection = PgConnection::connect(db.url()).await.unwrap();
+        connection.execute("CREATE TABLE t (id int)").await.unwrap();
+        drop(db);
+        let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

@@ -1,0 +1,229 @@
+//! Builds the service (state, server) and runs it.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use shop_kit::{
+    auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKey, Verifier},
+    server::{BoundServer, Check, Criticality, Server},
+};
+use shop_proto::shop::user::v1::user_service_server::UserServiceServer;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use uuid::Uuid;
+
+use crate::{
+    config::{AdminAccount, Config},
+    domain::{PasswordHasher, RefreshSecret, hash_is_current},
+    error::Error,
+    http::TokenResponse,
+    store::{self, LoginLimiter, NewUser, User, UserChanges},
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    hasher: PasswordHasher,
+    limiter: LoginLimiter,
+    signing_key: SigningKey,
+    verifier: Arc<Verifier>,
+    issuer: String,
+    audience: String,
+    access_token_ttl: Duration,
+    refresh_token_ttl: Duration,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.inner.limiter
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: vec![self.inner.signing_key.jwk()],
+        }
+    }
+
+    /// A new access token and a refresh token in `family`, stored through `connection`.
+    pub async fn issue_tokens(
+        &self,
+        connection: &mut PgConnection,
+        user: &User,
+        family: Uuid,
+    ) -> Result<TokenResponse, Error> {
+        let now = Utc::now();
+        let ttl = self.inner.access_token_ttl;
+        let claims = Claims {
+            sub: user.id,
+            role: user.role,
+            iss: self.inner.issuer.clone(),
+            aud: self.inner.audience.clone(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            jti: Uuid::now_v7(),
+        };
+        let access_token = self.inner.signing_key.sign(&claims)?;
+        let secret = RefreshSecret::generate();
+        let refresh_ttl = chrono::Duration::from_std(self.inner.refresh_token_ttl)
+            .unwrap_or(chrono::Duration::days(30));
+        store::refresh_tokens::insert(
+            connection,
+            family,
+            user.id,
+            &secret.hash(),
+            now + refresh_ttl,
+        )
+        .await?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: ttl.as_secs(),
+            refresh_token: secret.reveal().to_owned(),
+        })
+    }
+}
+
+impl AuthState for AppState {
+    fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+}
+
+/// The built service: bound, ready to run.
+pub struct Application {
+    server: BoundServer,
+}
+
+impl Application {
+    /// Loads the key, connects, migrates, ensures the admin account and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let signing_key = config.load_signing_key()?;
+        let pool = shop_kit::db::connect(&config.database).await?;
+        shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
+        let redis = shop_kit::cache::connect(&config.redis).await?;
+        let hasher = PasswordHasher::new(config.hash_concurrency)?;
+        if let Some(admin) = &config.admin {
+            ensure_admin(&pool, &hasher, admin).await?;
+        }
+        let verifier = Arc::new(Verifier::new(
+            &config.auth,
+            KeySource::from_jwks(&Jwks {
+                keys: vec![signing_key.jwk()],
+            }),
+        ));
+        let state = AppState {
+            inner: Arc::new(Inner {
+                pool: pool.clone(),
+                hasher,
+                limiter: LoginLimiter::new(
+                    redis.clone(),
+                    config.redis.key_prefix.clone(),
+                    config.login_limits,
+                ),
+                signing_key,
+                verifier: Arc::clone(&verifier),
+                issuer: config.auth.issuer.clone(),
+                audience: config.auth.audience.clone(),
+                access_token_ttl: config.access_token_ttl,
+                refresh_token_ttl: config.refresh_token_ttl,
+            }),
+        };
+        let grpc = GrpcAuth::new(
+            UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())),
+            verifier,
+        );
+        let server = Server::new("user-service", config.http)
+            .rest(crate::http::router(state))
+            .grpc(grpc)
+            .check(Check::postgres(pool))
+            .check(Check::redis(redis, Criticality::Optional))
+            .openapi(&crate::http::ApiDoc::openapi())
+            .bind()
+            .await?;
+        Ok(Self { server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.server.run(shutdown).await
+    }
+}
+
+/// Creates the configured admin account, or makes the existing account an admin with the
+/// configured password.
+async fn ensure_admin(
+    pool: &PgPool,
+    hasher: &PasswordHasher,
+    admin: &AdminAccount,
+) -> anyhow::Result<()> {
+    let mut connection = pool.acquire().await.context("cannot reach the database")?;
+    let existing = store::users::by_email(&mut connection, admin.email.as_str())
+        .await
+        .map_err(anyhow_error)?;
+    match existing {
+        None => {
+            let hash = hasher.hash(&admin.password).await?;
+            let new_user = NewUser {
+                email: admin.email.as_str(),
+                name: "Administrator",
+                password_hash: &hash,
+                role: Role::Admin,
+            };
+            match store::users::insert(&mut connection, &new_user).await {
+                // Another replica created it at the same moment.
+                Ok(_) | Err(Error::EmailTaken) => {}
+                Err(error) => return Err(anyhow_error(error)),
+            }
+            tracing::info!(admin.email = %admin.email.as_str(), "admin account created");
+        }
+        Some(user) => {
+            let password_ok = hasher
+                .verify(admin.password.expose(), Some(&user.password_hash))
+                .await?;
+            let rehash = !password_ok || !hash_is_current(&user.password_hash);
+            let hash = if rehash {
+                Some(hasher.hash(&admin.password).await?)
+            } else {
+                None
+            };
+            if user.role != Role::Admin || hash.is_some() {
+                let changes = UserChanges {
+                    name: None,
+                    password_hash: hash.as_deref(),
+                    role: Some(Role::Admin),
+                };
+                store::users::update(&mut connection, user.id, &changes)
+                    .await
+                    .map_err(anyhow_error)?;
+                tracing::info!(admin.email = %admin.email.as_str(), "admin account updated from configuration");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn anyhow_error(error: Error) -> anyhow::Error {
+    match error {
+        Error::Internal(cause) => cause,
+        other => anyhow::anyhow!("{other}"),
+    }
+}

@@ -1,0 +1,243 @@
+//! The user service's configuration, from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LISTEN_ADDR` | `127.0.0.1:8081` | REST + gRPC port |
+//! | `DATABASE_URL` | required | Postgres `shop_user` |
+//! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | login rate limits |
+//! | `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY` | required unless `SHOP_DEV_MODE=true` | Ed25519 PKCS#8 PEM |
+//! | `SHOP_DEV_MODE` | `false` | allows an ephemeral generated signing key |
+//! | `ACCESS_TOKEN_TTL`, `REFRESH_TOKEN_TTL` | `15m`, `30d` | token lifetimes |
+//! | `SHOP_ADMIN_EMAIL`, `SHOP_ADMIN_PASSWORD` | unset | the admin account, created or updated at start |
+//! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | `5` | failed logins per account per window |
+//! | `LOGIN_MAX_FAILURES_PER_IP` | `100` | failed logins per client address per window |
+//! | `LOGIN_FAILURE_WINDOW` | `15m` | the window of both limits |
+//! | `PASSWORD_HASH_CONCURRENCY` | `2 × cores` | argon2 hashes running at once (each takes 19 MiB) |
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use shop_kit::{
+    auth::{AuthConfig, SigningKey},
+    cache::RedisConfig,
+    config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+    db::DatabaseConfig,
+};
+
+use crate::domain::{Email, Password};
+
+/// The service's local port.
+pub const DEFAULT_PORT: u16 = 8081;
+
+/// Where the signing key comes from.
+pub enum KeyConfig {
+    /// A PEM document (read from `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY`).
+    Pem(SecretString),
+    /// Generate one at start: development only, tokens die with the process.
+    GenerateForDevelopment,
+}
+
+/// The admin account from configuration.
+pub struct AdminAccount {
+    pub email: Email,
+    pub password: Password,
+}
+
+/// Limits on failed logins.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginLimits {
+    pub per_account: u32,
+    pub per_ip: u32,
+    pub window: Duration,
+}
+
+pub struct Config {
+    pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub signing_key: KeyConfig,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub admin: Option<AdminAccount>,
+    pub login_limits: LoginLimits,
+    pub hash_concurrency: usize,
+}
+
+impl Config {
+    /// Reads the process environment; the error names the first bad variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let dev_mode: bool = vars.or("SHOP_DEV_MODE", false)?;
+        let signing_key = if let Some(path) = vars.raw("JWT_SIGNING_KEY_FILE") {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("configuration: JWT_SIGNING_KEY_FILE {path:?} cannot be read")
+            })?;
+            KeyConfig::Pem(SecretString::from(text))
+        } else if let Some(pem) = vars.optional_secret("JWT_SIGNING_KEY") {
+            KeyConfig::Pem(pem)
+        } else if dev_mode {
+            KeyConfig::GenerateForDevelopment
+        } else {
+            anyhow::bail!(
+                "configuration: JWT_SIGNING_KEY_FILE or JWT_SIGNING_KEY is required \
+                 (or SHOP_DEV_MODE=true for an ephemeral development key)"
+            );
+        };
+        let admin = match (
+            vars.raw("SHOP_ADMIN_EMAIL"),
+            vars.optional_secret("SHOP_ADMIN_PASSWORD"),
+        ) {
+            (None, None) => None,
+            (Some(email), Some(password)) => Some(AdminAccount {
+                email: Email::parse(email)
+                    .map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
+                password: Password::parse(secrecy::ExposeSecret::expose_secret(&password))
+                    .map_err(|reason| vars.invalid("SHOP_ADMIN_PASSWORD", reason))?,
+            }),
+            (Some(_), None) => anyhow::bail!(
+                "configuration: SHOP_ADMIN_PASSWORD is required when SHOP_ADMIN_EMAIL is set"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "configuration: SHOP_ADMIN_EMAIL is required when SHOP_ADMIN_PASSWORD is set"
+            ),
+        };
+        let per_account: u32 = vars.or("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?;
+        let per_ip: u32 = vars.or("LOGIN_MAX_FAILURES_PER_IP", 100)?;
+        if per_account == 0 {
+            return Err(vars
+                .invalid("LOGIN_MAX_FAILURES_PER_ACCOUNT", "must be at least 1")
+                .into());
+        }
+        if per_ip == 0 {
+            return Err(vars
+                .invalid("LOGIN_MAX_FAILURES_PER_IP", "must be at least 1")
+                .into());
+        }
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let hash_concurrency: usize = vars.or("PASSWORD_HASH_CONCURRENCY", cores * 2)?;
+        if hash_concurrency == 0 {
+            return Err(vars
+                .invalid("PASSWORD_HASH_CONCURRENCY", "must be at least 1")
+                .into());
+        }
+        let access_token_ttl = vars
+            .or(
+                "ACCESS_TOKEN_TTL",
+                HumanDuration(Duration::from_secs(15 * 60)),
+            )?
+            .0;
+        if access_token_ttl < Duration::from_secs(1) {
+            return Err(vars
+                .invalid("ACCESS_TOKEN_TTL", "must be at least 1s")
+                .into());
+        }
+        Ok(Self {
+            http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
+            telemetry: TelemetryConfig::from_vars(vars, "user-service")?,
+            database: DatabaseConfig::from_vars(vars)?,
+            redis: RedisConfig::from_vars(vars)?,
+            auth: AuthConfig::from_vars(vars)?,
+            signing_key,
+            access_token_ttl,
+            refresh_token_ttl: vars
+                .or(
+                    "REFRESH_TOKEN_TTL",
+                    HumanDuration(Duration::from_secs(30 * 86_400)),
+                )?
+                .0,
+            admin,
+            login_limits: LoginLimits {
+                per_account,
+                per_ip,
+                window: vars
+                    .or(
+                        "LOGIN_FAILURE_WINDOW",
+                        HumanDuration(Duration::from_secs(15 * 60)),
+                    )?
+                    .0,
+            },
+            hash_concurrency,
+        })
+    }
+
+    /// Loads or generates the signing key.
+    pub fn load_signing_key(&self) -> anyhow::Result<SigningKey> {
+        match &self.signing_key {
+            KeyConfig::Pem(pem) => SigningKey::from_pem(secrecy::ExposeSecret::expose_secret(pem))
+                .context("configuration: the JWT signing key cannot be used"),
+            KeyConfig::GenerateForDevelopment => {
+                let (key, _) = SigningKey::generate()?;
+                tracing::warn!(
+                    kid = key.kid(),
+                    "SHOP_DEV_MODE: generated an ephemeral signing key; tokens will not survive a restart. \
+                     Never run like this in production."
+                );
+                Ok(key)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vars {
+        Vars::from_pairs([
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_user"),
+            ("SHOP_DEV_MODE", "true"),
+        ])
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let cases = [
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+            ("SHOP_DEV_MODE", "perhaps", "SHOP_DEV_MODE"),
+            ("ACCESS_TOKEN_TTL", "15", "ACCESS_TOKEN_TTL"),
+            (
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                "0",
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+            ),
+            (
+                "LOGIN_MAX_FAILURES_PER_IP",
+                "-1",
+                "LOGIN_MAX_FAILURES_PER_IP",
+            ),
+            ("SHOP_ADMIN_EMAIL", "not-an-email", "SHOP_ADMIN"),
+            ("LISTEN_ADDR", "localhost", "LISTEN_ADDR"),
+            (
+                "JWT_SIGNING_KEY_FILE",
+                "/nonexistent/key.pem",
+                "JWT_SIGNING_KEY_FILE",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let error = match Config::from_vars(&base().with(name, value)) {
+                Ok(_) => panic!("case {name}={value} was accepted"),
+                Err(error) => error.to_string(),
+            };
+            assert!(error.contains(expected), "case {name}={value}: {error}");
+            assert!(!error.contains('\n'), "case {name}: one line, got {error}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_required_outside_dev_mode() {
+        let vars = Vars::from_pairs([("DATABASE_URL", "postgres://h/db")]);
+        let error = Config::from_vars(&vars).err().unwrap().to_string();
+        assert!(error.contains("JWT_SIGNING_KEY_FILE"), "{error}");
+        let config = Config::from_vars(&base()).unwrap();
+        assert!(matches!(
+            config.signing_key,
+            KeyConfig::GenerateForDevelopment
+        ));
+    }
+}

@@ -1,0 +1,171 @@
+//! `/v1/auth`: login, refresh (rotation with reuse detection), logout; and the JWKS.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use shop_kit::{
+    auth::Jwks,
+    error::{ApiJson, Problem},
+    server::ClientIp,
+};
+use utoipa::ToSchema;
+
+use crate::{
+    app::AppState,
+    domain::{EMAIL_MAX_LEN, PASSWORD_MAX_LEN, RefreshSecret},
+    error::Error,
+    store::{self, Consumed, Verdict},
+};
+
+/// The longest refresh token we will look at; ours are 43 characters.
+const REFRESH_TOKEN_MAX_LEN: usize = 512;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: each refresh returns a new one.
+    pub refresh_token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// Exchange credentials for tokens. Unknown email and wrong password get the same answer.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "a field is longer than any account's can be", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too many failed logins; see Retry-After", body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<TokenResponse>, Error> {
+    if body.email.chars().count() > EMAIL_MAX_LEN {
+        return Err(Error::invalid("email", "must be at most 254 characters"));
+    }
+    if body.password.chars().count() > PASSWORD_MAX_LEN {
+        return Err(Error::invalid(
+            "password",
+            format!("must be at most {PASSWORD_MAX_LEN} characters"),
+        ));
+    }
+    let email = body.email.trim().to_lowercase();
+    if let Verdict::Limited { retry_after_secs } = state.limiter().check(&email, ip).await {
+        return Err(Error::RateLimited { retry_after_secs });
+    }
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    let user = store::users::by_email(&mut connection, &email).await?;
+    let matches = state
+        .hasher()
+        .verify(
+            &body.password,
+            user.as_ref().map(|user| user.password_hash.as_str()),
+        )
+        .await?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => {
+            state.limiter().record_failure(&email, ip).await;
+            return Err(Error::InvalidCredentials);
+        }
+    };
+    state.limiter().record_success(&email, ip).await;
+    let tokens = state
+        .issue_tokens(&mut connection, &user, uuid::Uuid::now_v7())
+        .await?;
+    tracing::info!(user.id = %user.id, "logged in");
+    Ok(Json(tokens))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// Trade a refresh token for a new pair. A token works once: presenting it again revokes
+/// every token of that login.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Json<TokenResponse>, Error> {
+    if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
+        return Err(Error::InvalidRefreshToken);
+    }
+    let hash = RefreshSecret::hash_of(&body.refresh_token);
+    let mut transaction = state.pool().begin().await.map_err(Error::from)?;
+    let consumed = store::refresh_tokens::consume(&mut transaction, &hash).await?;
+    let token = match consumed {
+        Consumed::Live(token) => token,
+        Consumed::Reused => {
+            // The revocation must stick even though the request fails.
+            transaction.commit().await.map_err(Error::from)?;
+            return Err(Error::RefreshTokenReused);
+        }
+        Consumed::Invalid => return Err(Error::InvalidRefreshToken),
+    };
+    let user = store::users::by_id(&mut transaction, token.user_id)
+        .await?
+        .ok_or(Error::InvalidRefreshToken)?;
+    let tokens = state
+        .issue_tokens(&mut transaction, &user, token.family_id)
+        .await?;
+    transaction.commit().await.map_err(Error::from)?;
+    Ok(Json(tokens))
+}
+
+/// End a login: its refresh tokens stop working. Always 204, known token or not.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 204, description = "signed out"),
+))]
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<StatusCode, Error> {
+    if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let hash = RefreshSecret::hash_of(&body.refresh_token);
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    if let Some(family) = store::refresh_tokens::family_of(&mut connection, &hash).await? {
+        store::refresh_tokens::revoke_family(&mut connection, family).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, body = Jwks)))]
+pub(super) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.jwks()),
+    )
+}

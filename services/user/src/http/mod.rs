@@ -1,0 +1,52 @@
+//! The REST API: one module per resource, each with its `router()`, merged here.
+
+use axum::Router;
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+
+mod auth;
+mod users;
+
+pub use auth::TokenResponse;
+pub use users::UserResponse;
+
+/// Every REST route of the service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(users::router())
+        .merge(auth::router())
+        .with_state(state)
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shop user service", version = "1.0.0", description = "Accounts, credentials and tokens."),
+    paths(
+        users::register, users::get_me, users::update_me, users::get_user,
+        auth::login, auth::refresh, auth::logout, auth::jwks,
+    ),
+    components(schemas(shop_kit::error::Problem, shop_kit::error::FieldError, shop_kit::auth::Role)),
+    modifiers(&BearerAuth),
+    tags((name = "users"), (name = "auth")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

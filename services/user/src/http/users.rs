@@ -1,0 +1,230 @@
+//! `/v1/users`: register, read and change one's own account; admins read any.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shop_kit::{
+    auth::{Caller, Role},
+    error::{ApiJson, FieldError, Problem, parse_id},
+};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    domain::{Email, Password, UserName},
+    error::Error,
+    store::{self, User, UserChanges},
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", post(register))
+        .route("/v1/users/me", get(get_me).patch(update_me))
+        .route("/v1/users/{id}", get(get_user))
+}
+
+/// An account as clients see it (never the password hash).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserResponse {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: user.role,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegisterRequest {
+    /// At most 254 characters; stored lower-cased.
+    email: String,
+    /// 8 to 128 characters.
+    password: String,
+    /// 1 to 100 characters.
+    name: String,
+}
+
+/// Create an account (role `customer`).
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterRequest, responses(
+    (status = 201, description = "created", body = UserResponse),
+    (status = 409, description = "email_taken", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "validation_failed, naming the fields", body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> Result<impl IntoResponse, Error> {
+    let mut errors = Vec::new();
+    let email = Email::parse(&body.email)
+        .map_err(|message| errors.push(FieldError::new("email", message)))
+        .ok();
+    let password = Password::parse(&body.password)
+        .map_err(|message| errors.push(FieldError::new("password", message)))
+        .ok();
+    let name = UserName::parse(&body.name)
+        .map_err(|message| errors.push(FieldError::new("name", message)))
+        .ok();
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(Error::Validation(errors));
+    };
+    let password_hash = state.hasher().hash(&password).await?;
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    let new_user = store::NewUser {
+        email: email.as_str(),
+        name: name.as_str(),
+        password_hash: &password_hash,
+        role: Role::Customer,
+    };
+    let user = store::users::insert(&mut connection, &new_user).await?;
+    tracing::info!(user.id = %user.id, "account registered");
+    let location = format!("/v1/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(UserResponse::from(user)),
+    ))
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])), responses(
+    (status = 200, body = UserResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn get_me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<UserResponse>, Error> {
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    let user = store::users::by_id(&mut connection, caller.user_id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    Ok(Json(user.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateMeRequest {
+    name: Option<String>,
+    /// A new password; needs `current_password`. Signs out every other session.
+    password: Option<String>,
+    current_password: Option<String>,
+}
+
+/// Change the caller's name and/or password.
+#[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<UpdateMeRequest>,
+) -> Result<Json<UserResponse>, Error> {
+    let mut errors = Vec::new();
+    let name = body
+        .name
+        .as_deref()
+        .map(UserName::parse)
+        .transpose()
+        .map_err(|message| errors.push(FieldError::new("name", message)))
+        .ok()
+        .flatten();
+    let password = body
+        .password
+        .as_deref()
+        .map(Password::parse)
+        .transpose()
+        .map_err(|message| errors.push(FieldError::new("password", message)))
+        .ok()
+        .flatten();
+    if body.password.is_some() && body.current_password.is_none() {
+        errors.push(FieldError::new(
+            "current_password",
+            "is required to change the password",
+        ));
+    }
+    if body.name.is_none() && body.password.is_none() {
+        errors.push(FieldError::new(
+            "body",
+            "nothing to change: send name and/or password",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    let user = store::users::by_id(&mut connection, caller.user_id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    let new_hash = match (&password, body.current_password.as_deref()) {
+        (Some(password), Some(current)) => {
+            if current.chars().count() > crate::domain::PASSWORD_MAX_LEN
+                || !state
+                    .hasher()
+                    .verify(current, Some(&user.password_hash))
+                    .await?
+            {
+                return Err(Error::WrongCurrentPassword);
+            }
+            Some(state.hasher().hash(password).await?)
+        }
+        _ => None,
+    };
+    let mut transaction = state.pool().begin().await.map_err(Error::from)?;
+    let changes = UserChanges {
+        name: name.as_ref().map(UserName::as_str),
+        password_hash: new_hash.as_deref(),
+        role: None,
+    };
+    let user = store::users::update(&mut transaction, caller.user_id, &changes).await?;
+    if new_hash.is_some() {
+        store::refresh_tokens::revoke_user(&mut transaction, caller.user_id).await?;
+    }
+    transaction.commit().await.map_err(Error::from)?;
+    Ok(Json(user.into()))
+}
+
+/// One account: your own, or any for an admin.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserResponse>, Error> {
+    let id = parse_id(&id, "user_not_found")?;
+    caller.require_owner_or_admin(id)?;
+    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
+    let user = store::users::by_id(&mut connection, id)
+        .await?
+        .ok_or(Error::UserNotFound)?;
+    Ok(Json(user.into()))
+}

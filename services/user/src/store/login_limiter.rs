@@ -1,0 +1,120 @@
+//! Limits on FAILED logins, in Redis: a tight one per account (guessing one password) and
+//! a generous one per client address (spraying many accounts), so that a load test from one
+//! address that logs in correctly is never limited. Fixed windows: the first failure starts
+//! the window, `Retry-After` is what is left of it.
+//!
+//! If Redis is unreachable the limiter lets logins through (and says so in the log): an
+//! outage of the limiter must not lock every user out.
+
+use std::net::IpAddr;
+
+use redis::aio::ConnectionManager;
+use shop_kit::cache::KeyPrefix;
+
+use crate::config::LoginLimits;
+
+/// Whether a login may be attempted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Limited { retry_after_secs: u64 },
+}
+
+#[derive(Clone)]
+pub struct LoginLimiter {
+    redis: ConnectionManager,
+    prefix: KeyPrefix,
+    limits: LoginLimits,
+}
+
+impl LoginLimiter {
+    pub fn new(redis: ConnectionManager, prefix: KeyPrefix, limits: LoginLimits) -> Self {
+        Self {
+            redis,
+            prefix,
+            limits,
+        }
+    }
+
+    fn keys(&self, email: &str, ip: IpAddr) -> (String, String) {
+        (
+            self.prefix.key(&["login-failures", "account", email]),
+            self.prefix.key(&["login-failures", "ip", &ip.to_string()]),
+        )
+    }
+
+    /// Whether `email` from `ip` may try now.
+    pub async fn check(&self, email: &str, ip: IpAddr) -> Verdict {
+        let (account_key, ip_key) = self.keys(email, ip);
+        let mut redis = self.redis.clone();
+        let answer: Result<(Option<u32>, i64, Option<u32>, i64), _> = redis::pipe()
+            .get(&account_key)
+            .ttl(&account_key)
+            .get(&ip_key)
+            .ttl(&ip_key)
+            .query_async(&mut redis)
+            .await;
+        let (account, account_ttl, per_ip, ip_ttl) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::error!(%error, "login limiter unavailable; allowing the attempt");
+                return Verdict::Allowed;
+            }
+        };
+        let window = self.limits.window.as_secs();
+        let remaining = |ttl: i64| u64::try_from(ttl).unwrap_or(window).max(1);
+        if account.unwrap_or(0) >= self.limits.per_account {
+            return Verdict::Limited {
+                retry_after_secs: remaining(account_ttl),
+            };
+        }
+        if per_ip.unwrap_or(0) >= self.limits.per_ip {
+            return Verdict::Limited {
+                retry_after_secs: remaining(ip_ttl),
+            };
+        }
+        Verdict::Allowed
+    }
+
+    /// Counts a failed attempt against both limits.
+    pub async fn record_failure(&self, email: &str, ip: IpAddr) {
+        let (account_key, ip_key) = self.keys(email, ip);
+        let window = i64::try_from(self.limits.window.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let mut redis = self.redis.clone();
+        let result: Result<(), _> = redis::pipe()
+            .incr(&account_key, 1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&account_key)
+            .arg(window)
+            .arg("NX")
+            .ignore()
+            .incr(&ip_key, 1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&ip_key)
+            .arg(window)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "login limiter unavailable; a failed login was not counted");
+        }
+    }
+
+    /// Clears the account's failures after a successful login.
+    pub async fn record_success(&self, email: &str, ip: IpAddr) {
+        let (account_key, _) = self.keys(email, ip);
+        let mut redis = self.redis.clone();
+        if let Err(error) = redis::cmd("DEL")
+            .arg(&account_key)
+            .query_async::<()>(&mut redis)
+            .await
+        {
+            tracing::warn!(%error, "cannot clear login failures");
+        }
+    }
+}
