@@ -95,11 +95,7 @@ impl Caller {
 
     /// 403 unless the caller is an admin.
     pub fn require_admin(&self) -> Result<(), Problem> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(Problem::forbidden("this action needs the admin role"))
-        }
+        if self.is_admin() { Ok(()) } else { Err(Problem::forbidden("this action needs the admin role")) }
     }
 
     /// 403 unless the caller owns the resource or is an admin.
@@ -131,9 +127,7 @@ impl AuthConfig {
             issuer: vars.raw("JWT_ISSUER").unwrap_or("shop-user").to_owned(),
             audience: vars.raw("JWT_AUDIENCE").unwrap_or("shop").to_owned(),
             jwks_url: vars.optional("JWKS_URL")?,
-            jwks_ttl: vars
-                .or("JWKS_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?
-                .0,
+            jwks_ttl: vars.or("JWKS_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?.0,
         })
     }
 }
@@ -166,10 +160,7 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        formatter.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -186,22 +177,16 @@ impl SigningKey {
     }
 
     fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|error| {
-            anyhow::anyhow!("the signing key is not an Ed25519 PKCS#8 key: {error}")
-        })?;
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|error| anyhow::anyhow!("the signing key is not an Ed25519 PKCS#8 key: {error}"))?;
         let public_x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        Ok(Self {
-            kid: thumbprint(&public_x),
-            encoding: EncodingKey::from_ed_der(der),
-            public_x,
-        })
+        Ok(Self { kid: thumbprint(&public_x), encoding: EncodingKey::from_ed_der(der), public_x })
     }
 
     /// A new random key and its PEM text (development only).
     pub fn generate() -> anyhow::Result<(Self, String)> {
         let rng = ring::rand::SystemRandom::new();
-        let document = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| anyhow::anyhow!("cannot generate a key"))?;
+        let document = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("cannot generate a key"))?;
         let text = pem::encode(&pem::Pem::new("PRIVATE KEY", document.as_ref().to_vec()));
         Ok((Self::from_pkcs8(document.as_ref())?, text))
     }
@@ -272,11 +257,7 @@ fn decoding_keys(jwks: &Jwks) -> HashMap<String, DecodingKey> {
     jwks.keys
         .iter()
         .filter(|jwk| jwk.kty == "OKP" && jwk.crv == "Ed25519")
-        .filter_map(|jwk| {
-            DecodingKey::from_ed_components(&jwk.x)
-                .ok()
-                .map(|key| (jwk.kid.clone(), key))
-        })
+        .filter_map(|jwk| DecodingKey::from_ed_components(&jwk.x).ok().map(|key| (jwk.kid.clone(), key)))
         .collect()
 }
 
@@ -298,36 +279,23 @@ impl Verifier {
 
     /// The caller a token speaks for, or a 401 problem saying why not.
     pub async fn verify(&self, token: &str) -> Result<Caller, Problem> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Problem::unauthenticated("the token is malformed"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Problem::unauthenticated("the token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(Problem::unauthenticated(
-                "the token's algorithm is not accepted",
-            ));
+            return Err(Problem::unauthenticated("the token's algorithm is not accepted"));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| Problem::unauthenticated("the token has no key id"))?;
+        let kid = header.kid.ok_or_else(|| Problem::unauthenticated("the token has no key id"))?;
         let key = self.keys.key(&kid).await?;
         let data =
-            jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|error| {
-                match error.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        Problem::unauthenticated("the token has expired")
-                    }
-                    ErrorKind::InvalidSignature => {
-                        Problem::unauthenticated("the token's signature is invalid")
-                    }
-                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                        Problem::unauthenticated("the token was not issued for this service")
-                    }
-                    _ => Problem::unauthenticated("the token is invalid"),
+            jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => Problem::unauthenticated("the token has expired"),
+                ErrorKind::InvalidSignature => Problem::unauthenticated("the token's signature is invalid"),
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                    Problem::unauthenticated("the token was not issued for this service")
                 }
+                _ => Problem::unauthenticated("the token is invalid"),
             })?;
-        Ok(Caller {
-            user_id: data.claims.sub,
-            role: data.claims.role,
-        })
+        Ok(Caller { user_id: data.claims.sub, role: data.claims.role })
     }
 
     /// The caller named by an `Authorization: Bearer` header.
@@ -342,16 +310,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Problem> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| Problem::unauthenticated("an Authorization: Bearer token is required"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| Problem::unauthenticated("the Authorization header is not text"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        Problem::unauthenticated("the Authorization header must be Bearer <token>")
-    })?;
+    let value = value.to_str().map_err(|_| Problem::unauthenticated("the Authorization header is not text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Problem::unauthenticated("the Authorization header must be Bearer <token>"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Problem::unauthenticated(
-            "the Authorization header must be Bearer <token>",
-        ));
+        return Err(Problem::unauthenticated("the Authorization header must be Bearer <token>"));
     }
     Ok(token.trim())
 }
@@ -413,10 +377,7 @@ impl JwksClient {
                     self.mark_attempt();
                     tracing::warn!(jwks.url = %self.url, error = format!("{error:#}"), "cannot refresh the JWKS");
                     return after_wait.or(cached).ok_or_else(|| {
-                        Problem::unavailable(
-                            "auth_unavailable",
-                            "token keys are unavailable; retry shortly",
-                        )
+                        Problem::unavailable("auth_unavailable", "token keys are unavailable; retry shortly")
                     });
                 }
             }
@@ -426,53 +387,30 @@ impl JwksClient {
 
     /// (the key if cached, whether the cache is fresh, whether a fetch is allowed now)
     fn lookup(&self, kid: &str) -> (Option<DecodingKey>, bool, bool) {
-        let cache = self
-            .cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = cache.keys.get(kid).cloned();
         let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
-        let may_refresh = cache
-            .attempted_at
-            .is_none_or(|at| at.elapsed() >= self.min_refresh)
-            || !fresh && key.is_some();
+        let may_refresh =
+            cache.attempted_at.is_none_or(|at| at.elapsed() >= self.min_refresh) || !fresh && key.is_some();
         (key, fresh, may_refresh)
     }
 
     fn store(&self, keys: HashMap<String, DecodingKey>) {
-        let mut cache = self
-            .cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        *cache = JwksCache {
-            keys,
-            fetched_at: Some(now),
-            attempted_at: Some(now),
-        };
+        *cache = JwksCache { keys, fetched_at: Some(now), attempted_at: Some(now) };
     }
 
     fn mark_attempt(&self) {
-        let mut cache = self
-            .cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.attempted_at = Some(Instant::now());
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, DecodingKey>> {
         let mut request = self.http.get(&self.url).build().context("bad JWKS URL")?;
         crate::telemetry::inject_current(request.headers_mut());
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .context("JWKS request failed")?;
-        let jwks: Jwks = response
-            .error_for_status()
-            .context("JWKS answered an error")?
-            .json()
-            .await?;
+        let response = self.http.execute(request).await.context("JWKS request failed")?;
+        let jwks: Jwks = response.error_for_status().context("JWKS answered an error")?.json().await?;
         let keys = decoding_keys(&jwks);
         tracing::info!(jwks.url = %self.url, keys = keys.len(), "fetched the JWKS");
         Ok(keys)
@@ -516,11 +454,8 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcAuth<S>
 
 impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
 where
-    S: tower::Service<
-            http::Request<B>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -587,12 +522,7 @@ mod tests {
     }
 
     fn verifier_for(key: &SigningKey) -> Verifier {
-        Verifier::new(
-            &config(),
-            KeySource::from_jwks(&Jwks {
-                keys: vec![key.jwk()],
-            }),
-        )
+        Verifier::new(&config(), KeySource::from_jwks(&Jwks { keys: vec![key.jwk()] }))
     }
 
     #[tokio::test]
@@ -603,13 +533,7 @@ mod tests {
         let verifier = verifier_for(&key);
         let good = claims(600);
         let caller = verifier.verify(&key.sign(&good).unwrap()).await.unwrap();
-        assert_eq!(
-            caller,
-            Caller {
-                user_id: good.sub,
-                role: Role::Customer
-            }
-        );
+        assert_eq!(caller, Caller { user_id: good.sub, role: Role::Customer });
 
         let (other, _) = SigningKey::generate().unwrap();
         let b64 = |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(value.to_string());
@@ -618,32 +542,19 @@ mod tests {
         let signature = valid.rsplit('.').next().unwrap();
         let mut wrong_kid = Header::new(Algorithm::EdDSA);
         wrong_kid.kid = Some(key.kid().to_owned());
-        let admin = Claims {
-            role: Role::Admin,
-            ..good.clone()
-        };
+        let admin = Claims { role: Role::Admin, ..good.clone() };
         let cases: Vec<(&str, String)> = vec![
             ("expired", key.sign(&claims(-120)).unwrap()),
             ("other key, unknown kid", other.sign(&good).unwrap()),
             (
                 "other key, our kid",
-                jsonwebtoken::encode(&wrong_kid, &good, &EncodingKey::from_ed_der(&[]))
-                    .unwrap_or_default(),
+                jsonwebtoken::encode(&wrong_kid, &good, &EncodingKey::from_ed_der(&[])).unwrap_or_default(),
             ),
-            (
-                "alg none",
-                format!(
-                    "{}.{body}.",
-                    b64(&serde_json::json!({"alg": "none", "kid": key.kid()}))
-                ),
-            ),
+            ("alg none", format!("{}.{body}.", b64(&serde_json::json!({"alg": "none", "kid": key.kid()})))),
             (
                 "alg HS256",
                 jsonwebtoken::encode(
-                    &Header {
-                        kid: Some(key.kid().into()),
-                        ..Header::new(Algorithm::HS256)
-                    },
+                    &Header { kid: Some(key.kid().into()), ..Header::new(Algorithm::HS256) },
                     &good,
                     &EncodingKey::from_secret(key.jwk().x.as_bytes()),
                 )
@@ -657,22 +568,8 @@ mod tests {
                     b64(&serde_json::to_value(&admin).unwrap())
                 ),
             ),
-            (
-                "wrong audience",
-                key.sign(&Claims {
-                    aud: "other".into(),
-                    ..good.clone()
-                })
-                .unwrap(),
-            ),
-            (
-                "wrong issuer",
-                key.sign(&Claims {
-                    iss: "evil".into(),
-                    ..good.clone()
-                })
-                .unwrap(),
-            ),
+            ("wrong audience", key.sign(&Claims { aud: "other".into(), ..good.clone() }).unwrap()),
+            ("wrong issuer", key.sign(&Claims { iss: "evil".into(), ..good.clone() }).unwrap()),
             ("garbage", "not.a.token".into()),
             ("empty", String::new()),
         ];

@@ -24,9 +24,7 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let url = vars
-            .optional_secret("REDIS_URL")
-            .unwrap_or_else(|| SecretString::from("redis://127.0.0.1:6379"));
+        let url = vars.optional_secret("REDIS_URL").unwrap_or_else(|| SecretString::from("redis://127.0.0.1:6379"));
         if redis::Client::open(url.expose_secret()).is_err() {
             return Err(ConfigError::Invalid {
                 name: "REDIS_URL".into(),
@@ -37,9 +35,7 @@ impl RedisConfig {
         Ok(Self {
             url,
             key_prefix: KeyPrefix::new(vars.raw("REDIS_KEY_PREFIX").unwrap_or("shop:")),
-            timeout: vars
-                .or("REDIS_TIMEOUT", HumanDuration(Duration::from_millis(500)))?
-                .0,
+            timeout: vars.or("REDIS_TIMEOUT", HumanDuration(Duration::from_millis(500)))?.0,
         })
     }
 }
@@ -65,14 +61,11 @@ impl KeyPrefix {
 
 /// Connects, with per-command and connect timeouts, reconnecting on its own after a drop.
 pub async fn connect(config: &RedisConfig) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(config.url.expose_secret())
-        .context("REDIS_URL is not a redis:// URL")?;
+    let client = redis::Client::open(config.url.expose_secret()).context("REDIS_URL is not a redis:// URL")?;
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(config.timeout.max(Duration::from_secs(1)))
         .set_response_timeout(config.timeout)
         .set_number_of_retries(2)
         .set_max_delay(1_000);
-    ConnectionManager::new_with_config(client, settings)
-        .await
-        .context("cannot connect to Redis")
+    ConnectionManager::new_with_config(client, settings).await.context("cannot connect to Redis")
 }

@@ -16,11 +16,7 @@ pub enum ConfigError {
     #[error("configuration: {name} is required but not set")]
     Missing { name: String },
     #[error("configuration: {name} has an invalid value {value:?}: {reason}")]
-    Invalid {
-        name: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { name: String, value: String, reason: String },
 }
 
 /// Where configuration values come from: the process environment, or a fixed map in tests.
@@ -32,21 +28,12 @@ pub struct Vars {
 impl Vars {
     /// A snapshot of the process environment.
     pub fn from_env() -> Self {
-        Self {
-            values: std::env::vars().collect(),
-        }
+        Self { values: std::env::vars().collect() }
     }
 
     /// Fixed values, for tests and tools.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self { values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
     }
 
     /// Sets one value, replacing any earlier one.
@@ -58,10 +45,7 @@ impl Vars {
 
     /// The raw value; an empty string counts as unset.
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .filter(|value| !value.trim().is_empty())
+        self.values.get(name).map(String::as_str).filter(|value| !value.trim().is_empty())
     }
 
     /// A required value, parsed.
@@ -70,9 +54,7 @@ impl Vars {
         T: FromStr,
         T::Err: fmt::Display,
     {
-        let raw = self.raw(name).ok_or_else(|| ConfigError::Missing {
-            name: name.to_owned(),
-        })?;
+        let raw = self.raw(name).ok_or_else(|| ConfigError::Missing { name: name.to_owned() })?;
         parse(name, raw)
     }
 
@@ -98,9 +80,7 @@ impl Vars {
     pub fn secret(&self, name: &str) -> Result<SecretString, ConfigError> {
         self.raw(name)
             .map(|raw| SecretString::from(raw.to_owned()))
-            .ok_or_else(|| ConfigError::Missing {
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| ConfigError::Missing { name: name.to_owned() })
     }
 
     /// An optional secret.
@@ -123,13 +103,11 @@ where
     T: FromStr,
     T::Err: fmt::Display,
 {
-    raw.trim()
-        .parse()
-        .map_err(|error: T::Err| ConfigError::Invalid {
-            name: name.to_owned(),
-            value: raw.to_owned(),
-            reason: error.to_string(),
-        })
+    raw.trim().parse().map_err(|error: T::Err| ConfigError::Invalid {
+        name: name.to_owned(),
+        value: raw.to_owned(),
+        reason: error.to_string(),
+    })
 }
 
 /// A duration written with a unit: `250ms`, `10s`, `5m`, `2h`, `7d`.
@@ -141,13 +119,9 @@ impl FromStr for HumanDuration {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or("a unit is required (ms, s, m, h, d)")?;
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or("a unit is required (ms, s, m, h, d)")?;
         let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| "expected a whole number followed by a unit (ms, s, m, h, d)")?;
+        let number: u64 = number.parse().map_err(|_| "expected a whole number followed by a unit (ms, s, m, h, d)")?;
         let millis = match unit {
             "ms" => Some(number),
             "s" => number.checked_mul(1_000),
@@ -156,9 +130,7 @@ impl FromStr for HumanDuration {
             "d" => number.checked_mul(86_400_000),
             _ => return Err(format!("unknown unit {unit:?} (use ms, s, m, h or d)")),
         };
-        millis
-            .map(|ms| Self(Duration::from_millis(ms)))
-            .ok_or_else(|| "duration is too large".to_owned())
+        millis.map(|ms| Self(Duration::from_millis(ms))).ok_or_else(|| "duration is too large".to_owned())
     }
 }
 
@@ -209,17 +181,10 @@ impl HttpConfig {
             return Err(vars.invalid("BODY_LIMIT_BYTES", "must be greater than zero"));
         }
         Ok(Self {
-            listen_addr: vars.or(
-                "LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], default_port)),
-            )?,
-            request_timeout: vars
-                .or("REQUEST_TIMEOUT", HumanDuration(Duration::from_secs(15)))?
-                .0,
+            listen_addr: vars.or("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
+            request_timeout: vars.or("REQUEST_TIMEOUT", HumanDuration(Duration::from_secs(15)))?.0,
             body_limit_bytes,
-            shutdown_grace: vars
-                .or("SHUTDOWN_GRACE", HumanDuration(Duration::from_secs(20)))?
-                .0,
+            shutdown_grace: vars.or("SHUTDOWN_GRACE", HumanDuration(Duration::from_secs(20)))?.0,
             trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
         })
     }
@@ -241,10 +206,7 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     pub fn from_vars(vars: &Vars, service_name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
-            service_name: vars
-                .raw("OTEL_SERVICE_NAME")
-                .unwrap_or(service_name)
-                .to_owned(),
+            service_name: vars.raw("OTEL_SERVICE_NAME").unwrap_or(service_name).to_owned(),
             log_format: vars.or("LOG_FORMAT", LogFormat::Pretty)?,
             log_filter: vars.raw("RUST_LOG").unwrap_or("info").to_owned(),
             otlp_endpoint: vars.optional::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")?,
@@ -260,25 +222,11 @@ mod tests {
     fn missing_and_invalid_values_name_the_variable() {
         let vars = Vars::from_pairs([("LISTEN_ADDR", "nope"), ("EMPTY", "  ")]);
         let missing = vars.required::<String>("DATABASE_URL").unwrap_err();
-        assert_eq!(
-            missing.to_string(),
-            "configuration: DATABASE_URL is required but not set"
-        );
+        assert_eq!(missing.to_string(), "configuration: DATABASE_URL is required but not set");
         let blank = vars.required::<String>("EMPTY").unwrap_err();
-        assert_eq!(
-            blank,
-            ConfigError::Missing {
-                name: "EMPTY".into()
-            }
-        );
-        let invalid = vars
-            .required::<SocketAddr>("LISTEN_ADDR")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            invalid.starts_with("configuration: LISTEN_ADDR has an invalid value \"nope\": "),
-            "{invalid}"
-        );
+        assert_eq!(blank, ConfigError::Missing { name: "EMPTY".into() });
+        let invalid = vars.required::<SocketAddr>("LISTEN_ADDR").unwrap_err().to_string();
+        assert!(invalid.starts_with("configuration: LISTEN_ADDR has an invalid value \"nope\": "), "{invalid}");
         assert!(!invalid.contains('\n'));
     }
 
@@ -298,10 +246,7 @@ mod tests {
             ("99999999999999999999d", None),
         ];
         for (text, millis) in cases {
-            let parsed = text
-                .parse::<HumanDuration>()
-                .ok()
-                .map(|d| d.0.as_millis() as u64);
+            let parsed = text.parse::<HumanDuration>().ok().map(|d| d.0.as_millis() as u64);
             assert_eq!(parsed, millis, "case {text:?}");
         }
     }
@@ -311,11 +256,9 @@ mod tests {
         let config = HttpConfig::from_vars(&Vars::default(), 8081).unwrap();
         assert_eq!(config.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8081)));
         assert_eq!(config.request_timeout, Duration::from_secs(15));
-        let zero =
-            HttpConfig::from_vars(&Vars::from_pairs([("BODY_LIMIT_BYTES", "0")]), 1).unwrap_err();
+        let zero = HttpConfig::from_vars(&Vars::from_pairs([("BODY_LIMIT_BYTES", "0")]), 1).unwrap_err();
         assert!(zero.to_string().contains("BODY_LIMIT_BYTES"));
-        let format = TelemetryConfig::from_vars(&Vars::from_pairs([("LOG_FORMAT", "xml")]), "x")
-            .unwrap_err();
+        let format = TelemetryConfig::from_vars(&Vars::from_pairs([("LOG_FORMAT", "xml")]), "x").unwrap_err();
         assert!(format.to_string().contains("LOG_FORMAT"));
     }
 }

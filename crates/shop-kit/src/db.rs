@@ -32,7 +32,8 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let url = vars.secret("DATABASE_URL")?;
-        if PgConnectOptions::from_str(url.expose_secret()).is_err() {
+        let scheme_ok = ["postgres://", "postgresql://"].iter().any(|scheme| url.expose_secret().starts_with(scheme));
+        if !scheme_ok || PgConnectOptions::from_str(url.expose_secret()).is_err() {
             return Err(ConfigError::Invalid {
                 name: "DATABASE_URL".into(),
                 value: "(hidden)".into(),
@@ -46,18 +47,8 @@ impl DatabaseConfig {
         Ok(Self {
             url,
             max_connections,
-            acquire_timeout: vars
-                .or(
-                    "DATABASE_ACQUIRE_TIMEOUT",
-                    HumanDuration(Duration::from_secs(5)),
-                )?
-                .0,
-            statement_timeout: vars
-                .or(
-                    "DATABASE_STATEMENT_TIMEOUT",
-                    HumanDuration(Duration::from_secs(10)),
-                )?
-                .0,
+            acquire_timeout: vars.or("DATABASE_ACQUIRE_TIMEOUT", HumanDuration(Duration::from_secs(5)))?.0,
+            statement_timeout: vars.or("DATABASE_STATEMENT_TIMEOUT", HumanDuration(Duration::from_secs(10)))?.0,
         })
     }
 
@@ -90,22 +81,13 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 /// Applies the service's embedded migrations under the migrator's advisory lock.
 pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    migrator
-        .run(pool)
-        .await
-        .context("cannot apply database migrations")?;
-    tracing::info!(
-        duration_ms = started.elapsed().as_millis() as u64,
-        "database migrations applied"
-    );
+    migrator.run(pool).await.context("cannot apply database migrations")?;
+    tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "database migrations applied");
     Ok(())
 }
 
 /// Whether `error` is a violation of the named unique/check/foreign-key constraint. Errors
 /// map to client answers by constraint name, never by message text.
 pub fn violates(error: &sqlx::Error, constraint: &str) -> bool {
-    error
-        .as_database_error()
-        .and_then(|error| error.constraint())
-        == Some(constraint)
+    error.as_database_error().and_then(|error| error.constraint()) == Some(constraint)
 }

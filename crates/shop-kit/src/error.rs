@@ -37,10 +37,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -68,11 +65,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with this status, stable code and detail.
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
         let code = code.into();
         Self {
             problem_type: format!("urn:shop:problem:{code}"),
@@ -109,25 +102,14 @@ impl Problem {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
         let detail = format!("invalid value for: {}", fields.join(", "));
-        Self {
-            errors,
-            ..Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                detail,
-            )
-        }
+        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail) }
     }
 
     /// A 429 with `Retry-After`.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many attempts; retry later",
-            )
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts; retry later")
         }
     }
 
@@ -137,15 +119,8 @@ impl Problem {
 
     /// A 500 whose body says nothing about the cause. The cause chain is logged here, once.
     pub fn internal(cause: &anyhow::Error) -> Self {
-        tracing::error!(
-            error = format!("{cause:#}"),
-            "request failed with an internal error"
-        );
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred",
-        )
+        tracing::error!(error = format!("{cause:#}"), "request failed with an internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
     }
 
     pub fn status_code(&self) -> StatusCode {
@@ -159,9 +134,7 @@ impl Problem {
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
             404 => tonic::Code::NotFound,
-            409 if self.code.ends_with("_taken") || self.code.starts_with("duplicate") => {
-                tonic::Code::AlreadyExists
-            }
+            409 if self.code.ends_with("_taken") || self.code.starts_with("duplicate") => tonic::Code::AlreadyExists,
             409 => tonic::Code::FailedPrecondition,
             408 | 504 => tonic::Code::DeadlineExceeded,
             429 => tonic::Code::ResourceExhausted,
@@ -227,9 +200,7 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split(';').next())
             .map(str::trim)
-            .is_some_and(|mime| {
-                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-            });
+            .is_some_and(|mime| mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json"));
         if !is_json {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -237,16 +208,14 @@ where
                 "expected a body with Content-Type: application/json",
             ));
         }
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than this service accepts",
-                ),
-                other => Problem::bad_request("bad_request", other.body_text()),
-            })?;
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than this service accepts",
+            ),
+            other => Problem::bad_request("bad_request", other.body_text()),
+        })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -262,32 +231,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|error| json_problem(&error.path().to_string(), error.inner()))?;
-    deserializer
-        .end()
-        .map_err(|error| json_problem(".", &error))?;
+    deserializer.end().map_err(|error| json_problem(".", &error))?;
     Ok(value)
 }
 
 fn json_problem(path: &str, error: &serde_json::Error) -> Problem {
     if error.classify() != serde_json::error::Category::Data {
-        return Problem::bad_request(
-            "malformed_json",
-            format!("the body is not valid JSON: {error}"),
-        );
+        return Problem::bad_request("malformed_json", format!("the body is not valid JSON: {error}"));
     }
     let message = error.to_string();
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_owned();
-    let named = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"));
-    let field = match named.and_then(|rest| rest.split('`').next()) {
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    // serde names an unknown field in the path already, a missing one only in the message.
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let field = match missing {
         Some(missing) if path == "." => missing.to_owned(),
         Some(missing) => format!("{path}.{missing}"),
-        None if path == "." => "body".to_owned(),
+        None if path == "." => {
+            message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()).unwrap_or("body").to_owned()
+        }
         None => path.to_owned(),
     };
     Problem::validation(vec![FieldError::new(field, message)])
@@ -325,10 +286,7 @@ mod tests {
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
-        let response = app
-            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
+        let response = app.oneshot(request.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
         let status = response.status();
         let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -342,44 +300,13 @@ mod tests {
     #[tokio::test]
     async fn bad_bodies_become_problems_naming_the_field() {
         let json = Some("application/json");
-        let big = format!(
-            r#"{{"email":"{}","age":1,"address":{{"city":"x"}}}}"#,
-            "a".repeat(400)
-        );
+        let big = format!(r#"{{"email":"{}","age":1,"address":{{"city":"x"}}}}"#, "a".repeat(400));
         let cases: [(&str, Option<&str>, &str, u16, &str, Option<&str>); 9] = [
-            (
-                "valid",
-                json,
-                r#"{"email":"a","age":1,"address":{"city":"x"}}"#,
-                200,
-                "",
-                None,
-            ),
+            ("valid", json, r#"{"email":"a","age":1,"address":{"city":"x"}}"#, 200, "", None),
             ("syntax", json, r#"{"email":"#, 400, "malformed_json", None),
-            (
-                "trailing",
-                json,
-                r#"{"email":"a","age":1,"address":{"city":"x"}} x"#,
-                400,
-                "malformed_json",
-                None,
-            ),
-            (
-                "no content type",
-                None,
-                "{}",
-                415,
-                "unsupported_media_type",
-                None,
-            ),
-            (
-                "missing",
-                json,
-                r#"{"age":1,"address":{"city":"x"}}"#,
-                422,
-                "validation_failed",
-                Some("email"),
-            ),
+            ("trailing", json, r#"{"email":"a","age":1,"address":{"city":"x"}} x"#, 400, "malformed_json", None),
+            ("no content type", None, "{}", 415, "unsupported_media_type", None),
+            ("missing", json, r#"{"age":1,"address":{"city":"x"}}"#, 422, "validation_failed", Some("email")),
             (
                 "wrong type",
                 json,
@@ -404,14 +331,7 @@ mod tests {
                 "validation_failed",
                 Some("role"),
             ),
-            (
-                "too large",
-                json,
-                big.as_str(),
-                413,
-                "payload_too_large",
-                None,
-            ),
+            ("too large", json, big.as_str(), 413, "payload_too_large", None),
         ];
         for (name, content_type, body, status, code, field) in cases {
             let (got, problem) = call(content_type, body).await;
@@ -421,16 +341,9 @@ mod tests {
             }
             assert_eq!(problem["code"], code, "case {name}");
             assert_eq!(problem["status"], status, "case {name}");
-            assert_eq!(
-                problem["type"],
-                format!("urn:shop:problem:{code}"),
-                "case {name}"
-            );
+            assert_eq!(problem["type"], format!("urn:shop:problem:{code}"), "case {name}");
             if let Some(field) = field {
-                assert_eq!(
-                    problem["errors"][0]["field"], field,
-                    "case {name}: {problem}"
-                );
+                assert_eq!(problem["errors"][0]["field"], field, "case {name}: {problem}");
             }
         }
     }
@@ -438,70 +351,30 @@ mod tests {
     #[test]
     fn one_mapping_for_both_transports() {
         let cases = [
-            (
-                Problem::validation(vec![FieldError::new("email", "too long")]),
-                422,
-                tonic::Code::InvalidArgument,
-            ),
-            (
-                Problem::unauthenticated("no token"),
-                401,
-                tonic::Code::Unauthenticated,
-            ),
-            (
-                Problem::forbidden("not yours"),
-                403,
-                tonic::Code::PermissionDenied,
-            ),
-            (
-                Problem::not_found("user_not_found", "no such user"),
-                404,
-                tonic::Code::NotFound,
-            ),
-            (
-                Problem::conflict("email_taken", "taken"),
-                409,
-                tonic::Code::AlreadyExists,
-            ),
-            (
-                Problem::conflict("illegal_transition", "no"),
-                409,
-                tonic::Code::FailedPrecondition,
-            ),
-            (
-                Problem::rate_limited(7),
-                429,
-                tonic::Code::ResourceExhausted,
-            ),
-            (
-                Problem::internal(&anyhow::anyhow!("db down")),
-                500,
-                tonic::Code::Internal,
-            ),
+            (Problem::validation(vec![FieldError::new("email", "too long")]), 422, tonic::Code::InvalidArgument),
+            (Problem::unauthenticated("no token"), 401, tonic::Code::Unauthenticated),
+            (Problem::forbidden("not yours"), 403, tonic::Code::PermissionDenied),
+            (Problem::not_found("user_not_found", "no such user"), 404, tonic::Code::NotFound),
+            (Problem::conflict("email_taken", "taken"), 409, tonic::Code::AlreadyExists),
+            (Problem::conflict("illegal_transition", "no"), 409, tonic::Code::FailedPrecondition),
+            (Problem::rate_limited(7), 429, tonic::Code::ResourceExhausted),
+            (Problem::internal(&anyhow::anyhow!("db down")), 500, tonic::Code::Internal),
         ];
         for (problem, status, code) in cases {
             let name = problem.code.clone();
             assert_eq!(problem.status, status, "case {name}");
             let grpc = tonic::Status::from(problem);
             assert_eq!(grpc.code(), code, "case {name}");
-            assert_eq!(
-                grpc.metadata().get("shop-error-code").unwrap(),
-                name.as_ref(),
-                "case {name}"
-            );
+            assert_eq!(grpc.metadata().get("shop-error-code").unwrap(), name.as_ref(), "case {name}");
         }
     }
 
     #[tokio::test]
     async fn internal_errors_hide_their_cause_and_limits_carry_retry_after() {
-        let response =
-            Problem::internal(&anyhow::anyhow!("password=hunter2 in SELECT")).into_response();
+        let response = Problem::internal(&anyhow::anyhow!("password=hunter2 in SELECT")).into_response();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(
-            !text.contains("hunter2") && !text.contains("SELECT"),
-            "{text}"
-        );
+        assert!(!text.contains("hunter2") && !text.contains("SELECT"), "{text}");
         let limited = Problem::rate_limited(30).into_response();
         assert_eq!(limited.headers()[header::RETRY_AFTER], "30");
     }

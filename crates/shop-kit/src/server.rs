@@ -75,24 +75,14 @@ impl Check {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        Self {
-            name,
-            criticality,
-            probe: Arc::new(move || Box::pin(probe())),
-        }
+        Self { name, criticality, probe: Arc::new(move || Box::pin(probe())) }
     }
 
     /// Postgres answers `SELECT 1`.
     pub fn postgres(pool: sqlx::PgPool) -> Self {
         Self::new("postgres", Criticality::Required, move || {
             let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|error| error.to_string())
-            }
+            async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|error| error.to_string()) }
         })
     }
 
@@ -101,11 +91,7 @@ impl Check {
         Self::new("redis", criticality, move || {
             let mut connection = connection.clone();
             async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(|e| e.to_string())
             }
         })
     }
@@ -179,15 +165,15 @@ impl Server {
         let listener = TcpListener::bind(self.config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", self.config.listen_addr))?;
-        let local_addr = listener
-            .local_addr()
-            .context("the listener has no local address")?;
+        let local_addr = listener.local_addr().context("the listener has no local address")?;
+        // Install the recorder now, so requests count from the first one on.
+        if crate::metrics::handle().is_none() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+        }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &self.grpc_names {
-            health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
+            health.set_service_status(*name, ServingStatus::Serving).await;
         }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
@@ -199,27 +185,10 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .context("cannot build gRPC reflection (v1alpha)")?;
-        let grpc = self
-            .grpc
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+        let grpc = self.grpc.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
 
-        let router = assemble(
-            self.rest,
-            grpc.into_axum_router(),
-            self.checks,
-            self.openapi,
-            &self.config,
-        );
-        Ok(BoundServer {
-            name: self.name,
-            listener,
-            local_addr,
-            router,
-            health,
-            config: self.config,
-        })
+        let router = assemble(self.rest, grpc.into_axum_router(), self.checks, self.openapi, &self.config);
+        Ok(BoundServer { name: self.name, listener, local_addr, router, health, config: self.config })
     }
 }
 
@@ -242,27 +211,15 @@ impl BoundServer {
     /// Serves until `shutdown` is cancelled, then drains in-flight requests for at most
     /// the configured grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self {
-            name,
-            listener,
-            local_addr,
-            router,
-            health,
-            config,
-        } = self;
+        let Self { name, listener, local_addr, router, health, config } = self;
         tracing::info!(service = name, address = %local_addr, "serving REST and gRPC");
         let signal = shutdown.clone();
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            signal.cancelled().await;
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            tracing::info!(service = name, "stopping: draining in-flight requests");
-        });
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                signal.cancelled().await;
+                health.set_service_status("", ServingStatus::NotServing).await;
+                tracing::info!(service = name, "stopping: draining in-flight requests");
+            });
         let mut serve = std::pin::pin!(serve.into_future());
         tokio::select! {
             result = &mut serve => return result.context("the server failed"),
@@ -279,13 +236,7 @@ impl BoundServer {
     }
 }
 
-fn assemble(
-    rest: Router,
-    grpc: Router,
-    checks: Vec<Check>,
-    openapi: serde_json::Value,
-    config: &HttpConfig,
-) -> Router {
+fn assemble(rest: Router, grpc: Router, checks: Vec<Check>, openapi: serde_json::Value, config: &HttpConfig) -> Router {
     let checks = Arc::new(checks);
     let openapi = Arc::new(openapi);
     let hops = config.trusted_proxy_hops;
@@ -293,53 +244,35 @@ fn assemble(
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(move || readiness(Arc::clone(&checks))))
         .route("/metrics", get(|| async { crate::metrics::render() }))
-        .route(
-            "/openapi.json",
-            get(move || std::future::ready(Json(openapi.as_ref().clone()))),
-        );
+        .route("/openapi.json", get(move || std::future::ready(Json(openapi.as_ref().clone()))));
 
     rest.merge(platform)
         .merge(grpc)
         .fallback(|| async { Problem::not_found("route_not_found", "no route matches this path") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            )
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
         })
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    Problem::unavailable(
-                        "request_timeout",
-                        "the request took too long and was abandoned",
-                    )
+                    Problem::unavailable("request_timeout", "the request took too long and was abandoned")
                 }))
                 .timeout(config.request_timeout),
         )
         .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn(move |request, next| {
-            client_ip(hops, request, next)
-        }))
+        .layer(middleware::from_fn(move |request, next| client_ip(hops, request, next)))
         .layer(middleware::from_fn(trace_id_header))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                Problem::internal(&anyhow::anyhow!("a request handler panicked")).into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            Problem::internal(&anyhow::anyhow!("a request handler panicked")).into_response()
+        }))
 }
 
 fn make_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+    let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("");
     let span = tracing::info_span!(
         "request",
         http.method = %request.method(),
@@ -357,9 +290,7 @@ fn make_span(request: &Request) -> tracing::Span {
 
 async fn trace_id_header(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    if let Some(value) = telemetry::trace_id(&tracing::Span::current())
-        .and_then(|id| HeaderValue::from_str(&id).ok())
-    {
+    if let Some(value) = telemetry::trace_id(&tracing::Span::current()).and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("x-trace-id", value);
     }
     response
@@ -405,10 +336,7 @@ async fn readiness(checks: Arc<Vec<Check>>) -> Response {
 pub struct ClientIp(pub IpAddr);
 
 async fn client_ip(trusted_hops: usize, mut request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let forwarded = (trusted_hops > 0)
         .then(|| request.headers().get_all("x-forwarded-for"))
         .map(|values| {
@@ -419,11 +347,7 @@ async fn client_ip(trusted_hops: usize, mut request: Request, next: Next) -> Res
                 .map(str::trim)
                 .collect::<Vec<_>>()
         })
-        .and_then(|hops| {
-            hops.len()
-                .checked_sub(trusted_hops)
-                .and_then(|index| hops.get(index).copied())
-        })
+        .and_then(|hops| hops.len().checked_sub(trusted_hops).and_then(|index| hops.get(index).copied()))
         .and_then(|text| text.parse::<IpAddr>().ok());
     let ip = forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     request.extensions_mut().insert(ClientIp(ip));
@@ -434,11 +358,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Self>()
-            .copied()
-            .unwrap_or(Self(IpAddr::from([0, 0, 0, 0]))))
+        Ok(parts.extensions.get::<Self>().copied().unwrap_or(Self(IpAddr::from([0, 0, 0, 0]))))
     }
 }
 

@@ -13,7 +13,9 @@ use opentelemetry::{
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -34,9 +36,7 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber and propagator. Call once, at start-up.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .build();
+    let resource = Resource::builder().with_service_name(config.service_name.clone()).build();
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &config.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig as _;
@@ -49,16 +49,13 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     }
     let provider = provider.build();
     global::set_tracer_provider(provider.clone());
-    let otel =
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
 
-    let filter = EnvFilter::try_new(&config.log_filter).with_context(|| {
-        format!(
-            "configuration: RUST_LOG has an invalid value {:?}",
-            config.log_filter
-        )
-    })?;
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // The log filter (RUST_LOG) chooses what is printed only; spans reach OpenTelemetry at
+    // INFO whatever it says, so `RUST_LOG=warn` does not break trace propagation.
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("configuration: RUST_LOG has an invalid value {:?}", config.log_filter))?;
+    let registry = tracing_subscriber::registry().with(otel.with_filter(LevelFilter::INFO));
     let installed = match config.log_format {
         LogFormat::Json => registry
             .with(
@@ -66,12 +63,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
-            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_filter(filter)).try_init(),
     };
     installed.context("a global tracing subscriber is already installed")?;
     if let Some(endpoint) = &config.otlp_endpoint {
@@ -82,8 +78,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 
 /// Makes `span` a child of the trace context carried in `headers` (W3C `traceparent`).
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent =
-        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    let parent = global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
     if parent.span().span_context().is_valid() {
         // Fails only when the span is disabled, in which case there is nothing to continue.
         let _ = span.set_parent(parent);
@@ -93,16 +88,12 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 /// Writes the current span's trace context into outbound `headers`.
 pub fn inject_current(headers: &mut http::HeaderMap) {
     let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut HeaderInjector(headers))
-    });
+    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
 /// The hex trace id of `span`, when it has one.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }

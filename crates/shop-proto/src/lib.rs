@@ -5,16 +5,10 @@
 //! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor of every file, for gRPC reflection.
 
 /// The encoded `FileDescriptorSet` of every Shop proto file, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor.bin"));
 
 /// Generated code is not ours to lint.
-#[allow(
-    unreachable_pub,
-    clippy::all,
-    clippy::pedantic,
-    reason = "generated code"
-)]
+#[allow(unreachable_pub, clippy::all, clippy::pedantic, reason = "generated code")]
 pub mod shop {
     pub mod common {
         pub mod v1 {

@@ -13,13 +13,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`). `cargo xtask test` makes sure both are up.
 #![forbid(unsafe_code)]
-#![expect(
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test support: a broken fixture should fail the test loudly"
-)]
+#![expect(clippy::expect_used, clippy::panic, reason = "test support: a broken fixture should fail the test loudly")]
 
-use std::{future::Future, net::SocketAddr, sync::Once, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::OnceLock, time::Duration};
 
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::task::JoinHandle;
@@ -31,8 +27,7 @@ pub const DATABASE_PREFIX: &str = "shop_test_";
 
 /// The admin URL of the test Postgres server.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// The URL of the test Redis server.
@@ -40,17 +35,18 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// Sends the services' logs to the test output (shown for failing tests). `RUST_LOG`
-/// filters them; `warn` by default.
+/// Installs the services' own telemetry (the production subscriber, with OpenTelemetry
+/// trace ids) once per test process. `RUST_LOG` filters the logs; `warn` by default.
 pub fn init_tracing() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+    static GUARD: OnceLock<Option<shop_kit::telemetry::TelemetryGuard>> = OnceLock::new();
+    GUARD.get_or_init(|| {
+        let config = shop_kit::config::TelemetryConfig {
+            service_name: "shop-test".into(),
+            log_format: shop_kit::config::LogFormat::Pretty,
+            log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            otlp_endpoint: None,
+        };
+        shop_kit::telemetry::init(&config).ok()
     });
 }
 
@@ -67,9 +63,7 @@ impl TestDb {
         init_tracing();
         let admin = postgres_admin_url();
         let name = format!("{DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
-        let mut connection = PgConnection::connect(&admin)
-            .await
-            .expect("cannot connect to the test Postgres server");
+        let mut connection = PgConnection::connect(&admin).await.expect("cannot connect to the test Postgres server");
         connection
             .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
             .await
@@ -95,16 +89,10 @@ impl Drop for TestDb {
         // Drop runs inside the test's runtime; a thread with its own runtime can block on
         // the drop without starving it.
         let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let mut connection = PgConnection::connect(&postgres_admin_url()).await.ok()?;
-                connection
-                    .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
-                    .await
-                    .ok()?;
+                connection.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await.ok()?;
                 connection.close().await.ok()
             })
         });
@@ -113,9 +101,7 @@ impl Drop for TestDb {
 }
 
 fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
     let authority_end = base.find("://").map_or(0, |at| at + 3);
     let base = match base[authority_end..].find('/') {
         Some(slash) => &base[..authority_end + slash],
@@ -135,9 +121,7 @@ pub struct TestRedis {
 
 impl TestRedis {
     pub fn new() -> Self {
-        Self {
-            prefix: format!("test:{}:", uuid::Uuid::now_v7().simple()),
-        }
+        Self { prefix: format!("test:{}:", uuid::Uuid::now_v7().simple()) }
     }
 
     pub fn url(&self) -> String {
@@ -193,11 +177,7 @@ impl TestServer {
     {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(shutdown.clone()));
-        Self {
-            address,
-            shutdown,
-            task: Some(task),
-        }
+        Self { address, shutdown, task: Some(task) }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -261,14 +241,8 @@ mod tests {
     #[test]
     fn database_names_replace_the_path_only() {
         let cases = [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "postgres://postgres@127.0.0.1:5432/x",
-            ),
-            (
-                "postgres://u:p@h/db?sslmode=disable",
-                "postgres://u:p@h/x?sslmode=disable",
-            ),
+            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/x"),
+            ("postgres://u:p@h/db?sslmode=disable", "postgres://u:p@h/x?sslmode=disable"),
             ("postgres://h:5432", "postgres://h:5432/x"),
         ];
         for (url, expected) in cases {

@@ -54,9 +54,7 @@ impl AppState {
     }
 
     pub fn jwks(&self) -> Jwks {
-        Jwks {
-            keys: vec![self.inner.signing_key.jwk()],
-        }
+        Jwks { keys: vec![self.inner.signing_key.jwk()] }
     }
 
     /// A new access token and a refresh token in `family`, stored through `connection`.
@@ -79,16 +77,9 @@ impl AppState {
         };
         let access_token = self.inner.signing_key.sign(&claims)?;
         let secret = RefreshSecret::generate();
-        let refresh_ttl = chrono::Duration::from_std(self.inner.refresh_token_ttl)
-            .unwrap_or(chrono::Duration::days(30));
-        store::refresh_tokens::insert(
-            connection,
-            family,
-            user.id,
-            &secret.hash(),
-            now + refresh_ttl,
-        )
-        .await?;
+        let refresh_ttl =
+            chrono::Duration::from_std(self.inner.refresh_token_ttl).unwrap_or(chrono::Duration::days(30));
+        store::refresh_tokens::insert(connection, family, user.id, &secret.hash(), now + refresh_ttl).await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".into(),
@@ -120,21 +111,13 @@ impl Application {
         if let Some(admin) = &config.admin {
             ensure_admin(&pool, &hasher, admin).await?;
         }
-        let verifier = Arc::new(Verifier::new(
-            &config.auth,
-            KeySource::from_jwks(&Jwks {
-                keys: vec![signing_key.jwk()],
-            }),
-        ));
+        let verifier =
+            Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&Jwks { keys: vec![signing_key.jwk()] })));
         let state = AppState {
             inner: Arc::new(Inner {
                 pool: pool.clone(),
                 hasher,
-                limiter: LoginLimiter::new(
-                    redis.clone(),
-                    config.redis.key_prefix.clone(),
-                    config.login_limits,
-                ),
+                limiter: LoginLimiter::new(redis.clone(), config.redis.key_prefix.clone(), config.login_limits),
                 signing_key,
                 verifier: Arc::clone(&verifier),
                 issuer: config.auth.issuer.clone(),
@@ -143,10 +126,7 @@ impl Application {
                 refresh_token_ttl: config.refresh_token_ttl,
             }),
         };
-        let grpc = GrpcAuth::new(
-            UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())),
-            verifier,
-        );
+        let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);
         let server = Server::new("user-service", config.http)
             .rest(crate::http::router(state))
             .grpc(grpc)
@@ -170,24 +150,14 @@ impl Application {
 
 /// Creates the configured admin account, or makes the existing account an admin with the
 /// configured password.
-async fn ensure_admin(
-    pool: &PgPool,
-    hasher: &PasswordHasher,
-    admin: &AdminAccount,
-) -> anyhow::Result<()> {
+async fn ensure_admin(pool: &PgPool, hasher: &PasswordHasher, admin: &AdminAccount) -> anyhow::Result<()> {
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
-    let existing = store::users::by_email(&mut connection, admin.email.as_str())
-        .await
-        .map_err(anyhow_error)?;
+    let existing = store::users::by_email(&mut connection, admin.email.as_str()).await.map_err(anyhow_error)?;
     match existing {
         None => {
             let hash = hasher.hash(&admin.password).await?;
-            let new_user = NewUser {
-                email: admin.email.as_str(),
-                name: "Administrator",
-                password_hash: &hash,
-                role: Role::Admin,
-            };
+            let new_user =
+                NewUser { email: admin.email.as_str(), name: "Administrator", password_hash: &hash, role: Role::Admin };
             match store::users::insert(&mut connection, &new_user).await {
                 // Another replica created it at the same moment.
                 Ok(_) | Err(Error::EmailTaken) => {}
@@ -196,24 +166,12 @@ async fn ensure_admin(
             tracing::info!(admin.email = %admin.email.as_str(), "admin account created");
         }
         Some(user) => {
-            let password_ok = hasher
-                .verify(admin.password.expose(), Some(&user.password_hash))
-                .await?;
+            let password_ok = hasher.verify(admin.password.expose(), Some(&user.password_hash)).await?;
             let rehash = !password_ok || !hash_is_current(&user.password_hash);
-            let hash = if rehash {
-                Some(hasher.hash(&admin.password).await?)
-            } else {
-                None
-            };
+            let hash = if rehash { Some(hasher.hash(&admin.password).await?) } else { None };
             if user.role != Role::Admin || hash.is_some() {
-                let changes = UserChanges {
-                    name: None,
-                    password_hash: hash.as_deref(),
-                    role: Some(Role::Admin),
-                };
-                store::users::update(&mut connection, user.id, &changes)
-                    .await
-                    .map_err(anyhow_error)?;
+                let changes = UserChanges { name: None, password_hash: hash.as_deref(), role: Some(Role::Admin) };
+                store::users::update(&mut connection, user.id, &changes).await.map_err(anyhow_error)?;
                 tracing::info!(admin.email = %admin.email.as_str(), "admin account updated from configuration");
             }
         }

@@ -73,11 +73,15 @@ impl Config {
     }
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let http = HttpConfig::from_vars(vars, DEFAULT_PORT)?;
+        let telemetry = TelemetryConfig::from_vars(vars, "user-service")?;
+        let database = DatabaseConfig::from_vars(vars)?;
+        let redis = RedisConfig::from_vars(vars)?;
+        let auth = AuthConfig::from_vars(vars)?;
         let dev_mode: bool = vars.or("SHOP_DEV_MODE", false)?;
         let signing_key = if let Some(path) = vars.raw("JWT_SIGNING_KEY_FILE") {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("configuration: JWT_SIGNING_KEY_FILE {path:?} cannot be read")
-            })?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("configuration: JWT_SIGNING_KEY_FILE {path:?} cannot be read"))?;
             KeyConfig::Pem(SecretString::from(text))
         } else if let Some(pem) = vars.optional_secret("JWT_SIGNING_KEY") {
             KeyConfig::Pem(pem)
@@ -89,78 +93,51 @@ impl Config {
                  (or SHOP_DEV_MODE=true for an ephemeral development key)"
             );
         };
-        let admin = match (
-            vars.raw("SHOP_ADMIN_EMAIL"),
-            vars.optional_secret("SHOP_ADMIN_PASSWORD"),
-        ) {
+        let admin = match (vars.raw("SHOP_ADMIN_EMAIL"), vars.optional_secret("SHOP_ADMIN_PASSWORD")) {
             (None, None) => None,
             (Some(email), Some(password)) => Some(AdminAccount {
-                email: Email::parse(email)
-                    .map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
+                email: Email::parse(email).map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
                 password: Password::parse(secrecy::ExposeSecret::expose_secret(&password))
                     .map_err(|reason| vars.invalid("SHOP_ADMIN_PASSWORD", reason))?,
             }),
-            (Some(_), None) => anyhow::bail!(
-                "configuration: SHOP_ADMIN_PASSWORD is required when SHOP_ADMIN_EMAIL is set"
-            ),
-            (None, Some(_)) => anyhow::bail!(
-                "configuration: SHOP_ADMIN_EMAIL is required when SHOP_ADMIN_PASSWORD is set"
-            ),
+            (Some(_), None) => {
+                anyhow::bail!("configuration: SHOP_ADMIN_PASSWORD is required when SHOP_ADMIN_EMAIL is set")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("configuration: SHOP_ADMIN_EMAIL is required when SHOP_ADMIN_PASSWORD is set")
+            }
         };
         let per_account: u32 = vars.or("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?;
         let per_ip: u32 = vars.or("LOGIN_MAX_FAILURES_PER_IP", 100)?;
         if per_account == 0 {
-            return Err(vars
-                .invalid("LOGIN_MAX_FAILURES_PER_ACCOUNT", "must be at least 1")
-                .into());
+            return Err(vars.invalid("LOGIN_MAX_FAILURES_PER_ACCOUNT", "must be at least 1").into());
         }
         if per_ip == 0 {
-            return Err(vars
-                .invalid("LOGIN_MAX_FAILURES_PER_IP", "must be at least 1")
-                .into());
+            return Err(vars.invalid("LOGIN_MAX_FAILURES_PER_IP", "must be at least 1").into());
         }
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let hash_concurrency: usize = vars.or("PASSWORD_HASH_CONCURRENCY", cores * 2)?;
         if hash_concurrency == 0 {
-            return Err(vars
-                .invalid("PASSWORD_HASH_CONCURRENCY", "must be at least 1")
-                .into());
+            return Err(vars.invalid("PASSWORD_HASH_CONCURRENCY", "must be at least 1").into());
         }
-        let access_token_ttl = vars
-            .or(
-                "ACCESS_TOKEN_TTL",
-                HumanDuration(Duration::from_secs(15 * 60)),
-            )?
-            .0;
+        let access_token_ttl = vars.or("ACCESS_TOKEN_TTL", HumanDuration(Duration::from_secs(15 * 60)))?.0;
         if access_token_ttl < Duration::from_secs(1) {
-            return Err(vars
-                .invalid("ACCESS_TOKEN_TTL", "must be at least 1s")
-                .into());
+            return Err(vars.invalid("ACCESS_TOKEN_TTL", "must be at least 1s").into());
         }
         Ok(Self {
-            http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "user-service")?,
-            database: DatabaseConfig::from_vars(vars)?,
-            redis: RedisConfig::from_vars(vars)?,
-            auth: AuthConfig::from_vars(vars)?,
+            http,
+            telemetry,
+            database,
+            redis,
+            auth,
             signing_key,
             access_token_ttl,
-            refresh_token_ttl: vars
-                .or(
-                    "REFRESH_TOKEN_TTL",
-                    HumanDuration(Duration::from_secs(30 * 86_400)),
-                )?
-                .0,
+            refresh_token_ttl: vars.or("REFRESH_TOKEN_TTL", HumanDuration(Duration::from_secs(30 * 86_400)))?.0,
             admin,
             login_limits: LoginLimits {
                 per_account,
                 per_ip,
-                window: vars
-                    .or(
-                        "LOGIN_FAILURE_WINDOW",
-                        HumanDuration(Duration::from_secs(15 * 60)),
-                    )?
-                    .0,
+                window: vars.or("LOGIN_FAILURE_WINDOW", HumanDuration(Duration::from_secs(15 * 60)))?.0,
             },
             hash_concurrency,
         })
@@ -189,10 +166,7 @@ mod tests {
     use super::*;
 
     fn base() -> Vars {
-        Vars::from_pairs([
-            ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_user"),
-            ("SHOP_DEV_MODE", "true"),
-        ])
+        Vars::from_pairs([("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_user"), ("SHOP_DEV_MODE", "true")])
     }
 
     #[test]
@@ -201,23 +175,11 @@ mod tests {
             ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
             ("SHOP_DEV_MODE", "perhaps", "SHOP_DEV_MODE"),
             ("ACCESS_TOKEN_TTL", "15", "ACCESS_TOKEN_TTL"),
-            (
-                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
-                "0",
-                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
-            ),
-            (
-                "LOGIN_MAX_FAILURES_PER_IP",
-                "-1",
-                "LOGIN_MAX_FAILURES_PER_IP",
-            ),
+            ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "0", "LOGIN_MAX_FAILURES_PER_ACCOUNT"),
+            ("LOGIN_MAX_FAILURES_PER_IP", "-1", "LOGIN_MAX_FAILURES_PER_IP"),
             ("SHOP_ADMIN_EMAIL", "not-an-email", "SHOP_ADMIN"),
             ("LISTEN_ADDR", "localhost", "LISTEN_ADDR"),
-            (
-                "JWT_SIGNING_KEY_FILE",
-                "/nonexistent/key.pem",
-                "JWT_SIGNING_KEY_FILE",
-            ),
+            ("JWT_SIGNING_KEY_FILE", "/nonexistent/key.pem", "JWT_SIGNING_KEY_FILE"),
         ];
         for (name, value, expected) in cases {
             let error = match Config::from_vars(&base().with(name, value)) {
@@ -235,9 +197,6 @@ mod tests {
         let error = Config::from_vars(&vars).err().unwrap().to_string();
         assert!(error.contains("JWT_SIGNING_KEY_FILE"), "{error}");
         let config = Config::from_vars(&base()).unwrap();
-        assert!(matches!(
-            config.signing_key,
-            KeyConfig::GenerateForDevelopment
-        ));
+        assert!(matches!(config.signing_key, KeyConfig::GenerateForDevelopment));
     }
 }

@@ -50,14 +50,10 @@ impl Error {
     pub fn problem(self) -> Problem {
         match self {
             Self::Validation(errors) => Problem::validation(errors),
-            Self::EmailTaken => {
-                Problem::conflict("email_taken", "an account with this email already exists")
+            Self::EmailTaken => Problem::conflict("email_taken", "an account with this email already exists"),
+            Self::InvalidCredentials => {
+                Problem::new(http::StatusCode::UNAUTHORIZED, "invalid_credentials", "the email or password is wrong")
             }
-            Self::InvalidCredentials => Problem::new(
-                http::StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "the email or password is wrong",
-            ),
             Self::RateLimited { retry_after_secs } => Problem::rate_limited(retry_after_secs),
             Self::InvalidRefreshToken => Problem::new(
                 http::StatusCode::UNAUTHORIZED,

@@ -23,45 +23,32 @@ impl UserGrpc {
 
     async fn load(&self, id: Uuid) -> Result<Response<pb::GetUserResponse>, Status> {
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
-        let user = store::users::by_id(&mut connection, id)
-            .await?
-            .ok_or(Error::UserNotFound)?;
-        Ok(Response::new(pb::GetUserResponse {
-            user: Some(to_proto(user)),
-        }))
+        let user = store::users::by_id(&mut connection, id).await?.ok_or(Error::UserNotFound)?;
+        Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(user)) }))
     }
 }
 
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     #[tracing::instrument(skip_all, fields(user.id))]
-    async fn get_user(
-        &self,
-        request: Request<pb::GetUserRequest>,
-    ) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
         let caller = grpc_caller(&request)?;
-        let id = Uuid::parse_str(&request.get_ref().user_id)
-            .map_err(|_| Error::invalid("user_id", "must be a UUID"))?;
+        let id =
+            Uuid::parse_str(&request.get_ref().user_id).map_err(|_| Error::invalid("user_id", "must be a UUID"))?;
         tracing::Span::current().record("user.id", tracing::field::display(id));
         caller.require_owner_or_admin(id).map_err(Error::from)?;
         self.load(id).await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_me(
-        &self,
-        request: Request<pb::GetMeRequest>,
-    ) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
         let caller = grpc_caller(&request)?;
         self.load(caller.user_id).await
     }
 }
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 fn to_proto(user: User) -> pb::User {

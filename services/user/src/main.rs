@@ -7,7 +7,5 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let _telemetry = shop_kit::telemetry::init(&config.telemetry)?;
     let application = Application::build(config).await?;
-    application
-        .run(shop_kit::server::shutdown_on_signal())
-        .await
+    application.run(shop_kit::server::shutdown_on_signal()).await
 }

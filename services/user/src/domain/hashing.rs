@@ -7,9 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use argon2::{
     Algorithm, Argon2, Params, Version,
-    password_hash::{
-        PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
-    },
+    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng},
 };
 use tokio::sync::Semaphore;
 
@@ -17,8 +15,7 @@ use super::Password;
 
 /// OWASP's argon2id recommendation: m = 19 MiB, t = 2, p = 1.
 fn argon2() -> anyhow::Result<Argon2<'static>> {
-    let params = Params::new(19 * 1024, 2, 1, None)
-        .map_err(|error| anyhow::anyhow!("argon2 parameters: {error}"))?;
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(|error| anyhow::anyhow!("argon2 parameters: {error}"))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -49,10 +46,7 @@ impl PasswordHasher {
             .hash_password(decoy_password.as_bytes(), &salt)
             .map_err(|error| anyhow::anyhow!("cannot hash the decoy password: {error}"))?
             .to_string();
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            decoy: decoy.into(),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), decoy: decoy.into() })
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$...`).
@@ -75,11 +69,9 @@ impl PasswordHasher {
         let password = password.to_owned();
         let matches = self
             .blocking(move || {
-                let parsed = PasswordHash::new(&hash)
-                    .map_err(|error| anyhow::anyhow!("stored hash is invalid: {error}"))?;
-                Ok(argon2()?
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok())
+                let parsed =
+                    PasswordHash::new(&hash).map_err(|error| anyhow::anyhow!("stored hash is invalid: {error}"))?;
+                Ok(argon2()?.verify_password(password.as_bytes(), &parsed).is_ok())
             })
             .await?;
         Ok(known && matches)
@@ -90,14 +82,8 @@ impl PasswordHasher {
         F: FnOnce() -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("the password hasher is closed")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("a password hashing task failed")?
+        let _permit = self.permits.acquire().await.context("the password hasher is closed")?;
+        tokio::task::spawn_blocking(work).await.context("a password hashing task failed")?
     }
 }
 
@@ -110,17 +96,12 @@ mod tests {
         let hasher = PasswordHasher::new(2).unwrap();
         let password = Password::parse("correct horse").unwrap();
         let hash = hasher.hash(&password).await.unwrap();
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(hash_is_current(&hash));
         assert!(hasher.verify("correct horse", Some(&hash)).await.unwrap());
         assert!(!hasher.verify("wrong horse", Some(&hash)).await.unwrap());
         assert!(!hasher.verify("correct horse", None).await.unwrap());
         assert!(hasher.verify("x", Some("not a hash")).await.is_err());
-        assert!(!hash_is_current(
-            "$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
-        ));
+        assert!(!hash_is_current("$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"));
     }
 }

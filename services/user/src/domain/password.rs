@@ -37,20 +37,12 @@ mod tests {
 
     #[test]
     fn length_is_counted_in_characters() {
-        let cases = [
-            ("1234567", false),
-            ("12345678", true),
-            ("ééééééé", false),
-            ("éééééééé", true),
-        ];
+        let cases = [("1234567", false), ("12345678", true), ("ééééééé", false), ("éééééééé", true)];
         for (input, ok) in cases {
             assert_eq!(Password::parse(input).is_ok(), ok, "case {input:?}");
         }
         assert!(Password::parse(&"x".repeat(128)).is_ok());
         assert!(Password::parse(&"x".repeat(129)).is_err());
-        assert_eq!(
-            format!("{:?}", Password::parse("hunter22").unwrap()),
-            "Password(***)"
-        );
+        assert_eq!(format!("{:?}", Password::parse("hunter22").unwrap()), "Password(***)");
     }
 }

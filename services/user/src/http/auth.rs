@@ -68,10 +68,7 @@ pub(super) async fn login(
         return Err(Error::invalid("email", "must be at most 254 characters"));
     }
     if body.password.chars().count() > PASSWORD_MAX_LEN {
-        return Err(Error::invalid(
-            "password",
-            format!("must be at most {PASSWORD_MAX_LEN} characters"),
-        ));
+        return Err(Error::invalid("password", format!("must be at most {PASSWORD_MAX_LEN} characters")));
     }
     let email = body.email.trim().to_lowercase();
     if let Verdict::Limited { retry_after_secs } = state.limiter().check(&email, ip).await {
@@ -79,13 +76,7 @@ pub(super) async fn login(
     }
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
     let user = store::users::by_email(&mut connection, &email).await?;
-    let matches = state
-        .hasher()
-        .verify(
-            &body.password,
-            user.as_ref().map(|user| user.password_hash.as_str()),
-        )
-        .await?;
+    let matches = state.hasher().verify(&body.password, user.as_ref().map(|user| user.password_hash.as_str())).await?;
     let user = match user {
         Some(user) if matches => user,
         _ => {
@@ -94,9 +85,7 @@ pub(super) async fn login(
         }
     };
     state.limiter().record_success(&email, ip).await;
-    let tokens = state
-        .issue_tokens(&mut connection, &user, uuid::Uuid::now_v7())
-        .await?;
+    let tokens = state.issue_tokens(&mut connection, &user, uuid::Uuid::now_v7()).await?;
     tracing::info!(user.id = %user.id, "logged in");
     Ok(Json(tokens))
 }
@@ -132,12 +121,8 @@ pub(super) async fn refresh(
         }
         Consumed::Invalid => return Err(Error::InvalidRefreshToken),
     };
-    let user = store::users::by_id(&mut transaction, token.user_id)
-        .await?
-        .ok_or(Error::InvalidRefreshToken)?;
-    let tokens = state
-        .issue_tokens(&mut transaction, &user, token.family_id)
-        .await?;
+    let user = store::users::by_id(&mut transaction, token.user_id).await?.ok_or(Error::InvalidRefreshToken)?;
+    let tokens = state.issue_tokens(&mut transaction, &user, token.family_id).await?;
     transaction.commit().await.map_err(Error::from)?;
     Ok(Json(tokens))
 }
@@ -164,8 +149,5 @@ pub(super) async fn logout(
 /// The public keys that verify access tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, body = Jwks)))]
 pub(super) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(state.jwks()),
-    )
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(state.jwks()))
 }

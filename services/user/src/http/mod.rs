@@ -13,10 +13,7 @@ pub use users::UserResponse;
 
 /// Every REST route of the service.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(users::router())
-        .merge(auth::router())
-        .with_state(state)
+    Router::new().merge(users::router()).merge(auth::router()).with_state(state)
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -41,12 +38,7 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }

@@ -76,15 +76,10 @@ pub(super) async fn register(
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, Error> {
     let mut errors = Vec::new();
-    let email = Email::parse(&body.email)
-        .map_err(|message| errors.push(FieldError::new("email", message)))
-        .ok();
-    let password = Password::parse(&body.password)
-        .map_err(|message| errors.push(FieldError::new("password", message)))
-        .ok();
-    let name = UserName::parse(&body.name)
-        .map_err(|message| errors.push(FieldError::new("name", message)))
-        .ok();
+    let email = Email::parse(&body.email).map_err(|message| errors.push(FieldError::new("email", message))).ok();
+    let password =
+        Password::parse(&body.password).map_err(|message| errors.push(FieldError::new("password", message))).ok();
+    let name = UserName::parse(&body.name).map_err(|message| errors.push(FieldError::new("name", message))).ok();
     let (Some(email), Some(password), Some(name)) = (email, password, name) else {
         return Err(Error::Validation(errors));
     };
@@ -99,11 +94,7 @@ pub(super) async fn register(
     let user = store::users::insert(&mut connection, &new_user).await?;
     tracing::info!(user.id = %user.id, "account registered");
     let location = format!("/v1/users/{}", user.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(UserResponse::from(user)),
-    ))
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(UserResponse::from(user))))
 }
 
 /// The caller's account.
@@ -111,14 +102,9 @@ pub(super) async fn register(
     (status = 200, body = UserResponse),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
-pub(super) async fn get_me(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<UserResponse>, Error> {
+pub(super) async fn get_me(State(state): State<AppState>, caller: Caller) -> Result<Json<UserResponse>, Error> {
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
-    let user = store::users::by_id(&mut connection, caller.user_id)
-        .await?
-        .ok_or(Error::UserNotFound)?;
+    let user = store::users::by_id(&mut connection, caller.user_id).await?.ok_or(Error::UserNotFound)?;
     Ok(Json(user.into()))
 }
 
@@ -161,32 +147,21 @@ pub(super) async fn update_me(
         .ok()
         .flatten();
     if body.password.is_some() && body.current_password.is_none() {
-        errors.push(FieldError::new(
-            "current_password",
-            "is required to change the password",
-        ));
+        errors.push(FieldError::new("current_password", "is required to change the password"));
     }
     if body.name.is_none() && body.password.is_none() {
-        errors.push(FieldError::new(
-            "body",
-            "nothing to change: send name and/or password",
-        ));
+        errors.push(FieldError::new("body", "nothing to change: send name and/or password"));
     }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
 
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
-    let user = store::users::by_id(&mut connection, caller.user_id)
-        .await?
-        .ok_or(Error::UserNotFound)?;
+    let user = store::users::by_id(&mut connection, caller.user_id).await?.ok_or(Error::UserNotFound)?;
     let new_hash = match (&password, body.current_password.as_deref()) {
         (Some(password), Some(current)) => {
             if current.chars().count() > crate::domain::PASSWORD_MAX_LEN
-                || !state
-                    .hasher()
-                    .verify(current, Some(&user.password_hash))
-                    .await?
+                || !state.hasher().verify(current, Some(&user.password_hash)).await?
             {
                 return Err(Error::WrongCurrentPassword);
             }
@@ -195,11 +170,8 @@ pub(super) async fn update_me(
         _ => None,
     };
     let mut transaction = state.pool().begin().await.map_err(Error::from)?;
-    let changes = UserChanges {
-        name: name.as_ref().map(UserName::as_str),
-        password_hash: new_hash.as_deref(),
-        role: None,
-    };
+    let changes =
+        UserChanges { name: name.as_ref().map(UserName::as_str), password_hash: new_hash.as_deref(), role: None };
     let user = store::users::update(&mut transaction, caller.user_id, &changes).await?;
     if new_hash.is_some() {
         store::refresh_tokens::revoke_user(&mut transaction, caller.user_id).await?;
@@ -223,8 +195,6 @@ pub(super) async fn get_user(
     let id = parse_id(&id, "user_not_found")?;
     caller.require_owner_or_admin(id)?;
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
-    let user = store::users::by_id(&mut connection, id)
-        .await?
-        .ok_or(Error::UserNotFound)?;
+    let user = store::users::by_id(&mut connection, id).await?.ok_or(Error::UserNotFound)?;
     Ok(Json(user.into()))
 }

@@ -29,11 +29,7 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(redis: ConnectionManager, prefix: KeyPrefix, limits: LoginLimits) -> Self {
-        Self {
-            redis,
-            prefix,
-            limits,
-        }
+        Self { redis, prefix, limits }
     }
 
     fn keys(&self, email: &str, ip: IpAddr) -> (String, String) {
@@ -47,13 +43,8 @@ impl LoginLimiter {
     pub async fn check(&self, email: &str, ip: IpAddr) -> Verdict {
         let (account_key, ip_key) = self.keys(email, ip);
         let mut redis = self.redis.clone();
-        let answer: Result<(Option<u32>, i64, Option<u32>, i64), _> = redis::pipe()
-            .get(&account_key)
-            .ttl(&account_key)
-            .get(&ip_key)
-            .ttl(&ip_key)
-            .query_async(&mut redis)
-            .await;
+        let answer: Result<(Option<u32>, i64, Option<u32>, i64), _> =
+            redis::pipe().get(&account_key).ttl(&account_key).get(&ip_key).ttl(&ip_key).query_async(&mut redis).await;
         let (account, account_ttl, per_ip, ip_ttl) = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -64,14 +55,10 @@ impl LoginLimiter {
         let window = self.limits.window.as_secs();
         let remaining = |ttl: i64| u64::try_from(ttl).unwrap_or(window).max(1);
         if account.unwrap_or(0) >= self.limits.per_account {
-            return Verdict::Limited {
-                retry_after_secs: remaining(account_ttl),
-            };
+            return Verdict::Limited { retry_after_secs: remaining(account_ttl) };
         }
         if per_ip.unwrap_or(0) >= self.limits.per_ip {
-            return Verdict::Limited {
-                retry_after_secs: remaining(ip_ttl),
-            };
+            return Verdict::Limited { retry_after_secs: remaining(ip_ttl) };
         }
         Verdict::Allowed
     }
@@ -79,9 +66,7 @@ impl LoginLimiter {
     /// Counts a failed attempt against both limits.
     pub async fn record_failure(&self, email: &str, ip: IpAddr) {
         let (account_key, ip_key) = self.keys(email, ip);
-        let window = i64::try_from(self.limits.window.as_secs())
-            .unwrap_or(i64::MAX)
-            .max(1);
+        let window = i64::try_from(self.limits.window.as_secs()).unwrap_or(i64::MAX).max(1);
         let mut redis = self.redis.clone();
         let result: Result<(), _> = redis::pipe()
             .incr(&account_key, 1)
@@ -109,11 +94,7 @@ impl LoginLimiter {
     pub async fn record_success(&self, email: &str, ip: IpAddr) {
         let (account_key, _) = self.keys(email, ip);
         let mut redis = self.redis.clone();
-        if let Err(error) = redis::cmd("DEL")
-            .arg(&account_key)
-            .query_async::<()>(&mut redis)
-            .await
-        {
+        if let Err(error) = redis::cmd("DEL").arg(&account_key).query_async::<()>(&mut redis).await {
             tracing::warn!(%error, "cannot clear login failures");
         }
     }

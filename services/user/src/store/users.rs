@@ -34,10 +34,7 @@ impl TryFrom<UserRow> for User {
     type Error = Error;
 
     fn try_from(row: UserRow) -> Result<Self, Error> {
-        let role = row
-            .role
-            .parse()
-            .map_err(|error: String| Error::Internal(anyhow::anyhow!(error)))?;
+        let role = row.role.parse().map_err(|error: String| Error::Internal(anyhow::anyhow!(error)))?;
         Ok(Self {
             id: row.id,
             email: row.email,
@@ -60,10 +57,7 @@ pub struct NewUser<'a> {
 }
 
 /// Inserts an account; `Error::EmailTaken` if the address is in use.
-pub(crate) async fn insert(
-    connection: &mut PgConnection,
-    user: &NewUser<'_>,
-) -> Result<User, Error> {
+pub(crate) async fn insert(connection: &mut PgConnection, user: &NewUser<'_>) -> Result<User, Error> {
     let row: UserRow = sqlx::query_as(&format!(
         "INSERT INTO users (id, email, name, password_hash, role) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     ))
@@ -81,23 +75,18 @@ pub(crate) async fn insert(
 }
 
 pub(crate) async fn by_id(connection: &mut PgConnection, id: Uuid) -> Result<Option<User>, Error> {
-    let row: Option<UserRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(connection)
-            .await?;
+    let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await?;
     row.map(User::try_from).transpose()
 }
 
-pub(crate) async fn by_email(
-    connection: &mut PgConnection,
-    email: &str,
-) -> Result<Option<User>, Error> {
-    let row: Option<UserRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(connection)
-            .await?;
+pub(crate) async fn by_email(connection: &mut PgConnection, email: &str) -> Result<Option<User>, Error> {
+    let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
+        .bind(email)
+        .fetch_optional(connection)
+        .await?;
     row.map(User::try_from).transpose()
 }
 
@@ -109,11 +98,7 @@ pub struct UserChanges<'a> {
     pub role: Option<Role>,
 }
 
-pub(crate) async fn update(
-    connection: &mut PgConnection,
-    id: Uuid,
-    changes: &UserChanges<'_>,
-) -> Result<User, Error> {
+pub(crate) async fn update(connection: &mut PgConnection, id: Uuid, changes: &UserChanges<'_>) -> Result<User, Error> {
     let row: Option<UserRow> = sqlx::query_as(&format!(
         "UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash), \
          role = COALESCE($4, role), updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"

@@ -1,0 +1,265 @@
+use std::time::Duration;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shop_kit::auth::{AuthConfig, Claims, JwksClient, KeySource, Role, SigningKey, Verifier};
+use user_service::http::TokenResponse;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn login_issues_tokens_and_refuses_alike_for_unknown_email_and_wrong_password() {
+    let app = spawn_app().await;
+    let (id, tokens) = app.customer("ada@example.com").await;
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 900);
+    assert_eq!(tokens.access_token.split('.').count(), 3);
+
+    let key = SigningKey::from_pem(&app.signing_pem).unwrap();
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(tokens.access_token.split('.').next().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["kid"], key.kid());
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(tokens.access_token.split('.').nth(1).unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(claims["sub"], id.as_str());
+    assert_eq!(claims["role"], "customer");
+    assert_eq!(claims["iss"], "shop-user");
+    assert_eq!(claims["aud"], "shop");
+
+    let wrong_password: Value = assert_problem(
+        app.login("ada@example.com", "wrong-password").await,
+        401,
+        "invalid_credentials",
+        "wrong password",
+    )
+    .await;
+    let unknown: Value = assert_problem(
+        app.login("nobody@example.com", "wrong-password").await,
+        401,
+        "invalid_credentials",
+        "unknown email",
+    )
+    .await;
+    assert_eq!(wrong_password, unknown, "the two refusals must be identical");
+    let malformed =
+        assert_problem(app.login("not-an-email", "whatever-1").await, 401, "invalid_credentials", "malformed email")
+            .await;
+    assert_eq!(malformed, unknown);
+    // Case and spaces do not matter.
+    assert_eq!(app.login(" ADA@example.com", "password-123").await.status(), StatusCode::OK);
+
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "email too long",
+            json!({"email": format!("{}@x.io", "a".repeat(300)), "password": "p"}),
+            422,
+            "validation_failed",
+        ),
+        (
+            "password too long",
+            json!({"email": "ada@example.com", "password": "p".repeat(129)}),
+            422,
+            "validation_failed",
+        ),
+        ("missing password", json!({"email": "ada@example.com"}), 422, "validation_failed"),
+        ("wrong type", json!({"email": "ada@example.com", "password": 12345678}), 422, "validation_failed"),
+    ];
+    for (case, body, status, code) in cases {
+        assert_problem(app.post("/v1/auth/login", &body).await, status, code, case).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_with_retry_after() {
+    let app = spawn_app().await;
+    app.customer("ada@example.com").await;
+    for attempt in 1..=5 {
+        assert_problem(
+            app.login("ada@example.com", "wrong-password").await,
+            401,
+            "invalid_credentials",
+            &format!("attempt {attempt}"),
+        )
+        .await;
+    }
+    let limited = app.login("ada@example.com", "wrong-password").await;
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    assert_problem(limited, 429, "rate_limited", "sixth failure").await;
+    // Even the right password waits: that is what stops guessing.
+    assert_problem(
+        app.login("ada@example.com", "password-123").await,
+        429,
+        "rate_limited",
+        "right password while limited",
+    )
+    .await;
+    // Other accounts from the same address are unaffected.
+    app.customer("bob@example.com").await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_but_successes_never_are() {
+    let app = spawn_with(|vars| vars.with("LOGIN_MAX_FAILURES_PER_IP", "3").with("LOGIN_FAILURE_WINDOW", "1m")).await;
+    app.customer("ada@example.com").await;
+    for _ in 0..10 {
+        assert_eq!(app.login("ada@example.com", "password-123").await.status(), StatusCode::OK);
+    }
+    for who in ["x@example.com", "y@example.com", "z@example.com"] {
+        assert_problem(app.login(who, "wrong-password").await, 401, "invalid_credentials", who).await;
+    }
+    let limited = app.login("w@example.com", "wrong-password").await;
+    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() <= 60);
+    assert_problem(limited, 429, "rate_limited", "fourth account from one address").await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_revokes_the_family() {
+    let app = spawn_app().await;
+    let (_, first) = app.customer("ada@example.com").await;
+    let refresh = |token: &str| app.refresh(token.to_owned());
+
+    let second: TokenResponse = refresh(&first.refresh_token).await.json().await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(app.get_with_token("/v1/users/me", &second.access_token).await.status(), StatusCode::OK);
+    let third: TokenResponse = refresh(&second.refresh_token).await.json().await.unwrap();
+
+    // The first token is presented again: a thief or a replay. The whole family dies.
+    assert_problem(refresh(&first.refresh_token).await, 401, "refresh_token_reused", "reuse").await;
+    assert_problem(refresh(&third.refresh_token).await, 401, "invalid_refresh_token", "latest after reuse").await;
+
+    // Another login (family) is untouched.
+    let other: TokenResponse = app.login("ada@example.com", "password-123").await.json().await.unwrap();
+    assert_eq!(refresh(&other.refresh_token).await.status(), StatusCode::OK);
+
+    for (case, body) in [
+        ("unknown", json!({"refresh_token": "nope"})),
+        ("empty", json!({"refresh_token": ""})),
+        ("huge", json!({"refresh_token": "x".repeat(10_000)})),
+    ] {
+        assert_problem(app.post("/v1/auth/refresh", &body).await, 401, "invalid_refresh_token", case).await;
+    }
+    assert_problem(app.post("/v1/auth/refresh", &json!({})).await, 422, "validation_failed", "missing").await;
+}
+
+#[tokio::test]
+async fn concurrent_use_of_one_refresh_token_counts_as_reuse() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.customer("ada@example.com").await;
+    let body = json!({"refresh_token": tokens.refresh_token});
+    let (a, b) = tokio::join!(app.post("/v1/auth/refresh", &body), app.post("/v1/auth/refresh", &body));
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401], "exactly one may win");
+}
+
+#[tokio::test]
+async fn logout_ends_the_login() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.customer("ada@example.com").await;
+    let rotated: TokenResponse =
+        app.post("/v1/auth/refresh", &json!({"refresh_token": tokens.refresh_token})).await.json().await.unwrap();
+    let logout = app.post("/v1/auth/logout", &json!({"refresh_token": rotated.refresh_token})).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let after = app.post("/v1/auth/refresh", &json!({"refresh_token": rotated.refresh_token})).await;
+    assert_problem(after, 401, "invalid_refresh_token", "after logout").await;
+    // Unknown tokens log out quietly too; no oracle.
+    assert_eq!(
+        app.post("/v1/auth/logout", &json!({"refresh_token": "unknown"})).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn forged_expired_and_unsigned_tokens_are_refused_everywhere() {
+    let app = spawn_app().await;
+    let (id, tokens) = app.customer("ada@example.com").await;
+    let key = SigningKey::from_pem(&app.signing_pem).unwrap();
+    let (stranger, _) = SigningKey::generate().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: uuid::Uuid::parse_str(&id).unwrap(),
+        role: Role::Admin,
+        iss: "shop-user".into(),
+        aud: "shop".into(),
+        iat: now,
+        exp: now + 600,
+        jti: uuid::Uuid::now_v7(),
+    };
+    let b64 = |value: Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let payload = b64(serde_json::to_value(&claims).unwrap());
+    let valid_signature = tokens.access_token.rsplit('.').next().unwrap().to_owned();
+    let cases: Vec<(&str, String)> = vec![
+        ("signed by another key", stranger.sign(&claims).unwrap()),
+        ("expired", key.sign(&Claims { exp: now - 3600, iat: now - 7200, ..claims.clone() }).unwrap()),
+        ("alg none", format!("{}.{payload}.", b64(json!({"alg": "none", "typ": "JWT", "kid": key.kid()})))),
+        ("alg HS256 with the public key", {
+            let header = jsonwebtoken::Header {
+                kid: Some(key.kid().to_owned()),
+                ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+            };
+            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key.jwk().x.as_bytes()))
+                .unwrap()
+        }),
+        (
+            "role escalated, signature reused",
+            format!("{}.{payload}.{valid_signature}", tokens.access_token.split('.').next().unwrap()),
+        ),
+        ("wrong audience", key.sign(&Claims { aud: "another-app".into(), ..claims.clone() }).unwrap()),
+        ("garbage", "garbage".into()),
+    ];
+    for (case, token) in cases {
+        let response = app.get_with_token("/v1/users/me", &token).await;
+        assert_problem(response, 401, "unauthenticated", case).await;
+    }
+    for (case, header) in [("basic scheme", "Basic YWRhOnB3"), ("bearer no token", "Bearer "), ("no scheme", "abc")] {
+        let response = app.client.get(app.url("/v1/users/me")).header("authorization", header).send().await.unwrap();
+        assert_problem(response, 401, "unauthenticated", case).await;
+    }
+}
+
+#[tokio::test]
+async fn other_services_verify_tokens_through_the_jwks() {
+    let app = spawn_app().await;
+    let (id, tokens) = app.customer("ada@example.com").await;
+    let jwks = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(jwks.headers()["cache-control"], "public, max-age=300");
+    let jwks: Value = jwks.json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    assert!(jwks["keys"][0].get("d").is_none(), "the private part must never be published");
+
+    let config = AuthConfig {
+        issuer: "shop-user".into(),
+        audience: "shop".into(),
+        jwks_url: None,
+        jwks_ttl: Duration::from_secs(60),
+    };
+    let client = JwksClient::new(&app.url("/.well-known/jwks.json"), Duration::from_secs(60)).unwrap();
+    let verifier = Verifier::new(&config, KeySource::Jwks(client));
+    let caller = verifier.verify(&tokens.access_token).await.unwrap();
+    assert_eq!(caller.user_id.to_string(), id);
+    assert_eq!(caller.role, Role::Customer);
+    let (stranger, _) = SigningKey::generate().unwrap();
+    let forged = stranger
+        .sign(&Claims {
+            sub: caller.user_id,
+            role: Role::Admin,
+            iss: "shop-user".into(),
+            aud: "shop".into(),
+            iat: 0,
+            exp: i64::MAX / 4,
+            jti: uuid::Uuid::now_v7(),
+        })
+        .unwrap();
+    assert_eq!(verifier.verify(&forged).await.unwrap_err().status, 401);
+
+    // While the user service is down, cached keys keep working.
+    app.server.stop().await.unwrap();
+    assert!(verifier.verify(&tokens.access_token).await.is_ok());
+}

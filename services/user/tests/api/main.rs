@@ -1,0 +1,8 @@
+//! The user service's integration tests: the real application on an ephemeral port,
+//! against real Postgres and Redis, one fresh database and key prefix per test.
+
+mod auth;
+mod grpc;
+mod helpers;
+mod platform;
+mod users;
