@@ -1,1 +1,51 @@
-fn main() {}
+//! `cargo xtask`: the developer's one entry point.
+//!
+//! - `cargo xtask up`: runs the whole platform on this machine (see [`up`]).
+//! - `cargo xtask test`: every check CI runs (see [`test`]).
+//!
+//! Few dependencies on purpose: this builds before anything else and must stay quick.
+
+mod infra;
+mod services;
+mod test;
+mod up;
+
+use std::{path::PathBuf, process::ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  up      start Postgres/Redis/broker if needed and run every service; Ctrl-C stops it
+  test    fmt, clippy, then every test against real Postgres, Redis and the broker
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("up") => up::run(&args[1..]),
+        Some("test") => test::run(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            eprint!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of xtask/).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Where `up` keeps its state: the broker's data, the dev signing key, the lock file.
+fn state_dir() -> PathBuf {
+    root().join("target").join("shop-dev")
+}

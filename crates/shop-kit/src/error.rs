@@ -12,8 +12,6 @@
 //!   (with the failing fields in `errors`), `429` rate limited (with `Retry-After`).
 //! - `500 internal`: our fault. The body says nothing more; the cause is logged once, here.
 
-use std::borrow::Cow;
-
 use axum::{
     Json,
     extract::{FromRequest, Request, rejection::BytesRejection},
@@ -48,28 +46,27 @@ pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
     /// A short summary of the kind of problem (the HTTP reason phrase).
-    pub title: Cow<'static, str>,
+    pub title: &'static str,
     /// The HTTP status code.
     pub status: u16,
     /// What happened, for a person.
     pub detail: String,
     /// A stable snake_case identifier of the problem, for programs.
-    pub code: Cow<'static, str>,
+    pub code: &'static str,
     /// The failing fields, on validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Seconds until a retry may succeed (sent as `Retry-After`).
     #[serde(skip)]
-    pub retry_after_secs: Option<u64>,
+    pub retry_after_secs: Option<u32>,
 }
 
 impl Problem {
     /// A problem with this status, stable code and detail.
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
-        let code = code.into();
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
             problem_type: format!("urn:shop:problem:{code}"),
-            title: Cow::Borrowed(status.canonical_reason().unwrap_or("Error")),
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             code,
@@ -106,7 +103,7 @@ impl Problem {
     }
 
     /// A 429 with `Retry-After`.
-    pub fn rate_limited(retry_after_secs: u64) -> Self {
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts; retry later")
@@ -168,7 +165,7 @@ impl From<Problem> for tonic::Status {
             message.push_str(&format!("; {}: {}", error.field, error.message));
         }
         let mut status = tonic::Status::new(problem.grpc_code(), message);
-        if let Ok(code) = problem.code.parse() {
+        if let Ok(code) = tonic::metadata::MetadataValue::try_from(problem.code) {
             status.metadata_mut().insert("shop-error-code", code);
         }
         if let Some(seconds) = problem.retry_after_secs
@@ -301,7 +298,9 @@ mod tests {
     async fn bad_bodies_become_problems_naming_the_field() {
         let json = Some("application/json");
         let big = format!(r#"{{"email":"{}","age":1,"address":{{"city":"x"}}}}"#, "a".repeat(400));
-        let cases: [(&str, Option<&str>, &str, u16, &str, Option<&str>); 9] = [
+        // (case, content type, body, status, code, failing field)
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, u16, &'a str, Option<&'a str>);
+        let cases: [Case<'_>; 9] = [
             ("valid", json, r#"{"email":"a","age":1,"address":{"city":"x"}}"#, 200, "", None),
             ("syntax", json, r#"{"email":"#, 400, "malformed_json", None),
             ("trailing", json, r#"{"email":"a","age":1,"address":{"city":"x"}} x"#, 400, "malformed_json", None),
@@ -361,11 +360,11 @@ mod tests {
             (Problem::internal(&anyhow::anyhow!("db down")), 500, tonic::Code::Internal),
         ];
         for (problem, status, code) in cases {
-            let name = problem.code.clone();
+            let name = problem.code;
             assert_eq!(problem.status, status, "case {name}");
             let grpc = tonic::Status::from(problem);
             assert_eq!(grpc.code(), code, "case {name}");
-            assert_eq!(grpc.metadata().get("shop-error-code").unwrap(), name.as_ref(), "case {name}");
+            assert_eq!(grpc.metadata().get("shop-error-code").unwrap(), name, "case {name}");
         }
     }
 

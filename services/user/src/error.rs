@@ -13,7 +13,7 @@ pub enum Error {
     #[error("wrong email or password")]
     InvalidCredentials,
     #[error("too many failed logins")]
-    RateLimited { retry_after_secs: u64 },
+    RateLimited { retry_after_secs: u32 },
     #[error("invalid refresh token")]
     InvalidRefreshToken,
     #[error("refresh token reused")]

@@ -17,7 +17,7 @@ use crate::config::LoginLimits;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allowed,
-    Limited { retry_after_secs: u64 },
+    Limited { retry_after_secs: u32 },
 }
 
 #[derive(Clone)]
@@ -52,8 +52,8 @@ impl LoginLimiter {
                 return Verdict::Allowed;
             }
         };
-        let window = self.limits.window.as_secs();
-        let remaining = |ttl: i64| u64::try_from(ttl).unwrap_or(window).max(1);
+        let window = u32::try_from(self.limits.window.as_secs()).unwrap_or(u32::MAX);
+        let remaining = |ttl: i64| u32::try_from(ttl).unwrap_or(window).max(1);
         if account.unwrap_or(0) >= self.limits.per_account {
             return Verdict::Limited { retry_after_secs: remaining(account_ttl) };
         }

@@ -1,0 +1,77 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
+//! `cargo fmt --check`, `cargo clippy -D warnings`, then every test (nextest) against the
+//! real Postgres, Redis and broker, which it makes sure are up. The test runner's summary
+//! is the last thing printed, so a run that tested nothing is visible.
+//! Arguments after `--` go to nextest (`cargo xtask test -- -E 'test(login)'`).
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::infra;
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let passthrough: Vec<&str> = match args.split_first() {
+        None => Vec::new(),
+        Some((first, rest)) if first == "--" => rest.iter().map(String::as_str).collect(),
+        Some((other, _)) => bail!("unexpected argument {other:?}; pass test filters after `--`"),
+    };
+    step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
+    step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+
+    let dir = crate::state_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut started = Vec::new();
+    let result = (|| {
+        started.extend(infra::ensure_postgres()?);
+        started.extend(infra::ensure_redis()?);
+        started.extend(infra::ensure_broker(&dir.join("tansu-test.log"))?);
+        drop_leftover_test_databases()?;
+        step("tests", nextest(&passthrough))
+    })();
+    for thing in started.into_iter().rev() {
+        thing.stop();
+    }
+    result
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(crate::root()).args(args);
+    command
+}
+
+fn nextest(passthrough: &[&str]) -> Command {
+    let has_nextest =
+        Command::new(env!("CARGO")).args(["nextest", "--version"]).output().is_ok_and(|output| output.status.success());
+    let mut command = if has_nextest {
+        cargo(&["nextest", "run", "--workspace", "--no-fail-fast"])
+    } else {
+        eprintln!("xtask: cargo-nextest not found; using cargo test");
+        cargo(&["test", "--workspace", "--no-fail-fast"])
+    };
+    command
+        .args(passthrough)
+        .env("TEST_DATABASE_URL", infra::postgres_url())
+        .env("TEST_REDIS_URL", infra::redis_url())
+        .env("KAFKA_BROKERS", infra::brokers());
+    command
+}
+
+fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
+    eprintln!("xtask: == {name}");
+    let status = command.status().with_context(|| format!("cannot run {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Test databases left behind by a killed run (a passing test drops its own).
+fn drop_leftover_test_databases() -> anyhow::Result<()> {
+    let names = infra::psql("SELECT datname FROM pg_database WHERE datname LIKE 'shop\\_test\\_%'")?;
+    for name in names.lines().filter(|name| !name.is_empty()) {
+        infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! `cargo xtask up`: the whole platform on this machine.
+//!
+//! Uses Postgres and Redis at their configured URLs (starting the local servers if they are
+//! installed but stopped), a Kafka-protocol broker (`KAFKA_BROKERS`, or a local tansu with
+//! sqlite storage under target/shop-dev), creates the databases, builds and starts every
+//! service that exists (each applies its own migrations), waits until each is ready,
+//! prints the URLs and a first request, and streams the logs with a service prefix.
+//! Ctrl-C stops everything it started, and nothing else. A second `up` while one runs
+//! says so and exits.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    infra::{self, Started},
+    services::{self, Service},
+};
+
+const ADMIN_EMAIL: &str = "admin@shop.local";
+const ADMIN_PASSWORD: &str = "admin-password-change-me";
+const COLORS: &[&str] = &["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[31m"];
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if let Some(extra) = args.first() {
+        bail!("`up` takes no arguments (got {extra:?}); configure it with environment variables");
+    }
+    let dir = crate::state_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _lock = Lock::acquire(&dir.join("up.pid"))?;
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .context("cannot listen for Ctrl-C")?;
+
+    let mut started: Vec<Started> = Vec::new();
+    let mut children: Vec<(&'static Service, Child)> = Vec::new();
+    let result = start_and_wait(&dir, &mut started, &mut children, &stop_rx);
+    eprintln!("\nxtask: stopping {} service(s) and what `up` started", children.len());
+    for (_, child) in &mut children {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for (service, mut child) in children {
+        infra::terminate(&mut child, Duration::from_secs(25));
+        eprintln!("xtask: {} stopped", service.name);
+    }
+    for thing in started.into_iter().rev() {
+        thing.stop();
+    }
+    result
+}
+
+fn start_and_wait(
+    dir: &Path,
+    started: &mut Vec<Started>,
+    children: &mut Vec<(&'static Service, Child)>,
+    stop: &mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    started.extend(infra::ensure_postgres()?);
+    started.extend(infra::ensure_redis()?);
+    started.extend(infra::ensure_broker(&dir.join("tansu.log"))?);
+    let present = services::present();
+    for service in &present {
+        if let Some(database) = service.database {
+            infra::ensure_database(database)?;
+        }
+    }
+    let key = signing_key(dir);
+
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(crate::root()).args(["build", "--bins"]);
+    for service in &present {
+        build.args(["-p", &service.binary()]);
+    }
+    if !build.status().context("cannot run cargo build")?.success() {
+        bail!("the services do not build");
+    }
+
+    for (index, service) in present.iter().enumerate() {
+        let child = spawn(service, key.as_deref(), COLORS[index % COLORS.len()])?;
+        children.push((service, child));
+    }
+    for (service, child) in children.iter_mut() {
+        wait_ready(service, child, stop)?;
+    }
+    print_welcome(&present);
+
+    loop {
+        if stop.recv_timeout(Duration::from_millis(250)).is_ok() {
+            return Ok(());
+        }
+        for (service, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{} exited unexpectedly ({status}); see its log above", service.name);
+            }
+        }
+    }
+}
+
+/// The development signing key under target/shop-dev, made once with openssl, so tokens
+/// survive restarts of `up`. Without openssl the user service makes an ephemeral one.
+fn signing_key(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join("jwt-ed25519.pem");
+    if path.exists() {
+        return Some(path);
+    }
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    made.then_some(path)
+}
+
+fn spawn(service: &Service, key: Option<&Path>, color: &str) -> anyhow::Result<Child> {
+    let binary = crate::root().join("target").join("debug").join(service.binary());
+    let mut command = Command::new(&binary);
+    command
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", service.port))
+        .env("REDIS_URL", infra::redis_url())
+        .env("KAFKA_BROKERS", infra::brokers())
+        .env("JWKS_URL", "http://127.0.0.1:8081/.well-known/jwks.json")
+        .env("SHOP_DEV_MODE", "true")
+        .env("SHOP_ADMIN_EMAIL", std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into()))
+        .env("SHOP_ADMIN_PASSWORD", std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into()))
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, port) in services::ALL.iter().map(|other| (other.name.to_uppercase(), other.port)) {
+        command.env(format!("{name}_GRPC_URL"), format!("http://127.0.0.1:{port}"));
+    }
+    if let Some(database) = service.database {
+        command.env("DATABASE_URL", infra::database_url(database));
+    }
+    if let Some(key) = key {
+        command.env("JWT_SIGNING_KEY_FILE", key);
+    }
+    let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+    let prefix = format!("{color}{:>12} |\x1b[0m ", service.name);
+    if let Some(stdout) = child.stdout.take() {
+        stream(prefix.clone(), stdout);
+    }
+    if let Some(stderr) = child.stderr.take() {
+        stream(prefix, stderr);
+    }
+    Ok(child)
+}
+
+fn stream(prefix: String, source: impl Read + Send + 'static) {
+    thread::spawn(move || {
+        for line in BufReader::new(source).lines().map_while(Result::ok) {
+            eprintln!("{prefix}{line}");
+        }
+    });
+}
+
+fn wait_ready(service: &Service, child: &mut Child, stop: &mpsc::Receiver<()>) -> anyhow::Result<()> {
+    let address = SocketAddr::from(([127, 0, 0, 1], service.port));
+    let started = Instant::now();
+    loop {
+        if infra::http_status(address, "/readyz") == Some(200) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{} exited during start-up ({status}); see its log above", service.name);
+        }
+        if stop.try_recv().is_ok() {
+            bail!("interrupted while waiting for {}", service.name);
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!("{} was not ready on {address} within 90s", service.name);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_welcome(present: &[&Service]) {
+    let mut table = String::from("\n  Shop is up.\n\n  service        REST + gRPC             readiness\n");
+    for service in present {
+        table.push_str(&format!(
+            "  {:<14} http://127.0.0.1:{}   http://127.0.0.1:{}/readyz\n",
+            service.name, service.port, service.port
+        ));
+    }
+    let admin = std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into());
+    let password = std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into());
+    table.push_str(&format!(
+        "\n  broker         {}\n  admin (dev)    {admin} / {password}\n\n  Try:\n    \
+         curl -s -X POST http://127.0.0.1:8081/v1/users -H 'content-type: application/json' \\\n      \
+         -d '{{\"email\":\"ada@example.com\",\"password\":\"correct-horse\",\"name\":\"Ada\"}}'\n    \
+         curl -s -X POST http://127.0.0.1:8081/v1/auth/login -H 'content-type: application/json' \\\n      \
+         -d '{{\"email\":\"ada@example.com\",\"password\":\"correct-horse\"}}'\n\n  \
+         OpenAPI: http://127.0.0.1:8081/openapi.json   Ctrl-C stops everything.\n",
+        infra::brokers()
+    ));
+    eprintln!("{table}");
+}
+
+/// One `up` at a time: a pid file, stale when its process is gone.
+struct Lock {
+    path: PathBuf,
+}
+
+impl Lock {
+    fn acquire(path: &Path) -> anyhow::Result<Self> {
+        if let Ok(text) = fs::read_to_string(path) {
+            let pid = text.trim();
+            if !pid.is_empty() && Path::new("/proc").join(pid).exists() && pid != std::process::id().to_string() {
+                bail!("`cargo xtask up` is already running (pid {pid}); stop it with Ctrl-C in its terminal first");
+            }
+        }
+        fs::write(path, std::process::id().to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { path: path.to_owned() })
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
