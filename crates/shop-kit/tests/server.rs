@@ -1,0 +1,156 @@
+//! The shared server, run for real on an ephemeral port: draining on shutdown, readiness
+//! that follows its dependencies, and answers for every kind of bad request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly on purpose")]
+
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use serde_json::Value;
+use shop_kit::{
+    config::HttpConfig,
+    server::{Check, Criticality, Server},
+};
+use shop_testkit::{TestServer, http_client};
+
+fn config() -> HttpConfig {
+    HttpConfig {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        request_timeout: Duration::from_millis(500),
+        body_limit_bytes: 1024,
+        shutdown_grace: Duration::from_secs(5),
+        trusted_proxy_hops: 0,
+    }
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        )
+        .route(
+            "/stuck",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "never"
+            }),
+        )
+        .route("/panic", get(panics))
+}
+
+async fn panics() -> &'static str {
+    let message = String::from("boom");
+    if !message.is_empty() {
+        panic!("{message}");
+    }
+    "unreachable"
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    shop_testkit::init_tracing();
+    let bound = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    let client = http_client();
+    let in_flight = tokio::spawn(client.get(server.url("/slow")).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let address = server.address();
+    server.stop().await.unwrap();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "the request in flight must complete");
+    assert_eq!(response.text().await.unwrap(), "done");
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "no new connections after shutdown");
+}
+
+#[tokio::test]
+async fn timeouts_and_panics_become_problems() {
+    shop_testkit::init_tracing();
+    let bound = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    let client = http_client();
+    let stuck = client.get(server.url("/stuck")).send().await.unwrap();
+    assert_eq!(stuck.status(), 503);
+    let problem: Value = stuck.json().await.unwrap();
+    assert_eq!(problem["code"], "request_timeout");
+    let panicked = client.get(server.url("/panic")).send().await.unwrap();
+    assert_eq!(panicked.status(), 500);
+    let problem: Value = panicked.json().await.unwrap();
+    assert_eq!(problem["code"], "internal");
+    assert!(!problem.to_string().contains("boom"), "{problem}");
+    // The server survives both.
+    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn readiness_follows_required_and_optional_dependencies() {
+    shop_testkit::init_tracing();
+    let cases = [
+        ("all ok", Ok(()), Ok(()), 200, "ready"),
+        ("optional failing", Ok(()), Err("cache down"), 200, "degraded"),
+        ("required failing", Err("db down"), Ok(()), 503, "unavailable"),
+    ];
+    for (case, required, optional, status, word) in cases {
+        let required =
+            Check::new("database", Criticality::Required, move || async move { required.map_err(String::from) });
+        let optional =
+            Check::new("cache", Criticality::Optional, move || async move { optional.map_err(String::from) });
+        let bound = Server::new("test", config()).check(required).check(optional).bind().await.unwrap();
+        let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+        let response = http_client().get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(response.status(), status, "case {case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], word, "case {case}: {body}");
+        // Liveness does not depend on anything.
+        assert_eq!(http_client().get(server.url("/healthz")).send().await.unwrap().status(), 200, "case {case}");
+    }
+}
+
+#[tokio::test]
+async fn a_real_postgres_that_goes_away_makes_the_service_unready() {
+    shop_testkit::init_tracing();
+    let db = shop_testkit::TestDb::new().await;
+    let pool = shop_kit::db::connect(&shop_kit::db::DatabaseConfig::for_url(db.url())).await.unwrap();
+    let bound = Server::new("test", config()).check(Check::postgres(pool.clone())).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    assert_eq!(http_client().get(server.url("/readyz")).send().await.unwrap().status(), 200);
+    pool.close().await;
+    let response = http_client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"]["status"], "failing", "{body}");
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_trusted_proxies_only() {
+    shop_testkit::init_tracing();
+    let echo = || {
+        Router::new().route(
+            "/ip",
+            get(|shop_kit::server::ClientIp(ip): shop_kit::server::ClientIp| async move { ip.to_string() }),
+        )
+    };
+    let cases = [
+        (0, "203.0.113.9, 10.0.0.1", "127.0.0.1"),
+        (1, "203.0.113.9, 10.0.0.1", "10.0.0.1"),
+        (2, "203.0.113.9, 10.0.0.1", "203.0.113.9"),
+        (5, "203.0.113.9", "127.0.0.1"),
+    ];
+    for (hops, header, expected) in cases {
+        let bound =
+            Server::new("test", HttpConfig { trusted_proxy_hops: hops, ..config() }).rest(echo()).bind().await.unwrap();
+        let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+        let ip = http_client()
+            .get(server.url("/ip"))
+            .header("x-forwarded-for", header)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(ip, expected, "case hops={hops}");
+    }
+}
