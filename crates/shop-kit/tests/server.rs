@@ -2,7 +2,9 @@
 //! that follows its dependencies, and answers for every kind of bad request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly on purpose")]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
 
 use axum::{Router, routing::get};
 use serde_json::Value;
@@ -25,13 +27,6 @@ fn config() -> HttpConfig {
 fn routes() -> Router {
     Router::new()
         .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                "done"
-            }),
-        )
-        .route(
             "/stuck",
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -52,11 +47,21 @@ async fn panics() -> &'static str {
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
     shop_testkit::init_tracing();
-    let bound = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    let entered = Arc::new(Notify::new());
+    let signal = Arc::clone(&entered);
+    let slow = Router::new().route(
+        "/in-flight",
+        get(move || async move {
+            signal.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "done"
+        }),
+    );
+    let bound = Server::new("test", config()).rest(slow).bind().await.unwrap();
     let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
     let client = http_client();
-    let in_flight = tokio::spawn(client.get(server.url("/slow")).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_flight = tokio::spawn(client.get(server.url("/in-flight")).send());
+    entered.notified().await;
     let address = server.address();
     server.stop().await.unwrap();
     let response = in_flight.await.unwrap().unwrap();
