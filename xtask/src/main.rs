@@ -2,10 +2,12 @@
 //!
 //! - `cargo xtask up`: runs the whole platform on this machine (see [`up`]).
 //! - `cargo xtask test`: every check CI runs (see [`test`]).
+//! - `cargo xtask seed`: the demo catalog (see [`seed`]).
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
 mod infra;
+mod seed;
 mod services;
 mod test;
 mod up;
@@ -18,6 +20,7 @@ usage: cargo xtask <command>
 commands:
   up      start Postgres/Redis/broker if needed and run every service; Ctrl-C stops it
   test    fmt, clippy, then every test against real Postgres, Redis and the broker
+  seed    load the demo catalog into the product database (idempotent)
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("up") => up::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
+        Some("seed") => seed::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;

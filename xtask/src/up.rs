@@ -93,6 +93,9 @@ fn start_and_wait(
     for (service, child) in children.iter_mut() {
         wait_ready(service, child, stop)?;
     }
+    if present.iter().any(|service| service.name == "product") {
+        crate::seed::if_empty()?;
+    }
     print_welcome(&present);
 
     loop {
@@ -201,7 +204,8 @@ fn print_welcome(present: &[&Service]) {
          -d '{{\"email\":\"ada@example.com\",\"password\":\"correct-horse\",\"name\":\"Ada\"}}'\n    \
          curl -s -X POST http://127.0.0.1:8081/v1/auth/login -H 'content-type: application/json' \\\n      \
          -d '{{\"email\":\"ada@example.com\",\"password\":\"correct-horse\"}}'\n\n  \
-         OpenAPI: http://127.0.0.1:8081/openapi.json   Ctrl-C stops everything.\n",
+         curl -s 'http://127.0.0.1:8082/v1/products?q=lamp'\n\n  \
+         OpenAPI: http://127.0.0.1:<port>/openapi.json   Ctrl-C stops everything.\n",
         infra::brokers()
     ));
     eprintln!("{table}");

@@ -434,17 +434,52 @@ where
     }
 }
 
+/// Whether a gRPC service needs a token on every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRequirement {
+    /// Calls without a token are refused with `UNAUTHENTICATED`.
+    Required,
+    /// Calls without a token pass with no [`Caller`]; methods that need one ask
+    /// [`grpc_caller`]. A token that is present must still verify.
+    Optional,
+}
+
+/// A caller with the admin role: 401 without a valid token, 403 for anyone else, decided
+/// before the request body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admin(pub Caller);
+
+impl<S> FromRequestParts<S> for Admin
+where
+    S: AuthState + Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = state.verifier().verify_headers(&parts.headers).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
+    }
+}
+
 /// A tower layer for tonic services: verifies the bearer token of every call and puts the
 /// [`Caller`] into the request's extensions, or answers `UNAUTHENTICATED`.
 #[derive(Clone)]
 pub struct GrpcAuth<S> {
     inner: S,
     verifier: Arc<Verifier>,
+    requirement: TokenRequirement,
 }
 
 impl<S> GrpcAuth<S> {
+    /// Every call needs a valid token.
     pub fn new(inner: S, verifier: Arc<Verifier>) -> Self {
-        Self { inner, verifier }
+        Self { inner, verifier, requirement: TokenRequirement::Required }
+    }
+
+    /// Calls may come without a token (public reads next to authenticated writes).
+    pub fn optional(inner: S, verifier: Arc<Verifier>) -> Self {
+        Self { inner, verifier, requirement: TokenRequirement::Optional }
     }
 }
 
@@ -474,7 +509,12 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = Arc::clone(&self.verifier);
+        let anonymous_ok =
+            self.requirement == TokenRequirement::Optional && !request.headers().contains_key(header::AUTHORIZATION);
         Box::pin(async move {
+            if anonymous_ok {
+                return inner.call(request).await;
+            }
             match verifier.verify_headers(request.headers()).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);

@@ -1,6 +1,7 @@
 //! Shop's shared runtime: what every service stands on, and nothing domain-specific.
 //!
 //! # Layout
+//! - [`api`]: the REST conventions: [`api::Money`], [`api::Page`], opaque cursors.
 //! - [`config`]: typed configuration from environment variables; one clear line per bad value.
 //! - [`error`]: [`error::Problem`], the one mapping from an error to RFC 9457 problem+json
 //!   and to a gRPC `Status`, and [`error::ApiJson`], a JSON extractor that answers in it.
@@ -15,6 +16,7 @@
 //! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;

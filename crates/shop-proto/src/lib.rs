@@ -15,6 +15,16 @@ pub mod shop {
             tonic::include_proto!("shop.common.v1");
         }
     }
+    pub mod product {
+        pub mod v1 {
+            tonic::include_proto!("shop.product.v1");
+        }
+    }
+    pub mod cart {
+        pub mod v1 {
+            tonic::include_proto!("shop.cart.v1");
+        }
+    }
     pub mod user {
         pub mod v1 {
             tonic::include_proto!("shop.user.v1");

@@ -234,6 +234,117 @@ where
     }
 }
 
+/// Stands in for the user service's token issuing: serves a JWKS on an ephemeral port and
+/// mints access tokens with the same claims the user service puts in them.
+pub struct TestIssuer {
+    key: shop_kit::auth::SigningKey,
+    server: TestServer,
+}
+
+impl TestIssuer {
+    pub async fn start() -> Self {
+        init_tracing();
+        let (key, _) = shop_kit::auth::SigningKey::generate().expect("cannot generate a signing key");
+        let jwks = shop_kit::auth::Jwks { keys: vec![key.jwk()] };
+        let routes = axum::Router::new()
+            .route("/.well-known/jwks.json", axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))));
+        let config = shop_kit::config::HttpConfig::from_vars(
+            &shop_kit::config::Vars::default().with("LISTEN_ADDR", "127.0.0.1:0"),
+            0,
+        )
+        .expect("test HTTP config");
+        let bound = shop_kit::server::Server::new("test-issuer", config)
+            .rest(routes)
+            .bind()
+            .await
+            .expect("cannot bind the JWKS");
+        let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+        Self { key, server }
+    }
+
+    /// Where services fetch the keys (`JWKS_URL`).
+    pub fn jwks_url(&self) -> String {
+        self.server.url("/.well-known/jwks.json")
+    }
+
+    /// A valid access token for `user_id` with `role`.
+    pub fn token(&self, user_id: uuid::Uuid, role: shop_kit::auth::Role) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let claims = shop_kit::auth::Claims {
+            sub: user_id,
+            role,
+            iss: "shop-user".into(),
+            aud: "shop".into(),
+            iat: now,
+            exp: now + 900,
+            jti: uuid::Uuid::now_v7(),
+        };
+        self.key.sign(&claims).expect("cannot sign a test token")
+    }
+
+    /// A customer token for a new random user; returns (user id, token).
+    pub fn customer(&self) -> (uuid::Uuid, String) {
+        let id = uuid::Uuid::now_v7();
+        (id, self.token(id, shop_kit::auth::Role::Customer))
+    }
+
+    /// An admin token.
+    pub fn admin(&self) -> String {
+        self.token(uuid::Uuid::now_v7(), shop_kit::auth::Role::Admin)
+    }
+}
+
+/// A TCP proxy in front of a real server, that a test can cut to simulate an outage.
+pub struct TcpProxy {
+    address: SocketAddr,
+    cut: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Listens on an ephemeral port and forwards every connection to `target`.
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let target = target.to_owned();
+        let cut = CancellationToken::new();
+        let stop = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let target = target.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Self { address, cut }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Closes every connection and stops accepting: the server looks down.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

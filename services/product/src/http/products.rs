@@ -1,0 +1,336 @@
+//! `/v1/products`: public reads and search; admin writes and stock.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, put},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shop_kit::{
+    api::{Money, Page, decode_cursor, encode_cursor, page_limit},
+    auth::Admin,
+    error::{ApiJson, FieldError, Problem, parse_id},
+};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    domain::{Description, ImageUrl, ProductName, SearchTerms, Sku, Slug, StockLevel},
+    error::Error,
+    store::{self, Listing, NewProduct, Product, ProductChanges, products::Position},
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/products", get(list).post(create))
+        .route("/v1/products/{id}", get(read).patch(update).delete(delete))
+        .route("/v1/products/{id}/stock", put(set_stock))
+}
+
+/// A product as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProductResponse {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    pub price: Money,
+    /// Category slugs.
+    pub categories: Vec<String>,
+    /// on_hand − reserved.
+    pub stock_available: i64,
+    pub image_url: Option<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Product> for ProductResponse {
+    fn from(product: Product) -> Self {
+        Self {
+            id: product.id,
+            sku: product.sku,
+            name: product.name,
+            description: product.description,
+            price: Money { amount: product.price_amount, currency: product.currency },
+            categories: product.categories,
+            stock_available: product.stock_available,
+            image_url: product.image_url,
+            active: product.active,
+            created_at: product.created_at,
+            updated_at: product.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub(super) struct ListParams {
+    /// Full-text search over names (ranked first) and descriptions; words match as prefixes.
+    q: Option<String>,
+    /// A category slug.
+    category: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List or search the catalog (active products only).
+#[utoipa::path(get, path = "/v1/products", tag = "products", params(ListParams), responses(
+    (status = 200, body = Page<ProductResponse>),
+    (status = 400, description = "invalid_cursor", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "bad limit, q or category", body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page<ProductResponse>>, Error> {
+    let Query(params) = params.map_err(|rejection| Problem::bad_request("bad_query", rejection.body_text()))?;
+    let mut errors = Vec::new();
+    let limit = match params.limit.as_deref().map(str::parse::<i64>) {
+        None => page_limit(None).ok(),
+        Some(Ok(limit)) => {
+            page_limit(Some(limit)).map_err(|_| errors.push(FieldError::new("limit", "must be between 1 and 100"))).ok()
+        }
+        Some(Err(_)) => {
+            errors.push(FieldError::new("limit", "must be a whole number between 1 and 100"));
+            None
+        }
+    };
+    let terms = match params.q.as_deref().map(SearchTerms::parse).transpose() {
+        Ok(terms) => terms.flatten(),
+        Err(message) => {
+            errors.push(FieldError::new("q", message));
+            None
+        }
+    };
+    let category = params
+        .category
+        .as_deref()
+        .map(Slug::parse)
+        .transpose()
+        .map_err(|message| errors.push(FieldError::new("category", message)))
+        .ok()
+        .flatten();
+    let Some(limit) = limit.filter(|_| errors.is_empty()) else {
+        return Err(Error::Validation(errors));
+    };
+    let after: Option<Position> = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut connection = state.pool().acquire().await?;
+    let listing = Listing { terms: terms.as_ref(), category: category.as_ref(), limit, after };
+    let (products, next) = store::products::list(&mut connection, &listing).await?;
+    Ok(Json(Page {
+        items: products.into_iter().map(ProductResponse::from).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    }))
+}
+
+/// One product (inactive ones too, with `active: false`; deleted ones are 404).
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "products", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = ProductResponse),
+    (status = 404, description = "product_not_found", body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ProductResponse>, Error> {
+    let id = parse_id(&id, "product_not_found")?;
+    Ok(Json(state.product(id).await?.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateRequest {
+    sku: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    price: Money,
+    #[serde(default)]
+    categories: Vec<String>,
+    image_url: Option<String>,
+    /// Units on hand to start with (default 0).
+    #[serde(default)]
+    stock: i64,
+}
+
+fn parse_categories(input: &[String], errors: &mut Vec<FieldError>) -> Vec<Slug> {
+    if input.len() > 10 {
+        errors.push(FieldError::new("categories", "at most 10 categories"));
+        return Vec::new();
+    }
+    let mut slugs = Vec::new();
+    for (index, text) in input.iter().enumerate() {
+        match Slug::parse(text) {
+            Ok(slug) => slugs.push(slug),
+            Err(message) => errors.push(FieldError::new(format!("categories[{index}]"), message)),
+        }
+    }
+    slugs.sort();
+    slugs.dedup();
+    slugs
+}
+
+fn field<T>(result: Result<T, String>, name: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+    result.map_err(|message| errors.push(FieldError::new(name, message))).ok()
+}
+
+/// Add a product (admin).
+#[utoipa::path(post, path = "/v1/products", tag = "products", security(("bearer" = [])), request_body = CreateRequest, responses(
+    (status = 201, body = ProductResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "sku_taken", body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> Result<impl IntoResponse, Error> {
+    let mut errors = Vec::new();
+    let sku = field(Sku::parse(&body.sku), "sku", &mut errors);
+    let name = field(ProductName::parse(&body.name), "name", &mut errors);
+    let description = field(Description::parse(&body.description), "description", &mut errors);
+    let image_url = body.image_url.as_deref().and_then(|url| field(ImageUrl::parse(url), "image_url", &mut errors));
+    let stock = field(StockLevel::parse(body.stock), "stock", &mut errors);
+    if let Err(error) = body.price.validate("price") {
+        errors.push(error);
+    }
+    let categories = parse_categories(&body.categories, &mut errors);
+    let (Some(sku), Some(name), Some(description), Some(stock), true) =
+        (sku, name, description, stock, errors.is_empty())
+    else {
+        return Err(Error::Validation(errors));
+    };
+    let mut transaction = state.pool().begin().await?;
+    let new = NewProduct {
+        sku: sku.as_str(),
+        name: name.as_str(),
+        description: description.as_str(),
+        price_amount: body.price.amount,
+        currency: &body.price.currency,
+        image_url: image_url.as_ref().map(ImageUrl::as_str),
+        categories: &categories,
+        on_hand: stock.get(),
+    };
+    let id = store::products::insert(&mut transaction, &new).await?;
+    let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    transaction.commit().await?;
+    state.cache().invalidate(&[id]).await;
+    tracing::info!(product.id = %id, product.sku = %product.sku, "product created");
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/products/{id}"))], Json(ProductResponse::from(product))))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateRequest {
+    name: Option<String>,
+    description: Option<String>,
+    price: Option<Money>,
+    categories: Option<Vec<String>>,
+    image_url: Option<String>,
+    active: Option<bool>,
+}
+
+/// Change a product (admin); absent fields stay as they are.
+#[utoipa::path(patch, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])), request_body = UpdateRequest,
+    params(("id" = Uuid, Path)), responses(
+    (status = 200, body = ProductResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateRequest>,
+) -> Result<Json<ProductResponse>, Error> {
+    let id = parse_id(&id, "product_not_found")?;
+    let mut errors = Vec::new();
+    let name = body.name.as_deref().and_then(|name| field(ProductName::parse(name), "name", &mut errors));
+    let description =
+        body.description.as_deref().and_then(|text| field(Description::parse(text), "description", &mut errors));
+    let image_url = body.image_url.as_deref().and_then(|url| field(ImageUrl::parse(url), "image_url", &mut errors));
+    if let Some(Err(error)) = body.price.as_ref().map(|price| price.validate("price")) {
+        errors.push(error);
+    }
+    let categories = body.categories.as_deref().map(|list| parse_categories(list, &mut errors));
+    let nothing = body.name.is_none()
+        && body.description.is_none()
+        && body.price.is_none()
+        && body.categories.is_none()
+        && body.image_url.is_none()
+        && body.active.is_none();
+    if nothing {
+        errors.push(FieldError::new("body", "nothing to change"));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    let changes = ProductChanges {
+        name: name.as_ref().map(ProductName::as_str),
+        description: description.as_ref().map(Description::as_str),
+        price_amount: body.price.as_ref().map(|price| price.amount),
+        currency: body.price.as_ref().map(|price| price.currency.as_str()),
+        image_url: image_url.as_ref().map(ImageUrl::as_str),
+        active: body.active,
+        categories: categories.as_deref(),
+    };
+    let mut transaction = state.pool().begin().await?;
+    store::products::update(&mut transaction, id, &changes).await?;
+    let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    transaction.commit().await?;
+    state.cache().invalidate(&[id]).await;
+    Ok(Json(product.into()))
+}
+
+/// Remove a product from sale (admin). It stays readable by id for nobody; orders keep their copy.
+#[utoipa::path(delete, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let id = parse_id(&id, "product_not_found")?;
+    let mut connection = state.pool().acquire().await?;
+    store::products::soft_delete(&mut connection, id).await?;
+    state.cache().invalidate(&[id]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StockRequest {
+    /// Units on hand, 0 to 1,000,000; not below what is reserved.
+    on_hand: i64,
+}
+
+/// Set the units on hand (admin).
+#[utoipa::path(put, path = "/v1/products/{id}/stock", tag = "products", security(("bearer" = [])), request_body = StockRequest,
+    params(("id" = Uuid, Path)), responses(
+    (status = 200, body = ProductResponse),
+    (status = 409, description = "stock_below_reserved", body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(super) async fn set_stock(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StockRequest>,
+) -> Result<Json<ProductResponse>, Error> {
+    let id = parse_id(&id, "product_not_found")?;
+    let on_hand = StockLevel::parse(body.on_hand).map_err(|message| Error::invalid("on_hand", message))?;
+    let mut connection = state.pool().acquire().await?;
+    crate::store::inventory::set_on_hand(&mut connection, id, on_hand.get()).await?;
+    state.cache().invalidate(&[id]).await;
+    let product = store::products::by_id(&mut connection, id).await?.ok_or(Error::ProductNotFound)?;
+    Ok(Json(product.into()))
+}

@@ -1,0 +1,322 @@
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn admins_manage_the_catalog_and_everyone_else_is_refused() {
+    let app = spawn_app().await;
+    let (_, customer) = app.issuer.customer();
+    let product = app.create("LAMP-1", "Desk lamp", "A lamp.", 5).await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    assert_eq!(product["sku"], "LAMP-1");
+    assert_eq!(product["price"], json!({"amount": 1999, "currency": "USD"}));
+    assert_eq!(product["stock_available"], 5);
+    assert_eq!(product["categories"], json!(["testing"]));
+
+    let create = json!({"sku": "X-1", "name": "X", "price": {"amount": 1, "currency": "USD"}});
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::POST, "/v1/products".into(), Some(create)),
+        (Method::PATCH, format!("/v1/products/{id}"), Some(json!({"name": "New"}))),
+        (Method::DELETE, format!("/v1/products/{id}"), None),
+        (Method::PUT, format!("/v1/products/{id}/stock"), Some(json!({"on_hand": 3}))),
+    ];
+    for (method, path, body) in &routes {
+        let case = format!("{method} {path}");
+        assert_problem(
+            app.send(method.clone(), path, None, body.as_ref()).await,
+            401,
+            "unauthenticated",
+            &format!("{case} anonymous"),
+        )
+        .await;
+        assert_problem(
+            app.send(method.clone(), path, Some("not.a.token"), body.as_ref()).await,
+            401,
+            "unauthenticated",
+            &format!("{case} bad token"),
+        )
+        .await;
+        // 403 even with a bad body: the role is checked first.
+        assert_problem(
+            app.send(method.clone(), path, Some(&customer), Some(&json!({"junk": 1}))).await,
+            403,
+            "forbidden",
+            &format!("{case} customer"),
+        )
+        .await;
+    }
+
+    let patched: Value = app.send(Method::PATCH, &format!("/v1/products/{id}"), Some(&app.admin),
+        Some(&json!({"name": "Brass desk lamp", "price": {"amount": 2500, "currency": "USD"}, "categories": ["lighting", "home-office"]}))).await.json().await.unwrap();
+    assert_eq!(patched["name"], "Brass desk lamp");
+    assert_eq!(patched["price"]["amount"], 2500);
+    assert_eq!(patched["categories"], json!(["home-office", "lighting"]));
+    let stock: Value = app
+        .send(Method::PUT, &format!("/v1/products/{id}/stock"), Some(&app.admin), Some(&json!({"on_hand": 42})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["stock_available"], 42);
+    let categories: Value = app.get("/v1/categories").await.json().await.unwrap();
+    let slugs: Vec<&str> =
+        categories["items"].as_array().unwrap().iter().map(|c| c["slug"].as_str().unwrap()).collect();
+    assert!(slugs.contains(&"lighting") && slugs.contains(&"home-office"), "{categories}");
+
+    assert_eq!(app.send(Method::DELETE, &format!("/v1/products/{id}"), Some(&app.admin), None).await.status(), 204);
+    assert_problem(app.get(&format!("/v1/products/{id}")).await, 404, "product_not_found", "after delete").await;
+    assert_problem(
+        app.send(Method::DELETE, &format!("/v1/products/{id}"), Some(&app.admin), None).await,
+        404,
+        "product_not_found",
+        "delete twice",
+    )
+    .await;
+    let listed: Value = app.get("/v1/products").await.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty(), "deleted products are not listed: {listed}");
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_clear_problem() {
+    let app = spawn_app().await;
+    let product = app.create("SKU-1", "Thing", "", 2).await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    let admin = Some(app.admin.as_str());
+    let valid = || json!({"sku": "NEW-1", "name": "New", "price": {"amount": 100, "currency": "USD"}});
+    let with = |key: &str, value: Value| {
+        let mut body = valid();
+        body[key] = value;
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        ("duplicate sku", with("sku", json!("sku-1")), 409, "sku_taken", ""),
+        ("bad sku", with("sku", json!("has space")), 422, "validation_failed", "sku"),
+        ("empty name", with("name", json!("")), 422, "validation_failed", "name"),
+        ("long name", with("name", json!("n".repeat(201))), 422, "validation_failed", "name"),
+        (
+            "negative price",
+            with("price", json!({"amount": -1, "currency": "USD"})),
+            422,
+            "validation_failed",
+            "price.amount",
+        ),
+        (
+            "bad currency",
+            with("price", json!({"amount": 1, "currency": "dollars"})),
+            422,
+            "validation_failed",
+            "price.currency",
+        ),
+        (
+            "float price",
+            with("price", json!({"amount": 19.99, "currency": "USD"})),
+            422,
+            "validation_failed",
+            "price.amount",
+        ),
+        ("missing price", json!({"sku": "A", "name": "B"}), 422, "validation_failed", "price"),
+        ("bad category", with("categories", json!(["Bad Slug!"])), 422, "validation_failed", "categories[0]"),
+        ("bad image", with("image_url", json!("javascript:alert(1)")), 422, "validation_failed", "image_url"),
+        ("negative stock", with("stock", json!(-5)), 422, "validation_failed", "stock"),
+        ("unknown field", with("color", json!("red")), 422, "validation_failed", "color"),
+    ];
+    for (case, body, status, code, field) in cases {
+        let problem =
+            assert_problem(app.send(Method::POST, "/v1/products", admin, Some(&body)).await, status, code, case).await;
+        if !field.is_empty() {
+            assert_eq!(problem["errors"][0]["field"], field, "case {case}: {problem}");
+        }
+    }
+    let path = format!("/v1/products/{id}");
+    assert_problem(
+        app.send(Method::PATCH, &path, admin, Some(&json!({}))).await,
+        422,
+        "validation_failed",
+        "empty patch",
+    )
+    .await;
+    assert_problem(
+        app.send(Method::PUT, &format!("{path}/stock"), admin, Some(&json!({"on_hand": -1}))).await,
+        422,
+        "validation_failed",
+        "negative stock",
+    )
+    .await;
+    assert_problem(
+        app.send(Method::PUT, &format!("{path}/stock"), admin, Some(&json!({"on_hand": "ten"}))).await,
+        422,
+        "validation_failed",
+        "stock as text",
+    )
+    .await;
+    assert_problem(
+        app.send(Method::PUT, "/v1/products/nope/stock", admin, Some(&json!({"on_hand": 1}))).await,
+        404,
+        "product_not_found",
+        "bad id",
+    )
+    .await;
+    assert_problem(app.get("/v1/products/not-a-uuid").await, 404, "product_not_found", "bad id read").await;
+    assert_problem(
+        app.get(&format!("/v1/products/{}", uuid::Uuid::now_v7())).await,
+        404,
+        "product_not_found",
+        "unknown id",
+    )
+    .await;
+    for (case, query, status, code) in [
+        ("limit 0", "limit=0", 422, "validation_failed"),
+        ("limit 101", "limit=101", 422, "validation_failed"),
+        ("limit text", "limit=lots", 422, "validation_failed"),
+        ("bad cursor", "cursor=garbage", 400, "invalid_cursor"),
+        ("long q", &format!("q={}", "a".repeat(201)), 422, "validation_failed"),
+        ("bad category", "category=NOT%20A%20SLUG", 422, "validation_failed"),
+    ] {
+        assert_problem(app.get(&format!("/v1/products?{query}")).await, status, code, case).await;
+    }
+    // Injection attempts are just words.
+    let safe = app.get("/v1/products?q=lamp')%20%7C%20!(x%3A*").await;
+    assert_eq!(safe.status(), 200);
+}
+
+#[tokio::test]
+async fn search_ranks_name_matches_above_description_matches() {
+    let app = spawn_app().await;
+    app.create("DESC-1", "Reading chair", "Sits nicely next to a lamp.", 1).await;
+    app.create("NAME-1", "Brass lamp", "A warm light for reading.", 1).await;
+    app.create("NONE-1", "Teapot", "Holds a litre.", 1).await;
+    let found: Value = app.get("/v1/products?q=lamp").await.json().await.unwrap();
+    let names: Vec<&str> = found["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Brass lamp", "Reading chair"]);
+    let prefix: Value = app.get("/v1/products?q=LAM").await.json().await.unwrap();
+    assert_eq!(prefix["items"].as_array().unwrap().len(), 2, "words match as prefixes");
+    let both: Value = app.get("/v1/products?q=reading%20lamp").await.json().await.unwrap();
+    assert_eq!(both["items"].as_array().unwrap().len(), 2, "{both}");
+    let category: Value = app.get("/v1/products?category=testing&q=teapot").await.json().await.unwrap();
+    assert_eq!(category["items"][0]["sku"], "NONE-1");
+    let elsewhere: Value = app.get("/v1/products?category=other").await.json().await.unwrap();
+    assert!(elsewhere["items"].as_array().unwrap().is_empty());
+}
+
+async fn collect_pages(app: &crate::helpers::TestApp, query: &str, late_prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut inserted = 0;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => format!("/v1/products?{query}&limit=7&cursor={cursor}"),
+            None => format!("/v1/products?{query}&limit=7"),
+        };
+        let page: Value = app.get(&url).await.json().await.unwrap();
+        seen.extend(page["items"].as_array().unwrap().iter().map(|p| p["sku"].as_str().unwrap().to_owned()));
+        inserted += 1;
+        app.create(&format!("{late_prefix}-{inserted}"), &format!("Late widget {inserted}"), "inserted mid-walk", 1)
+            .await;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_have_no_duplicates_or_gaps_while_rows_are_inserted() {
+    let app = spawn_app().await;
+    for index in 0..30 {
+        app.create(&format!("W-{index:02}"), &format!("Widget {index}"), "a widget", 1).await;
+    }
+    for (query, late) in [("", "LATE-A"), ("q=widget", "LATE-B")] {
+        let seen = collect_pages(&app, query, late).await;
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "query {query:?}: duplicates in {seen:?}");
+        for index in 0..30 {
+            assert!(seen.contains(&format!("W-{index:02}")), "query {query:?}: W-{index:02} missing (a gap)");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_after_a_write_never_sees_the_old_value() {
+    let app = spawn_app().await;
+    let product = app.create("C-1", "Original", "", 10).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    let first: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(first["name"], "Original");
+    let mut redis = redis::Client::open(app.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}product:{}", app.redis.prefix(), product["id"].as_str().unwrap());
+    let cached: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap();
+    assert!(cached.unwrap().contains("Original"), "the read must have filled the cache");
+
+    for round in 0..5 {
+        let name = format!("Renamed {round}");
+        app.send(Method::PATCH, &path, Some(&app.admin), Some(&json!({"name": name}))).await;
+        let read: Value = app.get(&path).await.json().await.unwrap();
+        assert_eq!(read["name"], name.as_str(), "round {round}");
+        app.send(Method::PUT, &format!("{path}/stock"), Some(&app.admin), Some(&json!({"on_hand": round}))).await;
+        let read: Value = app.get(&path).await.json().await.unwrap();
+        assert_eq!(read["stock_available"], round, "round {round}");
+    }
+    // Reads racing writes: afterwards the cache holds the last write.
+    let bodies: Vec<Value> = (0..20).map(|n| json!({"description": format!("v{n}")})).collect();
+    let writes = bodies.iter().map(|body| app.send(Method::PATCH, &path, Some(&app.admin), Some(body)));
+    let reads = (0..20).map(|_| app.get(&path));
+    futures::future::join(futures::future::join_all(writes), futures::future::join_all(reads)).await;
+    app.send(Method::PATCH, &path, Some(&app.admin), Some(&json!({"description": "final"}))).await;
+    for _ in 0..3 {
+        let read: Value = app.get(&path).await.json().await.unwrap();
+        assert_eq!(read["description"], "final");
+    }
+}
+
+#[tokio::test]
+async fn reads_keep_working_when_redis_goes_down() {
+    let proxy = shop_testkit::TcpProxy::start("127.0.0.1:6379").await;
+    let address = proxy.address();
+    let app =
+        spawn_with(|vars| vars.with("REDIS_URL", format!("redis://{address}")).with("REDIS_TIMEOUT", "200ms")).await;
+    let product = app.create("R-1", "Resilient", "", 3).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    assert_eq!(app.get(&path).await.status(), 200);
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    proxy.cut();
+    for _ in 0..3 {
+        let read = app.get(&path).await;
+        assert_eq!(read.status(), 200, "reads fall back to Postgres");
+        assert_eq!(read.json::<Value>().await.unwrap()["name"], "Resilient");
+    }
+    let patched = app.send(Method::PATCH, &path, Some(&app.admin), Some(&json!({"name": "Still writable"}))).await;
+    assert_eq!(patched.status(), 200);
+    let read: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(read["name"], "Still writable");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200, "a cache outage does not take the service out");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["checks"]["redis"]["status"], "failing");
+}
+
+#[tokio::test]
+async fn the_demo_catalog_loads_once_and_browses() {
+    let app = spawn_app().await;
+    let pool = app.pool().await;
+    let seed = include_str!("../../seed/demo.sql");
+    sqlx::raw_sql(seed).execute(&pool).await.unwrap();
+    sqlx::raw_sql(seed).execute(&pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await.unwrap();
+    assert!(count >= 30, "{count}");
+    let first: Value = app.get("/v1/products").await.json().await.unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 20);
+    assert!(first["next_cursor"].is_string());
+    assert!(first["items"].as_array().unwrap().iter().all(|p| p["stock_available"].as_i64().unwrap() > 0));
+    let categories: Value = app.get("/v1/categories").await.json().await.unwrap();
+    let populated =
+        categories["items"].as_array().unwrap().iter().filter(|c| c["product_count"].as_i64().unwrap() > 0).count();
+    assert!(populated >= 5, "{categories}");
+    let search: Value = app.get("/v1/products?q=headphones").await.json().await.unwrap();
+    assert_eq!(search["items"][0]["sku"], "ELEC-HEADPHONES-01");
+}

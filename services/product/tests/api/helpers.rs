@@ -1,0 +1,94 @@
+use product_service::{app::Application, config::Config};
+use reqwest::Response;
+use serde_json::{Value, json};
+use shop_kit::config::Vars;
+use shop_proto::shop::product::v1::product_service_client::ProductServiceClient;
+use shop_testkit::{TestDb, TestIssuer, TestRedis, TestServer, http_client};
+use tonic::transport::Channel;
+
+pub(crate) struct TestApp {
+    pub(crate) server: TestServer,
+    pub(crate) client: reqwest::Client,
+    pub(crate) issuer: TestIssuer,
+    pub(crate) admin: String,
+    pub(crate) db: TestDb,
+    pub(crate) redis: TestRedis,
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(|vars| vars).await
+}
+
+pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
+    let issuer = TestIssuer::start().await;
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let vars = Vars::from_pairs([
+        ("DATABASE_URL", db.url().to_owned()),
+        ("DATABASE_MAX_CONNECTIONS", "20".to_owned()),
+        ("REDIS_URL", redis.url()),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWKS_URL", issuer.jwks_url()),
+    ]);
+    let app = Application::build(Config::from_vars(&customize(vars)).unwrap()).await.unwrap();
+    let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
+    let admin = issuer.admin();
+    TestApp { server, client: http_client(), issuer, admin, db, redis }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Creates a product as admin; returns its JSON.
+    pub(crate) async fn create(&self, sku: &str, name: &str, description: &str, stock: i64) -> Value {
+        let body = json!({"sku": sku, "name": name, "description": description,
+            "price": {"amount": 1999, "currency": "USD"}, "categories": ["testing"], "stock": stock});
+        let response = self.send(reqwest::Method::POST, "/v1/products", Some(&self.admin), Some(&body)).await;
+        assert_eq!(response.status(), 201, "create {sku}");
+        response.json().await.unwrap()
+    }
+
+    pub(crate) async fn grpc(&self) -> ProductServiceClient<Channel> {
+        ProductServiceClient::new(Channel::from_shared(self.url("")).unwrap().connect().await.unwrap())
+    }
+
+    pub(crate) async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(self.db.url()).await.unwrap()
+    }
+}
+
+pub(crate) async fn assert_problem(response: Response, status: u16, code: &str, case: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "case {case}: status");
+    assert_eq!(response.headers()["content-type"], "application/problem+json", "case {case}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], code, "case {case}: {problem}");
+    problem
+}
+
+pub(crate) fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    shop_kit::grpc::with_bearer(tonic::Request::new(message), token)
+}

@@ -1,0 +1,57 @@
+//! `cargo xtask seed`: loads the demo catalog (services/product/seed/demo.sql) into the
+//! product database. Idempotent: products are matched by sku. `cargo xtask up` runs it on
+//! its own when the catalog is empty.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::infra;
+
+const DATABASE: &str = "shop_product";
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if let Some(extra) = args.first() {
+        bail!("`seed` takes no arguments (got {extra:?})");
+    }
+    let migrated = psql_in(DATABASE, "SELECT to_regclass('public.products') IS NOT NULL").unwrap_or_default();
+    if migrated != "t" {
+        bail!("the product database is not set up yet: start the platform once with `cargo xtask up` (it migrates)");
+    }
+    load()?;
+    eprintln!("xtask: demo catalog loaded ({} products)", psql_in(DATABASE, "SELECT count(*) FROM products")?);
+    Ok(())
+}
+
+/// Loads the demo catalog if the catalog is empty (used by `up`).
+pub(crate) fn if_empty() -> anyhow::Result<()> {
+    if psql_in(DATABASE, "SELECT count(*) FROM products")? == "0" {
+        load()?;
+        eprintln!("xtask: loaded the demo catalog into the empty {DATABASE}");
+    }
+    Ok(())
+}
+
+fn load() -> anyhow::Result<()> {
+    let file = crate::root().join("services/product/seed/demo.sql");
+    let output = Command::new("psql")
+        .args([&infra::database_url(DATABASE), "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&file)
+        .output()
+        .context("cannot run psql")?;
+    if !output.status.success() {
+        bail!("loading {} failed: {}", file.display(), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
+}
+
+fn psql_in(database: &str, sql: &str) -> anyhow::Result<String> {
+    let output = Command::new("psql")
+        .args([&infra::database_url(database), "-tA", "-c", sql])
+        .output()
+        .context("cannot run psql")?;
+    if !output.status.success() {
+        bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
