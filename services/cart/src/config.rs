@@ -1,0 +1,92 @@
+//! The cart service's configuration, from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LISTEN_ADDR` | `127.0.0.1:8083` | REST + gRPC |
+//! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | the carts |
+//! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
+//! | `PRODUCT_GRPC_URL` | `http://127.0.0.1:8082` | the product service |
+//! | `PRODUCT_DEADLINE` | `2s` | the deadline of each call to it |
+//! | `CART_IDLE_TTL` | `7d` | a cart nobody touched for this long is gone |
+//! | `CART_MAX_LINES` | `50` | distinct products in one cart |
+
+use std::time::Duration;
+
+use shop_kit::{
+    auth::AuthConfig,
+    cache::RedisConfig,
+    config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+};
+
+pub const DEFAULT_PORT: u16 = 8083;
+
+pub struct Config {
+    pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub jwks_url: String,
+    pub product_url: String,
+    pub product_deadline: Duration,
+    pub idle_ttl: Duration,
+    pub max_lines: u32,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let auth = AuthConfig::from_vars(vars)?;
+        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let product_url = vars.raw("PRODUCT_GRPC_URL").unwrap_or("http://127.0.0.1:8082").to_owned();
+        if !(product_url.starts_with("http://") || product_url.starts_with("https://")) {
+            return Err(vars.invalid("PRODUCT_GRPC_URL", "must be an http:// or https:// URL").into());
+        }
+        let product_deadline = vars.or("PRODUCT_DEADLINE", HumanDuration(Duration::from_secs(2)))?.0;
+        let idle_ttl = vars.or("CART_IDLE_TTL", HumanDuration(Duration::from_secs(7 * 86_400)))?.0;
+        if product_deadline.is_zero() {
+            return Err(vars.invalid("PRODUCT_DEADLINE", "must be greater than zero").into());
+        }
+        if idle_ttl < Duration::from_secs(1) {
+            return Err(vars.invalid("CART_IDLE_TTL", "must be at least 1s").into());
+        }
+        let max_lines: u32 = vars.or("CART_MAX_LINES", 50)?;
+        if !(1..=500).contains(&max_lines) {
+            return Err(vars.invalid("CART_MAX_LINES", "must be between 1 and 500").into());
+        }
+        Ok(Self {
+            http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
+            telemetry: TelemetryConfig::from_vars(vars, "cart-service")?,
+            redis: RedisConfig::from_vars(vars)?,
+            auth,
+            jwks_url,
+            product_url,
+            product_deadline,
+            idle_ttl,
+            max_lines,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert!(Config::from_vars(&Vars::default()).is_ok(), "every setting has a default");
+        for (name, value) in [
+            ("PRODUCT_GRPC_URL", "product:8082"),
+            ("PRODUCT_DEADLINE", "0s"),
+            ("CART_IDLE_TTL", "100ms"),
+            ("CART_MAX_LINES", "0"),
+            ("CART_MAX_LINES", "many"),
+        ] {
+            let error =
+                Config::from_vars(&Vars::default().with(name, value)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(name), "case {name}={value}: {error:?}");
+        }
+    }
+}
