@@ -175,14 +175,23 @@ impl Server {
         for name in &self.grpc_names {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Advertise only what this server serves: the descriptor set holds every Shop service.
+        let reflection = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health");
+            for name in &self.grpc_names {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        let reflection_v1 = reflection()
+            .with_service_name("grpc.reflection.v1.ServerReflection")
             .build_v1()
             .context("cannot build gRPC reflection (v1)")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection()
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
             .build_v1alpha()
             .context("cannot build gRPC reflection (v1alpha)")?;
         let grpc = self.grpc.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);

@@ -100,6 +100,10 @@ async fn grpc_health_and_both_reflection_versions_answer() {
         let names: Vec<_> = list.service.into_iter().map(|service| service.name).collect();
         assert!(names.contains(&"shop.user.v1.UserService".to_owned()), "{names:?}");
         assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+        assert!(
+            !names.iter().any(|name| name.starts_with("shop.product") || name.starts_with("shop.cart")),
+            "only the services this server serves are advertised: {names:?}"
+        );
     }
     {
         use tonic_reflection::pb::v1alpha::{
