@@ -65,7 +65,87 @@ pub async fn connect(config: &RedisConfig) -> anyhow::Result<ConnectionManager> 
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(config.timeout.max(Duration::from_secs(1)))
         .set_response_timeout(config.timeout)
-        .set_number_of_retries(2)
+        .set_number_of_retries(1)
         .set_max_delay(1_000);
     ConnectionManager::new_with_config(client, settings).await.context("cannot connect to Redis")
+}
+
+/// Why a guarded Redis call gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("redis is marked unavailable for a cool-down after a failure")]
+    CoolingDown,
+    #[error("redis did not answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("redis failed: {0}")]
+    Failed(#[from] redis::RedisError),
+}
+
+/// A circuit breaker for an optional Redis: each call gets a hard deadline, and after a
+/// failure calls are refused at once for a cool-down, so an outage costs callers nothing
+/// but a skipped cache (rather than seconds of reconnect attempts per request).
+pub struct Breaker {
+    deadline: Duration,
+    cool_down: Duration,
+    open_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Breaker {
+    pub fn new(deadline: Duration, cool_down: Duration) -> Self {
+        Self { deadline, cool_down, open_until: std::sync::Mutex::new(None) }
+    }
+
+    /// Runs `call` unless the breaker is open; a failure or a missed deadline opens it.
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unavailable> {
+        if self.is_open() {
+            return Err(Unavailable::CoolingDown);
+        }
+        let outcome = match tokio::time::timeout(self.deadline, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => Unavailable::Failed(error),
+            Err(_) => Unavailable::TimedOut(self.deadline),
+        };
+        self.open();
+        Err(outcome)
+    }
+
+    fn is_open(&self) -> bool {
+        let mut open_until = self.open_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *open_until {
+            Some(until) if std::time::Instant::now() < until => true,
+            Some(_) => {
+                *open_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn open(&self) {
+        let mut open_until = self.open_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *open_until = Some(std::time::Instant::now() + self.cool_down);
+        tracing::warn!(cool_down = ?self.cool_down, "redis unavailable; skipping it for a cool-down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_breaker_opens_on_failure_and_closes_after_the_cool_down() {
+        let breaker = Breaker::new(Duration::from_millis(50), Duration::from_millis(100));
+        assert_eq!(breaker.call(async { Ok::<_, redis::RedisError>(1) }).await.unwrap(), 1);
+        let slow = breaker.call(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, redis::RedisError>(2)
+        });
+        assert!(matches!(slow.await, Err(Unavailable::TimedOut(_))));
+        assert!(matches!(breaker.call(async { Ok::<_, redis::RedisError>(3) }).await, Err(Unavailable::CoolingDown)));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(breaker.call(async { Ok::<_, redis::RedisError>(4) }).await.unwrap(), 4);
+    }
 }

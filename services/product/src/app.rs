@@ -88,7 +88,12 @@ impl Application {
         let state = AppState {
             inner: Arc::new(Inner {
                 pool: pool.clone(),
-                cache: ProductCache::new(redis.clone(), config.redis.key_prefix.clone(), config.cache_ttl),
+                cache: ProductCache::new(
+                    redis.clone(),
+                    config.redis.key_prefix.clone(),
+                    config.cache_ttl,
+                    config.redis.timeout,
+                ),
                 verifier: Arc::clone(&verifier),
                 reservation_ttl: config.reservation_ttl,
             }),

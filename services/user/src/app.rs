@@ -117,7 +117,12 @@ impl Application {
             inner: Arc::new(Inner {
                 pool: pool.clone(),
                 hasher,
-                limiter: LoginLimiter::new(redis.clone(), config.redis.key_prefix.clone(), config.login_limits),
+                limiter: LoginLimiter::new(
+                    redis.clone(),
+                    config.redis.key_prefix.clone(),
+                    config.login_limits,
+                    config.redis.timeout,
+                ),
                 signing_key,
                 verifier: Arc::clone(&verifier),
                 issuer: config.auth.issuer.clone(),

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use redis::{Script, aio::ConnectionManager};
-use shop_kit::cache::KeyPrefix;
+use shop_kit::cache::{Breaker, KeyPrefix};
 use uuid::Uuid;
 
 use crate::store::Product;
@@ -30,6 +30,7 @@ pub struct ProductCache {
     prefix: KeyPrefix,
     ttl: Duration,
     script: Script,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 /// What a cache lookup found.
@@ -44,8 +45,10 @@ pub enum Lookup {
 }
 
 impl ProductCache {
-    pub fn new(redis: ConnectionManager, prefix: KeyPrefix, ttl: Duration) -> Self {
-        Self { redis, prefix, ttl, script: Script::new(STORE_IF_UNCHANGED) }
+    /// `deadline` bounds each Redis call; after a failure the cache is skipped for 5 s.
+    pub fn new(redis: ConnectionManager, prefix: KeyPrefix, ttl: Duration, deadline: Duration) -> Self {
+        let breaker = std::sync::Arc::new(Breaker::new(deadline, Duration::from_secs(5)));
+        Self { redis, prefix, ttl, script: Script::new(STORE_IF_UNCHANGED), breaker }
     }
 
     fn keys(&self, id: Uuid) -> (String, String) {
@@ -57,7 +60,7 @@ impl ProductCache {
         let (key, version_key) = self.keys(id);
         let mut redis = self.redis.clone();
         let answer: Result<(Option<String>, Option<String>), _> =
-            redis::pipe().get(&key).get(&version_key).query_async(&mut redis).await;
+            self.breaker.call(redis::pipe().get(&key).get(&version_key).query_async(&mut redis)).await;
         match answer {
             Ok((Some(json), version)) => match serde_json::from_str(&json) {
                 Ok(product) => {
@@ -73,7 +76,7 @@ impl ProductCache {
             }
             Err(error) => {
                 metrics::counter!("product_cache_requests_total", "result" => "error").increment(1);
-                tracing::warn!(%error, "product cache unavailable; reading from Postgres");
+                tracing::debug!(%error, "product cache unavailable; reading from Postgres");
                 Lookup::Unavailable
             }
         }
@@ -84,15 +87,9 @@ impl ProductCache {
         let (key, version_key) = self.keys(product.id);
         let Ok(json) = serde_json::to_string(product) else { return };
         let mut redis = self.redis.clone();
-        let stored: Result<i32, _> = self
-            .script
-            .key(&key)
-            .key(&version_key)
-            .arg(version)
-            .arg(json)
-            .arg(self.ttl.as_secs().max(1))
-            .invoke_async(&mut redis)
-            .await;
+        let mut invocation = self.script.key(&key);
+        invocation.key(&version_key).arg(version).arg(json).arg(self.ttl.as_secs().max(1));
+        let stored: Result<i32, _> = self.breaker.call(invocation.invoke_async(&mut redis)).await;
         if let Err(error) = stored {
             tracing::warn!(%error, "cannot store a product in the cache");
         }
@@ -110,7 +107,11 @@ impl ProductCache {
             pipe.incr(&version_key, 1).ignore().expire(&version_key, 86_400).ignore().del(&key).ignore();
         }
         let mut redis = self.redis.clone();
-        if let Err(error) = pipe.query_async::<()>(&mut redis).await {
+        // Attempted even while the breaker is open: a missed invalidation is worse than a slow write.
+        let attempt = tokio::time::timeout(Duration::from_secs(1), pipe.query_async::<()>(&mut redis)).await;
+        if let Err(error) =
+            attempt.map_err(|_| "timed out".to_owned()).and_then(|result| result.map_err(|e| e.to_string()))
+        {
             tracing::error!(%error, products = ids.len(), "cannot invalidate cached products; they may be stale until their TTL");
         }
     }

@@ -8,8 +8,10 @@
 
 use std::net::IpAddr;
 
+use std::{sync::Arc, time::Duration};
+
 use redis::aio::ConnectionManager;
-use shop_kit::cache::KeyPrefix;
+use shop_kit::cache::{Breaker, KeyPrefix, Unavailable};
 
 use crate::config::LoginLimits;
 
@@ -25,11 +27,21 @@ pub struct LoginLimiter {
     redis: ConnectionManager,
     prefix: KeyPrefix,
     limits: LoginLimits,
+    breaker: Arc<Breaker>,
+}
+
+/// Logs a limiter outage once per cool-down, not once per login.
+fn report(error: &Unavailable, what: &str) {
+    match error {
+        Unavailable::CoolingDown => tracing::debug!(%error, "{what}"),
+        _ => tracing::error!(%error, "{what}"),
+    }
 }
 
 impl LoginLimiter {
-    pub fn new(redis: ConnectionManager, prefix: KeyPrefix, limits: LoginLimits) -> Self {
-        Self { redis, prefix, limits }
+    /// `deadline` bounds each Redis call; after a failure Redis is skipped for 5 s.
+    pub fn new(redis: ConnectionManager, prefix: KeyPrefix, limits: LoginLimits, deadline: Duration) -> Self {
+        Self { redis, prefix, limits, breaker: Arc::new(Breaker::new(deadline, Duration::from_secs(5))) }
     }
 
     fn keys(&self, email: &str, ip: IpAddr) -> (String, String) {
@@ -68,8 +80,8 @@ impl LoginLimiter {
         let (account_key, ip_key) = self.keys(email, ip);
         let window = i64::try_from(self.limits.window.as_secs()).unwrap_or(i64::MAX).max(1);
         let mut redis = self.redis.clone();
-        let result: Result<(), _> = redis::pipe()
-            .incr(&account_key, 1)
+        let mut pipe = redis::pipe();
+        pipe.incr(&account_key, 1)
             .ignore()
             .cmd("EXPIRE")
             .arg(&account_key)
@@ -82,11 +94,9 @@ impl LoginLimiter {
             .arg(&ip_key)
             .arg(window)
             .arg("NX")
-            .ignore()
-            .query_async(&mut redis)
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "login limiter unavailable; a failed login was not counted");
+            .ignore();
+        if let Err(error) = self.breaker.call(pipe.query_async::<()>(&mut redis)).await {
+            report(&error, "login limiter unavailable; a failed login was not counted");
         }
     }
 
@@ -94,8 +104,10 @@ impl LoginLimiter {
     pub async fn record_success(&self, email: &str, ip: IpAddr) {
         let (account_key, _) = self.keys(email, ip);
         let mut redis = self.redis.clone();
-        if let Err(error) = redis::cmd("DEL").arg(&account_key).query_async::<()>(&mut redis).await {
-            tracing::warn!(%error, "cannot clear login failures");
+        let mut delete = redis::cmd("DEL");
+        delete.arg(&account_key);
+        if let Err(error) = self.breaker.call(delete.query_async::<()>(&mut redis)).await {
+            report(&error, "cannot clear login failures");
         }
     }
 }

@@ -263,3 +263,27 @@ async fn other_services_verify_tokens_through_the_jwks() {
     app.server.stop().await.unwrap();
     assert!(verifier.verify(&tokens.access_token).await.is_ok());
 }
+
+#[tokio::test]
+async fn logins_keep_working_when_the_limiter_redis_goes_down() {
+    let proxy = shop_testkit::TcpProxy::start("127.0.0.1:6379").await;
+    let address = proxy.address();
+    let app =
+        spawn_with(|vars| vars.with("REDIS_URL", format!("redis://{address}")).with("REDIS_TIMEOUT", "200ms")).await;
+    app.customer("ada@example.com").await;
+    proxy.cut();
+    for attempt in 0..3 {
+        assert_eq!(app.login("ada@example.com", "password-123").await.status(), StatusCode::OK, "attempt {attempt}");
+        assert_problem(
+            app.login("ada@example.com", "wrong-password").await,
+            401,
+            "invalid_credentials",
+            "wrong while down",
+        )
+        .await;
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "the limiter's Redis is optional");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+}
