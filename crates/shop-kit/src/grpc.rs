@@ -47,3 +47,34 @@ pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Req
     }
     request
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_calls_carry_the_current_trace_and_the_token() {
+        static GUARD: std::sync::OnceLock<Option<crate::telemetry::TelemetryGuard>> = std::sync::OnceLock::new();
+        GUARD.get_or_init(|| {
+            let config = crate::config::TelemetryConfig {
+                service_name: "test".into(),
+                log_format: crate::config::LogFormat::Pretty,
+                log_filter: "off".into(),
+                otlp_endpoint: None,
+            };
+            crate::telemetry::init(&config).ok()
+        });
+        let mut incoming = http::HeaderMap::new();
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        incoming.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+        let span = tracing::info_span!("handler");
+        crate::telemetry::continue_trace(&span, &incoming);
+        let outbound = span.in_scope(|| propagate_trace(tonic::Request::new(()))).unwrap();
+        let traceparent = outbound.metadata().get("traceparent").unwrap().to_str().unwrap().to_owned();
+        assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent}");
+        assert!(!traceparent.contains("00f067aa0ba902b7"), "the outbound call is a child span: {traceparent}");
+
+        let with_token = with_bearer(tonic::Request::new(()), "abc");
+        assert_eq!(with_token.metadata().get("authorization").unwrap(), "Bearer abc");
+    }
+}
