@@ -13,6 +13,8 @@
 //! - [`cache`]: the Redis connection and per-deployment key prefixes.
 //! - [`auth`]: EdDSA JWTs, JWKS, the caching JWKS client, the axum extractor and the gRPC
 //!   layer that yield the [`auth::Caller`].
+//! - [`events`]: Kafka: the transactional outbox and its relay, the consumer runner with its
+//!   inbox, retries and dead-letter topics.
 //! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod server;

@@ -15,6 +15,11 @@ pub mod shop {
             tonic::include_proto!("shop.common.v1");
         }
     }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("shop.events.v1");
+        }
+    }
     pub mod product {
         pub mod v1 {
             tonic::include_proto!("shop.product.v1");
