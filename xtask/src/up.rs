@@ -133,6 +133,7 @@ fn spawn(service: &Service, key: Option<&Path>, color: &str) -> anyhow::Result<C
         .env("LISTEN_ADDR", format!("127.0.0.1:{}", service.port))
         .env("REDIS_URL", infra::redis_url())
         .env("KAFKA_BROKERS", infra::brokers())
+        .env("KAFKA_CREATE_TOPICS", "true")
         .env("JWKS_URL", "http://127.0.0.1:8081/.well-known/jwks.json")
         .env("SHOP_DEV_MODE", "true")
         .env("SHOP_ADMIN_EMAIL", std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into()))

@@ -46,11 +46,17 @@ use crate::config::{ConfigError, Vars};
 /// The channel the relay listens on.
 const CHANNEL: &str = "shop_outbox";
 
-/// Where the brokers are.
+/// Where the brokers are, and how topics are named.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
     /// `KAFKA_BROKERS`: comma-separated `host:port` (default `127.0.0.1:9092`).
     pub brokers: String,
+    /// `KAFKA_TOPIC_PREFIX`: prepended to every topic name (default none); tests use a
+    /// unique one so that they never see each other's events.
+    pub topic_prefix: String,
+    /// `KAFKA_CREATE_TOPICS`: create the service's topics at start (development and tests;
+    /// in clusters they are declared as Strimzi KafkaTopic resources). Default false.
+    pub create_topics: bool,
 }
 
 impl KafkaConfig {
@@ -62,7 +68,21 @@ impl KafkaConfig {
         {
             return Err(vars.invalid("KAFKA_BROKERS", "expected host:port[,host:port...]"));
         }
-        Ok(Self { brokers })
+        Ok(Self {
+            brokers,
+            topic_prefix: vars.raw("KAFKA_TOPIC_PREFIX").unwrap_or("").to_owned(),
+            create_topics: vars.or("KAFKA_CREATE_TOPICS", false)?,
+        })
+    }
+
+    /// A configuration for `brokers` with no prefix (tests, tools).
+    pub fn for_brokers(brokers: &str) -> Self {
+        Self { brokers: brokers.to_owned(), topic_prefix: String::new(), create_topics: true }
+    }
+
+    /// The full name of a topic: `<prefix><name>`.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
     }
 
     /// An idempotent producer: `acks=all`, ordered retries, no duplicates on retry.
@@ -91,8 +111,8 @@ impl KafkaConfig {
     }
 }
 
-/// Creates `topics` and their `.dlq` twins if they do not exist (development and tests;
-/// clusters declare them as Strimzi KafkaTopic resources).
+/// Creates `topics` (full names) and their `.dlq` twins if they do not exist (development
+/// and tests; clusters declare them as Strimzi KafkaTopic resources).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
@@ -162,7 +182,9 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event carrying `message`, typed `<topic>.<message_name>`.
+    /// An event carrying `message` to `topic` (a full name), typed
+    /// `<aggregate topic>.<message_name>` (`shop.user.v1.UserRegistered`): the type never
+    /// carries a test prefix.
     pub fn new(
         topic: &str,
         key: impl Into<String>,
@@ -170,11 +192,12 @@ impl Event {
         message_name: &str,
         message: &impl prost::Message,
     ) -> Self {
+        let aggregate = topic.find("shop.").map_or(topic, |at| &topic[at..]);
         Self {
             id: Uuid::now_v7(),
             topic: topic.to_owned(),
             key: key.into(),
-            ce_type: format!("{topic}.{message_name}"),
+            ce_type: format!("{aggregate}.{message_name}"),
             source: source.to_owned(),
             payload: message.encode_to_vec(),
         }
@@ -647,6 +670,9 @@ mod tests {
             assert!(pause <= Duration::from_secs(45), "attempt {attempt}: {pause:?}");
             assert!(pause >= Duration::from_millis(50), "attempt {attempt}: {pause:?}");
         }
+        let message = shop_proto::shop::events::v1::UserRegistered::default();
+        let event = Event::new("t123.shop.user.v1", "k", "/s", "UserRegistered", &message);
+        assert_eq!(event.ce_type, "shop.user.v1.UserRegistered", "the prefix never leaks into the type");
         let brokers = |value: &str| KafkaConfig::from_vars(&Vars::default().with("KAFKA_BROKERS", value)).is_ok();
         assert!(brokers("127.0.0.1:9092") && brokers("a:1,b:2"));
         assert!(!brokers("nohost") && !brokers("a:notaport"));

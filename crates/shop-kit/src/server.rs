@@ -97,6 +97,27 @@ impl Check {
     }
 }
 
+impl Check {
+    /// The brokers answer a metadata request.
+    pub fn kafka(producer: rdkafka::producer::FutureProducer) -> Self {
+        Self::new("kafka", Criticality::Required, move || {
+            let producer = producer.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::producer::Producer as _;
+                    producer
+                        .client()
+                        .fetch_metadata(None, Duration::from_secs(1))
+                        .map(drop)
+                        .map_err(|error| error.to_string())
+                })
+                .await
+                .map_err(|error| error.to_string())?
+            }
+        })
+    }
+}
+
 /// A service's server, before it binds.
 pub struct Server {
     name: &'static str,

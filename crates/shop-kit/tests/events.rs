@@ -26,7 +26,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 fn kafka() -> KafkaConfig {
-    KafkaConfig { brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()) }
+    KafkaConfig::for_brokers(&std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
 }
 
 fn unique(prefix: &str) -> String {
@@ -104,7 +104,7 @@ async fn committed_events_are_published_with_cloudevents_headers_and_rolled_back
     let (key, headers, payload) = &messages[0];
     assert_eq!(key, "ada");
     assert_eq!(headers["ce_specversion"], "1.0");
-    assert_eq!(headers["ce_type"], format!("{topic}.UserRegistered"));
+    assert_eq!(headers["ce_type"], format!("{topic}.UserRegistered"), "no shop. prefix in this test topic");
     assert_eq!(headers["ce_source"], "/shop/test");
     assert_eq!(headers["content-type"], "application/protobuf");
     assert!(headers.contains_key("ce_time"));

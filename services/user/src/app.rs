@@ -10,7 +10,7 @@ use shop_kit::{
 };
 use shop_proto::shop::user::v1::user_service_server::UserServiceServer;
 use sqlx::{PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::OpenApi as _;
 use uuid::Uuid;
 
@@ -38,6 +38,7 @@ struct Inner {
     audience: String,
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
+    user_topic: String,
 }
 
 impl AppState {
@@ -51,6 +52,11 @@ impl AppState {
 
     pub fn limiter(&self) -> &LoginLimiter {
         &self.inner.limiter
+    }
+
+    /// The full name of the user topic (with any test prefix).
+    pub fn user_topic(&self) -> &str {
+        &self.inner.user_topic
     }
 
     pub fn jwks(&self) -> Jwks {
@@ -98,6 +104,7 @@ impl AuthState for AppState {
 /// The built service: bound, ready to run.
 pub struct Application {
     server: BoundServer,
+    relay: shop_kit::events::Relay,
 }
 
 impl Application {
@@ -106,6 +113,12 @@ impl Application {
         let signing_key = config.load_signing_key()?;
         let pool = shop_kit::db::connect(&config.database).await?;
         shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
+        shop_kit::events::ensure_tables(&pool).await?;
+        let user_topic = config.kafka.topic(crate::USER_TOPIC);
+        if config.kafka.create_topics {
+            shop_kit::events::ensure_topics(&config.kafka, &[&user_topic], 3).await?;
+        }
+        let producer = config.kafka.producer()?;
         let redis = shop_kit::cache::connect(&config.redis).await?;
         let hasher = PasswordHasher::new(config.hash_concurrency)?;
         if let Some(admin) = &config.admin {
@@ -129,27 +142,35 @@ impl Application {
                 audience: config.auth.audience.clone(),
                 access_token_ttl: config.access_token_ttl,
                 refresh_token_ttl: config.refresh_token_ttl,
+                user_topic,
             }),
         };
         let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);
         let server = Server::new("user-service", config.http)
             .rest(crate::http::router(state))
             .grpc(grpc)
-            .check(Check::postgres(pool))
+            .check(Check::postgres(pool.clone()))
+            .check(Check::kafka(producer.clone()))
             .check(Check::redis(redis, Criticality::Optional))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server })
+        Ok(Self { server, relay: shop_kit::events::Relay::new(pool, producer) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Serves and relays the outbox until `shutdown` is cancelled, then drains both.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.server.run(shutdown).await
+        let tasks = TaskTracker::new();
+        tasks.spawn(self.relay.run(shutdown.clone()));
+        tasks.close();
+        let served = self.server.run(shutdown.clone()).await;
+        shutdown.cancel();
+        tasks.wait().await;
+        served
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | login rate limits |
 //! | `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY` | required unless `SHOP_DEV_MODE=true` | Ed25519 PKCS#8 PEM |
 //! | `SHOP_DEV_MODE` | `false` | allows an ephemeral generated signing key |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | where `UserRegistered` goes |
 //! | `ACCESS_TOKEN_TTL`, `REFRESH_TOKEN_TTL` | `15m`, `30d` | token lifetimes |
 //! | `SHOP_ADMIN_EMAIL`, `SHOP_ADMIN_PASSWORD` | unset | the admin account, created or updated at start |
 //! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | `5` | failed logins per account per window |
@@ -23,6 +24,7 @@ use shop_kit::{
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
+    events::KafkaConfig,
 };
 
 use crate::domain::{Email, Password};
@@ -58,6 +60,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
     pub signing_key: KeyConfig,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -78,6 +81,7 @@ impl Config {
         let database = DatabaseConfig::from_vars(vars)?;
         let redis = RedisConfig::from_vars(vars)?;
         let auth = AuthConfig::from_vars(vars)?;
+        let kafka = KafkaConfig::from_vars(vars)?;
         let dev_mode: bool = vars.or("SHOP_DEV_MODE", false)?;
         let signing_key = if let Some(path) = vars.raw("JWT_SIGNING_KEY_FILE") {
             let text = std::fs::read_to_string(path)
@@ -130,6 +134,7 @@ impl Config {
             database,
             redis,
             auth,
+            kafka,
             signing_key,
             access_token_ttl,
             refresh_token_ttl: vars.or("REFRESH_TOKEN_TTL", HumanDuration(Duration::from_secs(30 * 86_400)))?.0,

@@ -3,7 +3,8 @@
 //! It owns the Postgres database `shop_user`, issues EdDSA access tokens that every other
 //! service verifies through its JWKS (`GET /.well-known/jwks.json`), and rotates refresh
 //! tokens with reuse detection: presenting a refresh token a second time revokes its
-//! whole family, so a stolen token is good for at most one use.
+//! whole family, so a stolen token is good for at most one use. A registration publishes
+//! `UserRegistered` on `shop.user.v1` through the transactional outbox.
 //!
 //! # Layout
 //! - [`config`]: every environment variable, parsed and checked before anything binds.
@@ -23,6 +24,9 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod store;
+
+/// The topic of user events (`UserRegistered`), key = user id.
+pub const USER_TOPIC: &str = "shop.user.v1";
 
 /// The embedded migrations of `shop_user`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -9,10 +9,12 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shop_kit::events::Event;
 use shop_kit::{
     auth::{Caller, Role},
     error::{ApiJson, FieldError, Problem, parse_id},
 };
+use shop_proto::shop::events::v1::UserRegistered;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -84,14 +86,27 @@ pub(super) async fn register(
         return Err(Error::Validation(errors));
     };
     let password_hash = state.hasher().hash(&password).await?;
-    let mut connection = state.pool().acquire().await.map_err(Error::from)?;
     let new_user = store::NewUser {
         email: email.as_str(),
         name: name.as_str(),
         password_hash: &password_hash,
         role: Role::Customer,
     };
-    let user = store::users::insert(&mut connection, &new_user).await?;
+    // The account and its UserRegistered event commit together, or not at all.
+    let mut transaction = state.pool().begin().await.map_err(Error::from)?;
+    let user = store::users::insert(&mut transaction, &new_user).await?;
+    let event = UserRegistered {
+        user_id: user.id.to_string(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        registered_at: Some(prost_types::Timestamp {
+            seconds: user.created_at.timestamp(),
+            nanos: i32::try_from(user.created_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+    };
+    let event = Event::new(state.user_topic(), user.id.to_string(), "/shop/user", "UserRegistered", &event);
+    shop_kit::events::enqueue(&mut transaction, &event).await.map_err(Error::from)?;
+    transaction.commit().await.map_err(Error::from)?;
     tracing::info!(user.id = %user.id, "account registered");
     let location = format!("/v1/users/{}", user.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(UserResponse::from(user))))

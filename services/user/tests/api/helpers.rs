@@ -13,6 +13,8 @@ pub(crate) struct TestApp {
     /// The PEM of the service's signing key, to forge tokens in tests.
     pub(crate) signing_pem: String,
     pub(crate) db: TestDb,
+    /// Prepended to this app's topic names.
+    pub(crate) topic_prefix: String,
     pub(crate) _redis: TestRedis,
 }
 
@@ -25,6 +27,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
     let db = TestDb::new().await;
     let redis = TestRedis::new();
     let (_, signing_pem) = SigningKey::generate().unwrap();
+    let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let vars = Vars::from_pairs([
         ("DATABASE_URL", db.url().to_owned()),
         ("DATABASE_MAX_CONNECTIONS", "5".to_owned()),
@@ -34,11 +37,14 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("JWT_SIGNING_KEY", signing_pem.clone()),
         ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let config = Config::from_vars(&customize(vars)).unwrap();
     let app = Application::build(config).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
-    TestApp { server, client: http_client(), signing_pem, db, _redis: redis }
+    TestApp { server, client: http_client(), signing_pem, db, topic_prefix, _redis: redis }
 }
 
 impl TestApp {

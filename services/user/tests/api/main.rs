@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly on purpose")]
 
 mod auth;
+mod events;
 mod grpc;
 mod helpers;
 mod platform;
