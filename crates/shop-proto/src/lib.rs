@@ -20,6 +20,11 @@ pub mod shop {
             tonic::include_proto!("shop.events.v1");
         }
     }
+    pub mod order {
+        pub mod v1 {
+            tonic::include_proto!("shop.order.v1");
+        }
+    }
     pub mod product {
         pub mod v1 {
             tonic::include_proto!("shop.product.v1");

@@ -1,0 +1,89 @@
+//! The order service's configuration, from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LISTEN_ADDR` | `127.0.0.1:8084` | REST + gRPC |
+//! | `DATABASE_URL` | required | Postgres `shop_order` |
+//! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
+//! | `CART_GRPC_URL`, `PRODUCT_GRPC_URL` | `http://127.0.0.1:8083`, `http://127.0.0.1:8082` | the services checkout calls |
+//! | `DEPENDENCY_DEADLINE` | `3s` | the deadline of each of those calls |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
+
+use std::time::Duration;
+
+use shop_kit::{
+    auth::AuthConfig,
+    config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+    db::DatabaseConfig,
+    events::KafkaConfig,
+};
+
+pub const DEFAULT_PORT: u16 = 8084;
+
+pub struct Config {
+    pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
+    pub jwks_url: String,
+    pub cart_url: String,
+    pub product_url: String,
+    pub deadline: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let auth = AuthConfig::from_vars(vars)?;
+        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let url = |name: &str, default: &str| -> anyhow::Result<String> {
+            let url = vars.raw(name).unwrap_or(default).to_owned();
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(url)
+            } else {
+                Err(vars.invalid(name, "must be an http:// or https:// URL").into())
+            }
+        };
+        let deadline = vars.or("DEPENDENCY_DEADLINE", HumanDuration(Duration::from_secs(3)))?.0;
+        if deadline.is_zero() {
+            return Err(vars.invalid("DEPENDENCY_DEADLINE", "must be greater than zero").into());
+        }
+        Ok(Self {
+            http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
+            telemetry: TelemetryConfig::from_vars(vars, "order-service")?,
+            database: DatabaseConfig::from_vars(vars)?,
+            auth,
+            kafka: KafkaConfig::from_vars(vars)?,
+            jwks_url,
+            cart_url: url("CART_GRPC_URL", "http://127.0.0.1:8083")?,
+            product_url: url("PRODUCT_GRPC_URL", "http://127.0.0.1:8082")?,
+            deadline,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let base = Vars::from_pairs([("DATABASE_URL", "postgres://h/shop_order")]);
+        assert!(Config::from_vars(&base).is_ok());
+        for (name, value) in [
+            ("CART_GRPC_URL", "cart:8083"),
+            ("PRODUCT_GRPC_URL", "x"),
+            ("DEPENDENCY_DEADLINE", "0s"),
+            ("KAFKA_BROKERS", "nohost"),
+            ("KAFKA_CREATE_TOPICS", "maybe"),
+        ] {
+            let error =
+                Config::from_vars(&base.clone().with(name, value)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(name), "case {name}={value}: {error:?}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Pure rules: the shipping address, the card token, and the order state machine.
+
+use serde::{Deserialize, Serialize};
+use shop_kit::error::FieldError;
+use utoipa::ToSchema;
+
+/// Where an order goes. Every text is trimmed and bounded; `country` is ISO 3166-1 alpha-2.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    pub country: String,
+}
+
+fn bounded(value: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max || trimmed.chars().any(char::is_control) {
+        errors.push(FieldError::new(format!("shipping_address.{field}"), format!("must be 1 to {max} characters")));
+    }
+    trimmed.to_owned()
+}
+
+impl ShippingAddress {
+    /// The cleaned address, or every failing field.
+    pub fn validate(&self) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let country = self.country.trim().to_ascii_uppercase();
+        if country.len() != 2 || !country.bytes().all(|byte| byte.is_ascii_uppercase()) {
+            errors
+                .push(FieldError::new("shipping_address.country", "must be an ISO 3166-1 alpha-2 code like US or DE"));
+        }
+        let clean = Self {
+            name: bounded(&self.name, "name", 100, &mut errors),
+            line1: bounded(&self.line1, "line1", 200, &mut errors),
+            line2: self
+                .line2
+                .as_deref()
+                .filter(|line| !line.trim().is_empty())
+                .map(|line| bounded(line, "line2", 200, &mut errors)),
+            city: bounded(&self.city, "city", 100, &mut errors),
+            region: self
+                .region
+                .as_deref()
+                .filter(|region| !region.trim().is_empty())
+                .map(|region| bounded(region, "region", 100, &mut errors)),
+            postal_code: bounded(&self.postal_code, "postal_code", 20, &mut errors),
+            country,
+        };
+        if errors.is_empty() { Ok(clean) } else { Err(errors) }
+    }
+}
+
+/// A payment provider's card token (never a card number): 1 to 100 of `A-Z a-z 0-9 _ -`.
+pub fn validate_card_token(token: &str) -> Result<(), FieldError> {
+    let valid = !token.is_empty()
+        && token.len() <= 100
+        && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if valid { Ok(()) } else { Err(FieldError::new("payment.card_token", "must be a card token such as tok_visa")) }
+}
+
+/// Where an order is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    PendingPayment,
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingPayment => "pending_payment",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending_payment" => Some(Self::PendingPayment),
+            "confirmed" => Some(Self::Confirmed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// The states an order may come from to reach `self`.
+    pub fn allowed_from(self) -> &'static [Self] {
+        match self {
+            Self::PendingPayment => &[],
+            Self::Confirmed => &[Self::PendingPayment],
+            Self::Cancelled => &[Self::PendingPayment, Self::Confirmed],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address() -> ShippingAddress {
+        ShippingAddress {
+            name: " Ada ".into(),
+            line1: "1 Main St".into(),
+            line2: Some("  ".into()),
+            city: "Springfield".into(),
+            region: None,
+            postal_code: "12345".into(),
+            country: "us".into(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_cleaned_and_bounded() {
+        let clean = address().validate().unwrap();
+        assert_eq!((clean.name.as_str(), clean.country.as_str(), clean.line2), ("Ada", "US", None));
+        let cases: Vec<(ShippingAddress, &str)> = vec![
+            (ShippingAddress { country: "USA".into(), ..address() }, "shipping_address.country"),
+            (ShippingAddress { country: "1A".into(), ..address() }, "shipping_address.country"),
+            (ShippingAddress { name: String::new(), ..address() }, "shipping_address.name"),
+            (ShippingAddress { postal_code: "x".repeat(21), ..address() }, "shipping_address.postal_code"),
+            (ShippingAddress { city: "a\nb".into(), ..address() }, "shipping_address.city"),
+        ];
+        for (case, field) in cases {
+            let errors = case.validate().unwrap_err();
+            assert_eq!(errors[0].field, field);
+        }
+    }
+
+    #[test]
+    fn card_tokens_and_transitions() {
+        assert!(validate_card_token("tok_visa").is_ok());
+        for bad in ["", "4242 4242 4242 4242", "tok;drop", &"x".repeat(101)] {
+            assert!(validate_card_token(bad).is_err(), "token {bad:?}");
+        }
+        use OrderStatus::*;
+        assert!(Confirmed.allowed_from().contains(&PendingPayment));
+        assert!(!Confirmed.allowed_from().contains(&Cancelled), "a cancelled order never comes back");
+        assert!(Cancelled.allowed_from().contains(&Confirmed), "a confirmed order may be cancelled (refund)");
+        for status in [PendingPayment, Confirmed, Cancelled] {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}

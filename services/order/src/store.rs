@@ -1,0 +1,226 @@
+//! SQL for orders, their lines and idempotency keys. Functions take a connection, so the
+//! caller decides the transaction (the outbox write shares it).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    domain::{OrderStatus, ShippingAddress},
+    error::Error,
+};
+
+/// One line of an order, priced when it was placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_amount: i64,
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    pub total_amount: i64,
+    pub currency: String,
+    pub shipping_address: ShippingAddress,
+    pub failure_reason: Option<String>,
+    pub lines: Vec<OrderLine>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    user_id: Uuid,
+    status: String,
+    total_amount: i64,
+    currency: String,
+    shipping_address: sqlx::types::Json<ShippingAddress>,
+    failure_reason: Option<String>,
+    lines: sqlx::types::Json<Vec<OrderLine>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<Row> for Order {
+    type Error = Error;
+
+    fn try_from(row: Row) -> Result<Self, Error> {
+        let status = OrderStatus::parse(&row.status)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown order status {:?}", row.status)))?;
+        Ok(Self {
+            id: row.id,
+            user_id: row.user_id,
+            status,
+            total_amount: row.total_amount,
+            currency: row.currency,
+            shipping_address: row.shipping_address.0,
+            failure_reason: row.failure_reason,
+            lines: row.lines.0,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT o.id, o.user_id, o.status, o.total_amount, o.currency, o.shipping_address, o.failure_reason, \
+    COALESCE((SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'name', i.name, 'quantity', i.quantity, \
+        'unit_price_amount', i.unit_price_amount, 'currency', i.currency) ORDER BY i.product_id) \
+        FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb) AS lines, o.created_at, o.updated_at FROM orders o";
+
+/// Stores a new order with its lines in one statement.
+pub async fn insert(connection: &mut PgConnection, order: &Order) -> Result<(), Error> {
+    let products: Vec<Uuid> = order.lines.iter().map(|line| line.product_id).collect();
+    let names: Vec<&str> = order.lines.iter().map(|line| line.name.as_str()).collect();
+    let quantities: Vec<i32> = order.lines.iter().map(|line| line.quantity).collect();
+    let prices: Vec<i64> = order.lines.iter().map(|line| line.unit_price_amount).collect();
+    sqlx::query(
+        "WITH o AS (INSERT INTO orders (id, user_id, status, total_amount, currency, shipping_address, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id) \
+         INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_amount, currency) \
+         SELECT o.id, l.product_id, l.name, l.quantity, l.price, $5 FROM o, \
+         unnest($8::uuid[], $9::text[], $10::int[], $11::bigint[]) AS l(product_id, name, quantity, price)",
+    )
+    .bind(order.id)
+    .bind(order.user_id)
+    .bind(order.status.as_str())
+    .bind(order.total_amount)
+    .bind(&order.currency)
+    .bind(sqlx::types::Json(&order.shipping_address))
+    .bind(order.created_at)
+    .bind(&products)
+    .bind(&names)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_id(connection: &mut PgConnection, id: Uuid) -> Result<Option<Order>, Error> {
+    let row: Option<Row> =
+        sqlx::query_as(&format!("{SELECT} WHERE o.id = $1")).bind(id).fetch_optional(connection).await?;
+    row.map(Order::try_from).transpose()
+}
+
+/// Newest first; `owner` limits to one user's orders; `before` is the last id of the previous page.
+pub async fn list(
+    connection: &mut PgConnection,
+    owner: Option<Uuid>,
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<(Vec<Order>, Option<Uuid>), Error> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "{SELECT} WHERE ($1::uuid IS NULL OR o.user_id = $1) AND ($2::uuid IS NULL OR o.id < $2) ORDER BY o.id DESC LIMIT $3"
+    ))
+    .bind(owner)
+    .bind(before)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(connection)
+    .await?;
+    let more = rows.len() > limit as usize;
+    let orders = rows.into_iter().take(limit as usize).map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+    let next = if more { orders.last().map(|order| order.id) } else { None };
+    Ok((orders, next))
+}
+
+/// Moves an order to `to` if the state machine allows it from where it is; returns the
+/// order as it was before. Locks the row for the rest of the transaction.
+pub async fn transition(
+    connection: &mut PgConnection,
+    id: Uuid,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> Result<Order, Error> {
+    let before = {
+        let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE o.id = $1 FOR UPDATE OF o"))
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+        Order::try_from(row.ok_or(Error::OrderNotFound)?)?
+    };
+    if !to.allowed_from().contains(&before.status) {
+        return Err(Error::IllegalTransition { from: before.status.as_str().to_owned(), to: to.as_str() });
+    }
+    sqlx::query("UPDATE orders SET status = $2, failure_reason = COALESCE($3, failure_reason), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(to.as_str())
+        .bind(reason)
+        .execute(connection)
+        .await?;
+    Ok(before)
+}
+
+/// What a claimed idempotency key holds.
+pub enum Claim {
+    /// First use: go ahead, then [`complete`] it (or [`abandon`] it on failure).
+    New,
+    /// Used before with the same request: here is its answer.
+    Replay { status: u16, body: serde_json::Value },
+    /// Used before with another request.
+    Mismatch,
+    /// The first request is still running.
+    InProgress,
+}
+
+pub async fn claim(connection: &mut PgConnection, user_id: Uuid, key: &str, hash: &[u8]) -> Result<Claim, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(hash)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let (stored_hash, status, body): (Vec<u8>, Option<i32>, Option<serde_json::Value>) = sqlx::query_as(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_one(connection)
+    .await?;
+    Ok(match (stored_hash == hash, status, body) {
+        (false, _, _) => Claim::Mismatch,
+        (true, Some(status), Some(body)) => Claim::Replay { status: u16::try_from(status).unwrap_or(500), body },
+        (true, _, _) => Claim::InProgress,
+    })
+}
+
+/// Stores the answer for replays (in the order's transaction).
+pub async fn complete(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE user_id = $1 AND key = $2")
+        .bind(user_id)
+        .bind(key)
+        .bind(i32::from(status))
+        .bind(body)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Frees a key whose request failed before it stored anything, so a retry can run.
+pub async fn abandon(connection: &mut PgConnection, user_id: Uuid, key: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND response_status IS NULL")
+        .bind(user_id)
+        .bind(key)
+        .execute(connection)
+        .await?;
+    Ok(())
+}

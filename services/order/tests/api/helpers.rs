@@ -1,0 +1,149 @@
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use shop_kit::config::Vars;
+use shop_testkit::{TestDb, TestIssuer, TestRedis, TestServer, http_client};
+
+pub(crate) struct TestApp {
+    pub(crate) order: TestServer,
+    pub(crate) product: TestServer,
+    pub(crate) cart: TestServer,
+    pub(crate) client: reqwest::Client,
+    pub(crate) issuer: TestIssuer,
+    pub(crate) admin: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) order_db: TestDb,
+    _product_db: TestDb,
+    _redis: (TestRedis, TestRedis),
+}
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    let issuer = TestIssuer::start().await;
+    let (product_db, order_db) = (TestDb::new().await, TestDb::new().await);
+    let (product_redis, cart_redis) = (TestRedis::new(), TestRedis::new());
+    let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
+    let common = |redis: &TestRedis| {
+        Vars::from_pairs([
+            ("REDIS_URL", redis.url()),
+            ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("JWKS_URL", issuer.jwks_url()),
+        ])
+    };
+    let product_vars =
+        common(&product_redis).with("DATABASE_URL", product_db.url()).with("DATABASE_MAX_CONNECTIONS", "20");
+    let product =
+        product_service::app::Application::build(product_service::config::Config::from_vars(&product_vars).unwrap())
+            .await
+            .unwrap();
+    let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
+    let cart_vars = common(&cart_redis).with("PRODUCT_GRPC_URL", product.url(""));
+    let cart = cart_service::app::Application::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
+        .await
+        .unwrap();
+    let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
+    let order_vars = Vars::from_pairs([
+        ("DATABASE_URL", order_db.url().to_owned()),
+        ("DATABASE_MAX_CONNECTIONS", "20".to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWKS_URL", issuer.jwks_url()),
+        ("CART_GRPC_URL", cart.url("")),
+        ("PRODUCT_GRPC_URL", product.url("")),
+        ("KAFKA_BROKERS", brokers()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+    ]);
+    let order = order_service::app::Application::build(order_service::config::Config::from_vars(&order_vars).unwrap())
+        .await
+        .unwrap();
+    let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
+    let admin = issuer.admin();
+    TestApp {
+        order,
+        product,
+        cart,
+        client: http_client(),
+        issuer,
+        admin,
+        topic_prefix,
+        order_db,
+        _product_db: product_db,
+        _redis: (product_redis, cart_redis),
+    }
+}
+
+pub(crate) fn address() -> Value {
+    json!({"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"})
+}
+
+pub(crate) fn order_body(card: &str) -> Value {
+    json!({"shipping_address": address(), "payment": {"card_token": card}})
+}
+
+impl TestApp {
+    pub(crate) async fn call(
+        &self,
+        server: &TestServer,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, server.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A product with `stock` units; returns its id.
+    pub(crate) async fn product(&self, sku: &str, amount: i64, stock: i64) -> String {
+        let body = json!({"sku": sku, "name": format!("Product {sku}"), "price": {"amount": amount, "currency": "USD"}, "stock": stock});
+        let response = self.call(&self.product, Method::POST, "/v1/products", Some(&self.admin), Some(&body)).await;
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) async fn add_to_cart(&self, token: &str, product: &str, quantity: i64) {
+        let path = format!("/v1/cart/items/{product}");
+        let response =
+            self.call(&self.cart, Method::PUT, &path, Some(token), Some(&json!({"quantity": quantity}))).await;
+        assert_eq!(response.status(), 200, "add to cart");
+    }
+
+    pub(crate) async fn place(&self, token: &str, body: &Value, key: Option<&str>) -> Response {
+        let mut request = self.client.post(self.order.url("/v1/orders")).bearer_auth(token).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub(crate) async fn available(&self, product: &str) -> i64 {
+        let read: Value = self
+            .call(&self.product, Method::GET, &format!("/v1/products/{product}"), None, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        read["stock_available"].as_i64().unwrap()
+    }
+
+    pub(crate) async fn orders_in_db(&self) -> i64 {
+        let pool = sqlx::PgPool::connect(self.order_db.url()).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&pool).await.unwrap()
+    }
+}
+
+pub(crate) async fn assert_problem(response: Response, status: u16, code: &str, case: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "case {case}: status");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], code, "case {case}: {problem}");
+    problem
+}
