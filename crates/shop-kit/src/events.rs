@@ -440,6 +440,11 @@ pub enum HandleError {
 /// Applies events. The effect must be written through `connection`, which is the same
 /// transaction that records the event as processed.
 pub trait Handler: Send + Sync + 'static {
+    /// Runs after the effect has committed (cache invalidation, say); must not fail.
+    fn after_commit<'a>(&'a self, _event: &'a Incoming) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
@@ -575,6 +580,7 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         self.handler.handle(&mut transaction, incoming).await.map_err(Failure::Handler)?;
         transaction.commit().await.map_err(|error| Failure::Infrastructure(error.into()))?;
+        self.handler.after_commit(incoming).await;
         Ok(Outcome::Applied)
     }
 

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
-    events::Relay,
+    events::{ConsumerRunner, Relay},
     server::{BoundServer, Check, Server},
 };
 use shop_proto::shop::{
@@ -63,6 +63,7 @@ impl AuthState for AppState {
 pub struct Application {
     server: BoundServer,
     relay: Relay,
+    consumer: ConsumerRunner<crate::events::PaymentEvents>,
 }
 
 impl Application {
@@ -71,9 +72,17 @@ impl Application {
         shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
         shop_kit::events::ensure_tables(&pool).await?;
         let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
+        let payment_topic = config.kafka.topic(crate::PAYMENT_TOPIC);
         if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
+            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &payment_topic], 3).await?;
         }
+        let consumer = ConsumerRunner::new(
+            &config.kafka,
+            &config.kafka.topic("order-service"),
+            &[&payment_topic],
+            pool.clone(),
+            crate::events::PaymentEvents { order_topic: order_topic.clone() },
+        )?;
         let producer = config.kafka.producer()?;
         let verifier = Arc::new(Verifier::new(
             &config.auth,
@@ -98,7 +107,7 @@ impl Application {
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, relay: Relay::new(pool, producer) })
+        Ok(Self { server, relay: Relay::new(pool, producer), consumer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -109,6 +118,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         tasks.spawn(self.relay.run(shutdown.clone()));
+        tasks.spawn(self.consumer.run(shutdown.clone()));
         tasks.close();
         let served = self.server.run(shutdown.clone()).await;
         shutdown.cancel();

@@ -291,7 +291,8 @@ async fn checkout(
     }
 }
 
-fn event_lines(order: &OrderResponse) -> Vec<events::OrderLine> {
+/// The lines of an order as events carry them.
+pub(crate) fn event_lines(order: &OrderResponse) -> Vec<events::OrderLine> {
     order
         .items
         .iter()

@@ -74,12 +74,19 @@ pub struct Application {
     server: BoundServer,
     state: AppState,
     sweep_interval: Duration,
+    consumer: shop_kit::events::ConsumerRunner<crate::events::OrderEvents>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = shop_kit::db::connect(&config.database).await?;
         shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
+        shop_kit::events::ensure_tables(&pool).await?;
+        let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
+        if config.kafka.create_topics {
+            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
+        }
+        let producer = config.kafka.producer()?;
         let redis = shop_kit::cache::connect(&config.redis).await?;
         let verifier = Arc::new(Verifier::new(
             &config.auth,
@@ -103,12 +110,20 @@ impl Application {
         let server = Server::new("product-service", config.http)
             .rest(crate::http::router(state.clone()))
             .grpc(grpc)
-            .check(Check::postgres(pool))
+            .check(Check::postgres(pool.clone()))
+            .check(Check::kafka(producer))
             .check(Check::redis(redis, Criticality::Optional))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, state, sweep_interval: config.sweep_interval })
+        let consumer = shop_kit::events::ConsumerRunner::new(
+            &config.kafka,
+            &config.kafka.topic("product-service"),
+            &[&order_topic],
+            pool,
+            crate::events::OrderEvents { cache: state.cache().clone() },
+        )?;
+        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -119,6 +134,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         tasks.spawn(sweep_lapsed_reservations(self.state.clone(), self.sweep_interval, shutdown.clone()));
+        tasks.spawn(self.consumer.run(shutdown.clone()));
         tasks.close();
         let served = self.server.run(shutdown.clone()).await;
         shutdown.cancel();

@@ -6,6 +6,7 @@
 //! | `DATABASE_URL` | required | Postgres `shop_product` |
 //! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | the product cache |
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
 //! | `PRODUCT_CACHE_TTL` | `5m` | how long a cached product lives (writes invalidate at once) |
 //! | `RESERVATION_TTL` | `15m` | how long stock is held for an unconfirmed order |
 //! | `RESERVATION_SWEEP_INTERVAL` | `5s` | how often lapsed holds are released |
@@ -17,6 +18,7 @@ use shop_kit::{
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
+    events::KafkaConfig,
 };
 
 pub const DEFAULT_PORT: u16 = 8082;
@@ -27,6 +29,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
     pub jwks_url: String,
     pub cache_ttl: Duration,
     pub reservation_ttl: Duration,
@@ -54,6 +57,7 @@ impl Config {
             database: DatabaseConfig::from_vars(vars)?,
             redis: RedisConfig::from_vars(vars)?,
             auth,
+            kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,
             cache_ttl: positive("PRODUCT_CACHE_TTL", Duration::from_secs(300))?,
             reservation_ttl: positive("RESERVATION_TTL", Duration::from_secs(900))?,

@@ -11,6 +11,7 @@
 //! - [`error`]: errors and their problems/statuses.
 //! - [`domain`]: validated newtypes (SKU, names, slugs, stock levels) and search terms.
 //! - [`http`]: `/v1/products`, `/v1/categories`.
+//! - [`events`]: order events: holds sold, released, or returned on hand.
 //! - [`grpc`]: the gRPC adapter, `shop.product.v1.ProductService`.
 //! - [`store`]: SQL for the catalog and inventory; the product cache.
 #![forbid(unsafe_code)]
@@ -19,9 +20,13 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod store;
+
+/// The topic this service consumes (OrderConfirmed, OrderCancelled).
+pub const ORDER_TOPIC: &str = "shop.order.v1";
 
 /// The embedded migrations of `shop_product`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

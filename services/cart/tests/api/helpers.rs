@@ -28,6 +28,9 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("REDIS_KEY_PREFIX", product_redis.prefix().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
+        ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
+        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let product =
         product_service::app::Application::build(product_service::config::Config::from_vars(&product_vars).unwrap())

@@ -7,12 +7,14 @@ pub(crate) struct TestApp {
     pub(crate) order: TestServer,
     pub(crate) product: TestServer,
     pub(crate) cart: TestServer,
+    pub(crate) payment: TestServer,
     pub(crate) client: reqwest::Client,
     pub(crate) issuer: TestIssuer,
     pub(crate) admin: String,
     pub(crate) topic_prefix: String,
     pub(crate) order_db: TestDb,
-    _product_db: TestDb,
+    pub(crate) product_db: TestDb,
+    _payment_db: TestDb,
     _redis: (TestRedis, TestRedis),
 }
 
@@ -22,7 +24,7 @@ fn brokers() -> String {
 
 pub(crate) async fn spawn_app() -> TestApp {
     let issuer = TestIssuer::start().await;
-    let (product_db, order_db) = (TestDb::new().await, TestDb::new().await);
+    let (product_db, order_db, payment_db) = (TestDb::new().await, TestDb::new().await, TestDb::new().await);
     let (product_redis, cart_redis) = (TestRedis::new(), TestRedis::new());
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let common = |redis: &TestRedis| {
@@ -33,8 +35,12 @@ pub(crate) async fn spawn_app() -> TestApp {
             ("JWKS_URL", issuer.jwks_url()),
         ])
     };
-    let product_vars =
-        common(&product_redis).with("DATABASE_URL", product_db.url()).with("DATABASE_MAX_CONNECTIONS", "20");
+    let product_vars = common(&product_redis)
+        .with("DATABASE_URL", product_db.url())
+        .with("DATABASE_MAX_CONNECTIONS", "20")
+        .with("KAFKA_BROKERS", brokers())
+        .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
+        .with("KAFKA_CREATE_TOPICS", "true");
     let product =
         product_service::app::Application::build(product_service::config::Config::from_vars(&product_vars).unwrap())
             .await
@@ -60,17 +66,32 @@ pub(crate) async fn spawn_app() -> TestApp {
         .await
         .unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
+    let payment_vars = Vars::from_pairs([
+        ("DATABASE_URL", payment_db.url().to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWKS_URL", issuer.jwks_url()),
+        ("KAFKA_BROKERS", brokers()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+    ]);
+    let payment =
+        payment_service::app::Application::build(payment_service::config::Config::from_vars(&payment_vars).unwrap())
+            .await
+            .unwrap();
+    let payment = TestServer::spawn(payment.local_addr(), |shutdown| payment.run(shutdown));
     let admin = issuer.admin();
     TestApp {
         order,
         product,
         cart,
+        payment,
         client: http_client(),
         issuer,
         admin,
         topic_prefix,
         order_db,
-        _product_db: product_db,
+        product_db,
+        _payment_db: payment_db,
         _redis: (product_redis, cart_redis),
     }
 }
@@ -133,6 +154,34 @@ impl TestApp {
             .await
             .unwrap();
         read["stock_available"].as_i64().unwrap()
+    }
+
+    /// Waits until the order reaches `status`; returns it.
+    pub(crate) async fn order_becomes(&self, token: &str, id: &str, status: &str) -> Value {
+        shop_testkit::eventually(
+            &format!("order {id} to become {status}"),
+            std::time::Duration::from_secs(60),
+            || async {
+                let order: Value = self
+                    .call(&self.order, Method::GET, &format!("/v1/orders/{id}"), Some(token), None)
+                    .await
+                    .json()
+                    .await
+                    .ok()?;
+                (order["status"] == status).then_some(order)
+            },
+        )
+        .await
+    }
+
+    /// The statuses of an order's reservations in the product database.
+    pub(crate) async fn reservation_statuses(&self, order_id: &str) -> Vec<String> {
+        let pool = sqlx::PgPool::connect(self.product_db.url()).await.unwrap();
+        sqlx::query_scalar("SELECT DISTINCT status FROM reservations WHERE order_id = $1::uuid")
+            .bind(order_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn orders_in_db(&self) -> i64 {

@@ -4,3 +4,4 @@
 
 mod checkout;
 mod helpers;
+mod saga;

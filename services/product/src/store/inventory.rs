@@ -193,3 +193,98 @@ pub async fn set_on_hand(connection: &mut PgConnection, product_id: Uuid, on_han
         Some((_, true)) => Ok(()),
     }
 }
+
+/// Sells what `order_id` holds: on hand and reserved both go down. When the hold is gone
+/// (it lapsed before the payment came), the units are taken from what is available, if
+/// they still are; returns the products touched, or `None` when the stock is not there.
+pub async fn commit(
+    connection: &mut PgConnection,
+    order_id: Uuid,
+    lines: &BTreeMap<Uuid, i32>,
+) -> Result<Option<Touched>, Error> {
+    let mut transaction = connection.begin().await?;
+    let held: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservations WHERE order_id = $1 AND status = 'held' ORDER BY product_id FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let already: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'committed'")
+            .bind(order_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+    if held.is_empty() && already > 0 {
+        transaction.commit().await?;
+        return Ok(Some(Vec::new()));
+    }
+    if !held.is_empty() {
+        for (product_id, quantity) in &held {
+            sqlx::query("UPDATE inventory SET on_hand = on_hand - $2, reserved = reserved - $2 WHERE product_id = $1")
+                .bind(product_id)
+                .bind(quantity)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE reservations SET status = 'committed', settled_at = now() WHERE order_id = $1 AND status = 'held'",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        return Ok(Some(held.into_iter().map(|(product_id, _)| product_id).collect()));
+    }
+    // The hold lapsed: sell from what is available, all lines or none.
+    for (product_id, quantity) in lines {
+        let taken = sqlx::query(
+            "UPDATE inventory SET on_hand = on_hand - $2 WHERE product_id = $1 AND on_hand - reserved >= $2",
+        )
+        .bind(product_id)
+        .bind(quantity)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            transaction.rollback().await?;
+            return Ok(None);
+        }
+    }
+    sqlx::query(
+        "UPDATE reservations r SET status = 'committed', settled_at = now() FROM unnest($2::uuid[], $3::int[]) AS l(product_id, quantity) \
+         WHERE r.order_id = $1 AND r.product_id = l.product_id",
+    )
+    .bind(order_id)
+    .bind(lines.keys().copied().collect::<Vec<_>>())
+    .bind(lines.values().copied().collect::<Vec<_>>())
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(Some(lines.keys().copied().collect()))
+}
+
+/// Puts the units of a confirmed, then cancelled, order back on hand (once).
+pub async fn return_units(connection: &mut PgConnection, order_id: Uuid) -> Result<Touched, Error> {
+    let mut transaction = connection.begin().await?;
+    let sold: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservations WHERE order_id = $1 AND status = 'committed' ORDER BY product_id FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *transaction)
+    .await?;
+    for (product_id, quantity) in &sold {
+        sqlx::query("UPDATE inventory SET on_hand = on_hand + $2 WHERE product_id = $1")
+            .bind(product_id)
+            .bind(quantity)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE reservations SET status = 'returned', settled_at = now() WHERE order_id = $1 AND status = 'committed'",
+    )
+    .bind(order_id)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(sold.into_iter().map(|(product_id, _)| product_id).collect())
+}

@@ -30,6 +30,9 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
+        ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
+        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let app = Application::build(Config::from_vars(&customize(vars)).unwrap()).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));

@@ -1,0 +1,164 @@
+//! What the payment service does with order events, inside the consumer's transaction
+//! (so the payment row, its event and the inbox record commit together).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use prost::Message as _;
+use shop_kit::events::{Event, HandleError, Handler, Incoming, enqueue};
+use shop_proto::shop::{
+    common::v1::Money,
+    events::v1::{OrderCancelled, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded},
+};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::provider::{Charge, PaymentProvider};
+
+pub struct OrderEvents {
+    pub provider: Arc<dyn PaymentProvider>,
+    pub payment_topic: String,
+    pub charge_attempts: u32,
+}
+
+fn permanent(error: impl Into<anyhow::Error>) -> HandleError {
+    HandleError::Permanent(error.into())
+}
+
+fn retryable(error: impl Into<anyhow::Error>) -> HandleError {
+    HandleError::Retryable(error.into())
+}
+
+impl Handler for OrderEvents {
+    fn handle<'a>(
+        &'a self,
+        connection: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            match event.ce_type.as_str() {
+                "shop.order.v1.OrderPlaced" => {
+                    self.placed(connection, OrderPlaced::decode(event.payload.as_slice()).map_err(permanent)?).await
+                }
+                "shop.order.v1.OrderCancelled" => {
+                    self.cancelled(connection, OrderCancelled::decode(event.payload.as_slice()).map_err(permanent)?)
+                        .await
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+impl OrderEvents {
+    async fn placed(&self, connection: &mut PgConnection, order: OrderPlaced) -> Result<(), HandleError> {
+        let order_id = Uuid::parse_str(&order.order_id).map_err(permanent)?;
+        let user_id = Uuid::parse_str(&order.user_id).map_err(permanent)?;
+        let total = order.total.clone().ok_or_else(|| permanent(anyhow::anyhow!("OrderPlaced without a total")))?;
+        let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(retryable)?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        let payment_id = Uuid::now_v7();
+        // Keyed by the order, so a redelivered event reuses the provider's idempotency key.
+        let (outcome, attempts) = self.charge(&format!("charge-{order_id}"), &order.card_token, &total).await;
+        let (status, reason) = match &outcome {
+            Charge::Succeeded => ("succeeded", None),
+            Charge::Declined { reason } => ("failed", Some(reason.clone())),
+        };
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, user_id, amount, currency, status, failure_reason, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(payment_id)
+        .bind(order_id)
+        .bind(user_id)
+        .bind(total.amount)
+        .bind(&total.currency)
+        .bind(status)
+        .bind(&reason)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .execute(&mut *connection)
+        .await
+        .map_err(retryable)?;
+        let key = order_id.to_string();
+        let event = match outcome {
+            Charge::Succeeded => {
+                let message = PaymentSucceeded {
+                    payment_id: payment_id.to_string(),
+                    order_id: key.clone(),
+                    user_id: order.user_id,
+                    amount: Some(total),
+                };
+                Event::new(&self.payment_topic, key, "/shop/payment", "PaymentSucceeded", &message)
+            }
+            Charge::Declined { reason } => {
+                let message = PaymentFailed {
+                    payment_id: payment_id.to_string(),
+                    order_id: key.clone(),
+                    user_id: order.user_id,
+                    amount: Some(total),
+                    reason,
+                };
+                Event::new(&self.payment_topic, key, "/shop/payment", "PaymentFailed", &message)
+            }
+        };
+        enqueue(connection, &event).await.map_err(retryable)?;
+        tracing::info!(order.id = %order_id, payment.status = status, "payment taken");
+        Ok(())
+    }
+
+    /// Charges, retrying transient failures with backoff; after the last attempt a
+    /// transient failure counts as a decline (`processing_error`).
+    async fn charge(&self, key: &str, card_token: &str, total: &Money) -> (Charge, u32) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.provider.charge(key, card_token, total.amount, &total.currency).await {
+                Ok(outcome) => return (outcome, attempt),
+                Err(error) if attempt >= self.charge_attempts => {
+                    tracing::warn!(%error, attempt, "charge failed transiently too often; declining");
+                    return (Charge::Declined { reason: "processing_error".into() }, attempt);
+                }
+                Err(error) => {
+                    tracing::info!(%error, attempt, "charge failed transiently; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * 2_u64.pow(attempt.min(8)))).await;
+                }
+            }
+        }
+    }
+
+    async fn cancelled(&self, connection: &mut PgConnection, order: OrderCancelled) -> Result<(), HandleError> {
+        if !order.refund {
+            return Ok(());
+        }
+        let order_id = Uuid::parse_str(&order.order_id).map_err(permanent)?;
+        let payment: Option<(Uuid, i64, String)> = sqlx::query_as(
+            "SELECT id, amount, currency FROM payments WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(retryable)?;
+        let Some((payment_id, amount, currency)) = payment else { return Ok(()) };
+        self.provider.refund(&format!("refund-{payment_id}"), amount, &currency).await.map_err(retryable)?;
+        sqlx::query("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1")
+            .bind(payment_id)
+            .execute(&mut *connection)
+            .await
+            .map_err(retryable)?;
+        let message = PaymentRefunded {
+            payment_id: payment_id.to_string(),
+            order_id: order.order_id.clone(),
+            user_id: order.user_id,
+            amount: Some(Money { amount, currency }),
+        };
+        let event = Event::new(&self.payment_topic, order.order_id, "/shop/payment", "PaymentRefunded", &message);
+        enqueue(connection, &event).await.map_err(retryable)?;
+        Ok(())
+    }
+}

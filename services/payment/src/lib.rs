@@ -1,0 +1,29 @@
+//! The payment service: takes the payment of every placed order, once, and refunds
+//! cancelled paid orders.
+//!
+//! It consumes `OrderPlaced` and `OrderCancelled` from `shop.order.v1` and publishes
+//! `PaymentSucceeded`, `PaymentFailed` and `PaymentRefunded` on `shop.payment.v1` (key =
+//! order id) through the outbox. Charges go through a [`provider::PaymentProvider`]; the
+//! built-in [`provider::TestProvider`] understands the test card tokens.
+//!
+//! # Layout
+//! - [`config`]: environment variables.
+//! - [`app`]: state, server, outbox relay, the order-event consumer.
+//! - [`provider`]: the provider trait and the test provider.
+//! - [`events`]: what each order event does.
+//! - [`http`]: `GET /v1/payments`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod provider;
+
+/// The topic of payment events, key = order id.
+pub const PAYMENT_TOPIC: &str = "shop.payment.v1";
+/// The topic this service consumes.
+pub const ORDER_TOPIC: &str = "shop.order.v1";
+
+/// The embedded migrations of `shop_payment`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
