@@ -461,27 +461,75 @@ pub enum Outcome {
 }
 
 /// Runs a handler over topics in a consumer group.
-pub struct ConsumerRunner<H> {
+pub struct ConsumerRunner<A> {
     name: String,
-    pool: PgPool,
     consumer: StreamConsumer,
     producer: FutureProducer,
-    handler: Arc<H>,
+    apply: Arc<A>,
     max_attempts: u32,
     retry_base: Duration,
 }
 
-impl<H: Handler> ConsumerRunner<H> {
+/// Why applying an event failed.
+pub enum ApplyError {
+    /// The store is unreachable: not the message's fault, retried without bound.
+    Infrastructure(anyhow::Error),
+    /// The handler refused or failed.
+    Handler(HandleError),
+}
+
+/// How a consumer applies an event exactly once: record its `ce_id` and make the effect
+/// atomically, answering [`Outcome::Duplicate`] for a `ce_id` seen before.
+pub trait ApplyOnce: Send + Sync + 'static {
+    fn apply<'a>(&'a self, consumer: &'a str, event: &'a Incoming) -> BoxFuture<'a, Result<Outcome, ApplyError>>;
+}
+
+/// The Postgres way: the `inbox` row and the handler's effect in one transaction.
+pub struct PgInbox<H> {
+    pool: PgPool,
+    handler: H,
+}
+
+impl<H: Handler> ApplyOnce for PgInbox<H> {
+    fn apply<'a>(&'a self, consumer: &'a str, incoming: &'a Incoming) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
+        Box::pin(async move {
+            let mut transaction = self.pool.begin().await.map_err(|error| ApplyError::Infrastructure(error.into()))?;
+            let fresh = sqlx::query("INSERT INTO inbox (consumer, ce_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(consumer)
+                .bind(incoming.ce_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| ApplyError::Infrastructure(error.into()))?
+                .rows_affected()
+                == 1;
+            if !fresh {
+                return Ok(Outcome::Duplicate);
+            }
+            self.handler.handle(&mut transaction, incoming).await.map_err(ApplyError::Handler)?;
+            transaction.commit().await.map_err(|error| ApplyError::Infrastructure(error.into()))?;
+            self.handler.after_commit(incoming).await;
+            Ok(Outcome::Applied)
+        })
+    }
+}
+
+impl<H: Handler> ConsumerRunner<PgInbox<H>> {
     /// `name` is the consumer group and the inbox's consumer name (the service's name).
     pub fn new(config: &KafkaConfig, name: &str, topics: &[&str], pool: PgPool, handler: H) -> anyhow::Result<Self> {
+        Self::with(config, name, topics, PgInbox { pool, handler })
+    }
+}
+
+impl<A: ApplyOnce> ConsumerRunner<A> {
+    /// A runner whose exactly-once step is `apply` (a service without Postgres).
+    pub fn with(config: &KafkaConfig, name: &str, topics: &[&str], apply: A) -> anyhow::Result<Self> {
         let consumer = config.consumer(name)?;
         consumer.subscribe(topics).context("cannot subscribe")?;
         Ok(Self {
             name: name.to_owned(),
-            pool,
             consumer,
             producer: config.producer()?,
-            handler: Arc::new(handler),
+            apply: Arc::new(apply),
             max_attempts: 5,
             retry_base: Duration::from_millis(100),
         })
@@ -538,23 +586,23 @@ impl<H: Handler> ConsumerRunner<H> {
             let mut attempt = 0_u32;
             loop {
                 attempt += 1;
-                match self.apply(&incoming).await {
+                match self.apply.apply(&self.name, &incoming).await {
                     Ok(outcome) => return outcome,
-                    Err(Failure::Infrastructure(error)) => {
+                    Err(ApplyError::Infrastructure(error)) => {
                         // Not the message's fault: wait for the database, however long.
                         tracing::warn!(error = format!("{error:#}"), "cannot reach the database; retrying the event");
                         attempt = attempt.saturating_sub(1);
                         tokio::time::sleep(backoff(2, self.retry_base.max(Duration::from_millis(250)))).await;
                     }
-                    Err(Failure::Handler(HandleError::Permanent(error))) => {
+                    Err(ApplyError::Handler(HandleError::Permanent(error))) => {
                         return self.dead_letter(message, &headers, &format!("{error:#}")).await;
                     }
-                    Err(Failure::Handler(HandleError::Retryable(error))) if attempt >= self.max_attempts => {
+                    Err(ApplyError::Handler(HandleError::Retryable(error))) if attempt >= self.max_attempts => {
                         return self
                             .dead_letter(message, &headers, &format!("after {attempt} attempts: {error:#}"))
                             .await;
                     }
-                    Err(Failure::Handler(HandleError::Retryable(error))) => {
+                    Err(ApplyError::Handler(HandleError::Retryable(error))) => {
                         tracing::info!(attempt, error = format!("{error:#}"), "event failed; retrying");
                         tokio::time::sleep(backoff(attempt, self.retry_base)).await;
                     }
@@ -563,25 +611,6 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         .instrument(span)
         .await
-    }
-
-    async fn apply(&self, incoming: &Incoming) -> Result<Outcome, Failure> {
-        let mut transaction = self.pool.begin().await.map_err(|error| Failure::Infrastructure(error.into()))?;
-        let fresh = sqlx::query("INSERT INTO inbox (consumer, ce_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&self.name)
-            .bind(incoming.ce_id)
-            .execute(&mut *transaction)
-            .await
-            .map_err(|error| Failure::Infrastructure(error.into()))?
-            .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(Outcome::Duplicate);
-        }
-        self.handler.handle(&mut transaction, incoming).await.map_err(Failure::Handler)?;
-        transaction.commit().await.map_err(|error| Failure::Infrastructure(error.into()))?;
-        self.handler.after_commit(incoming).await;
-        Ok(Outcome::Applied)
     }
 
     /// Publishes the message to `<topic>.dlq` with the error; retries until it is stored.
@@ -621,11 +650,6 @@ impl<H: Handler> ConsumerRunner<H> {
             }
         }
     }
-}
-
-enum Failure {
-    Infrastructure(anyhow::Error),
-    Handler(HandleError),
 }
 
 fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {

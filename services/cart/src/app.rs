@@ -74,11 +74,23 @@ impl AuthState for AppState {
 
 pub struct Application {
     server: BoundServer,
+    consumer: shop_kit::events::ConsumerRunner<crate::events::OrderEvents>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let redis = shop_kit::cache::connect(&config.redis).await?;
+        let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
+        if config.kafka.create_topics {
+            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
+        }
+        let producer = config.kafka.producer()?;
+        let consumer = shop_kit::events::ConsumerRunner::with(
+            &config.kafka,
+            &config.kafka.topic("cart-service"),
+            &[&order_topic],
+            crate::events::OrderEvents::new(redis.clone(), config.redis.key_prefix.clone()),
+        )?;
         let verifier = Arc::new(Verifier::new(
             &config.auth,
             KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
@@ -92,17 +104,25 @@ impl Application {
             .rest(crate::http::router(state))
             .grpc(grpc)
             .check(Check::redis(redis, Criticality::Required))
+            .check(Check::kafka(producer))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server })
+        Ok(Self { server, consumer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
+    /// Serves and consumes until `shutdown`, then drains both.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.server.run(shutdown).await
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(self.consumer.run(shutdown.clone()));
+        tasks.close();
+        let served = self.server.run(shutdown.clone()).await;
+        shutdown.cancel();
+        tasks.wait().await;
+        served
     }
 }

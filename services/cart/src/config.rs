@@ -8,6 +8,7 @@
 //! | `PRODUCT_GRPC_URL` | `http://127.0.0.1:8082` | the product service |
 //! | `PRODUCT_DEADLINE` | `2s` | the deadline of each call to it |
 //! | `CART_IDLE_TTL` | `7d` | a cart nobody touched for this long is gone |
+//! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | OrderPlaced |
 //! | `CART_MAX_LINES` | `50` | distinct products in one cart |
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use shop_kit::{
     auth::AuthConfig,
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+    events::KafkaConfig,
 };
 
 pub const DEFAULT_PORT: u16 = 8083;
@@ -25,6 +27,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
     pub jwks_url: String,
     pub product_url: String,
     pub product_deadline: Duration,
@@ -61,6 +64,7 @@ impl Config {
             telemetry: TelemetryConfig::from_vars(vars, "cart-service")?,
             redis: RedisConfig::from_vars(vars)?,
             auth,
+            kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,
             product_url,
             product_deadline,

@@ -12,6 +12,7 @@
 //! - [`error`]: errors and their problems/statuses.
 //! - [`domain`]: the cart and its lines, quantities and totals.
 //! - [`http`]: the REST routes under `/v1/cart`.
+//! - [`events`]: `OrderPlaced` removes the ordered lines, exactly once.
 //! - [`grpc`]: the gRPC adapter, `shop.cart.v1.CartService`, for the order service.
 //! - [`store`]: the Redis layout and scripts.
 #![forbid(unsafe_code)]
@@ -20,6 +21,10 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod store;
+
+/// The topic this service consumes (OrderPlaced).
+pub const ORDER_TOPIC: &str = "shop.order.v1";

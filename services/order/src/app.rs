@@ -63,7 +63,7 @@ impl AuthState for AppState {
 pub struct Application {
     server: BoundServer,
     relay: Relay,
-    consumer: ConsumerRunner<crate::events::PaymentEvents>,
+    consumer: ConsumerRunner<shop_kit::events::PgInbox<crate::events::PaymentEvents>>,
 }
 
 impl Application {

@@ -38,7 +38,7 @@ impl AuthState for AppState {
 pub struct Application {
     server: BoundServer,
     relay: Relay,
-    consumer: ConsumerRunner<OrderEvents>,
+    consumer: ConsumerRunner<shop_kit::events::PgInbox<OrderEvents>>,
 }
 
 impl Application {

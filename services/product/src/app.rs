@@ -74,7 +74,7 @@ pub struct Application {
     server: BoundServer,
     state: AppState,
     sweep_interval: Duration,
-    consumer: shop_kit::events::ConsumerRunner<crate::events::OrderEvents>,
+    consumer: shop_kit::events::ConsumerRunner<shop_kit::events::PgInbox<crate::events::OrderEvents>>,
 }
 
 impl Application {

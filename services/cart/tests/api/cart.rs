@@ -203,3 +203,73 @@ async fn the_order_service_reads_and_clears_carts_over_grpc() {
     client.clear_cart(clear).await.unwrap();
     assert!(app.view(&ada).await["items"].as_array().unwrap().is_empty());
 }
+
+/// Publishes an OrderPlaced for `user` naming `products`, with this CloudEvents id.
+async fn order_placed(app: &crate::helpers::TestApp, ce_id: uuid::Uuid, user: uuid::Uuid, products: &[&str]) {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::FutureRecord,
+    };
+    let placed = shop_proto::shop::events::v1::OrderPlaced {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user.to_string(),
+        lines: products
+            .iter()
+            .map(|id| shop_proto::shop::events::v1::OrderLine {
+                product_id: (*id).to_owned(),
+                quantity: 1,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let kafka = shop_kit::events::KafkaConfig::for_brokers(
+        &std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+    );
+    let producer = kafka.producer().unwrap();
+    let id = ce_id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+        .insert(Header { key: "ce_type", value: Some("shop.order.v1.OrderPlaced") });
+    let payload = prost::Message::encode_to_vec(&placed);
+    let topic = format!("{}shop.order.v1", app.topic_prefix);
+    let key = user.to_string();
+    let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
+    producer.send(record, Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn order_placed_removes_the_ordered_lines_exactly_once() {
+    let app = spawn_app().await;
+    let (a, b, c) =
+        (app.product("A", 100, "USD").await, app.product("B", 200, "USD").await, app.product("C", 300, "USD").await);
+    let (user, token) = app.issuer.customer();
+    app.set(&token, &a, json!(1)).await;
+    app.set(&token, &b, json!(1)).await;
+    let skus = |cart: &Value| -> Vec<String> {
+        let mut ids: Vec<String> =
+            cart["items"].as_array().unwrap().iter().map(|i| i["product_id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let first = uuid::Uuid::now_v7();
+    order_placed(&app, first, user, &[&a]).await;
+    shop_testkit::eventually("the ordered line to go", Duration::from_secs(30), || async {
+        (skus(&app.view(&token).await) == [b.clone()]).then_some(())
+    })
+    .await;
+    // The buyer adds A again; then the same event is delivered a second time, then another.
+    app.set(&token, &a, json!(2)).await;
+    app.set(&token, &c, json!(1)).await;
+    order_placed(&app, first, user, &[&a]).await;
+    order_placed(&app, uuid::Uuid::now_v7(), user, &[&c]).await;
+    shop_testkit::eventually(
+        "the later event (same partition, so after the duplicate)",
+        Duration::from_secs(30),
+        || async { (!skus(&app.view(&token).await).contains(&c)).then_some(()) },
+    )
+    .await;
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(skus(&app.view(&token).await), expected, "the duplicate removed nothing");
+}

@@ -46,7 +46,11 @@ pub(crate) async fn spawn_app() -> TestApp {
             .await
             .unwrap();
     let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
-    let cart_vars = common(&cart_redis).with("PRODUCT_GRPC_URL", product.url(""));
+    let cart_vars = common(&cart_redis)
+        .with("PRODUCT_GRPC_URL", product.url(""))
+        .with("KAFKA_BROKERS", brokers())
+        .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
+        .with("KAFKA_CREATE_TOPICS", "true");
     let cart = cart_service::app::Application::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
         .await
         .unwrap();

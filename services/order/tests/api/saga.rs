@@ -49,6 +49,11 @@ async fn a_paid_order_is_confirmed_and_its_stock_sold() {
     })
     .await;
     assert_eq!(on_hand_and_reserved(&app, &lamp).await, (8, 0));
+    shop_testkit::eventually("the cart to be emptied by OrderPlaced", Duration::from_secs(30), || async {
+        let cart: Value = app.call(&app.cart, Method::GET, "/v1/cart", Some(&buyer), None).await.json().await.ok()?;
+        cart["items"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     let (_, stranger) = app.issuer.customer();
     assert!(payments(&app, &stranger, &id).await.is_empty(), "payments are private");
 }
