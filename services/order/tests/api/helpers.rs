@@ -7,14 +7,14 @@ pub(crate) struct TestApp {
     pub(crate) order: TestServer,
     pub(crate) product: TestServer,
     pub(crate) cart: TestServer,
-    pub(crate) payment: TestServer,
+    pub(crate) payment: Option<TestServer>,
     pub(crate) client: reqwest::Client,
     pub(crate) issuer: TestIssuer,
     pub(crate) admin: String,
     pub(crate) topic_prefix: String,
     pub(crate) order_db: TestDb,
     pub(crate) product_db: TestDb,
-    _payment_db: TestDb,
+    pub(crate) payment_db: TestDb,
     _redis: (TestRedis, TestRedis),
 }
 
@@ -22,7 +22,31 @@ fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// Whether the harness runs the payment service itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payment {
+    InProcess,
+    /// The test runs (and crashes) its own.
+    Absent,
+}
+
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(Payment::InProcess).await
+}
+
+/// The payment service's configuration for this app.
+pub(crate) fn payment_vars(payment_db: &TestDb, issuer: &TestIssuer, topic_prefix: &str) -> Vars {
+    Vars::from_pairs([
+        ("DATABASE_URL", payment_db.url().to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWKS_URL", issuer.jwks_url()),
+        ("KAFKA_BROKERS", brokers()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+    ])
+}
+
+pub(crate) async fn spawn_with(payment_mode: Payment) -> TestApp {
     let issuer = TestIssuer::start().await;
     let (product_db, order_db, payment_db) = (TestDb::new().await, TestDb::new().await, TestDb::new().await);
     let (product_redis, cart_redis) = (TestRedis::new(), TestRedis::new());
@@ -70,19 +94,15 @@ pub(crate) async fn spawn_app() -> TestApp {
         .await
         .unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
-    let payment_vars = Vars::from_pairs([
-        ("DATABASE_URL", payment_db.url().to_owned()),
-        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("JWKS_URL", issuer.jwks_url()),
-        ("KAFKA_BROKERS", brokers()),
-        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
-        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
-    ]);
-    let payment =
-        payment_service::app::Application::build(payment_service::config::Config::from_vars(&payment_vars).unwrap())
-            .await
-            .unwrap();
-    let payment = TestServer::spawn(payment.local_addr(), |shutdown| payment.run(shutdown));
+    let payment = match payment_mode {
+        Payment::Absent => None,
+        Payment::InProcess => {
+            let config =
+                payment_service::config::Config::from_vars(&payment_vars(&payment_db, &issuer, &topic_prefix)).unwrap();
+            let payment = payment_service::app::Application::build(config).await.unwrap();
+            Some(TestServer::spawn(payment.local_addr(), |shutdown| payment.run(shutdown)))
+        }
+    };
     let admin = issuer.admin();
     TestApp {
         order,
@@ -95,7 +115,7 @@ pub(crate) async fn spawn_app() -> TestApp {
         topic_prefix,
         order_db,
         product_db,
-        _payment_db: payment_db,
+        payment_db,
         _redis: (product_redis, cart_redis),
     }
 }

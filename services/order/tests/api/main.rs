@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly on purpose")]
 
 mod checkout;
+mod fault;
 mod helpers;
 mod saga;

@@ -9,7 +9,13 @@ use crate::helpers::{TestApp, order_body, spawn_app};
 
 async fn payments(app: &TestApp, token: &str, order_id: &str) -> Vec<Value> {
     let page: Value = app
-        .call(&app.payment, Method::GET, &format!("/v1/payments?order_id={order_id}"), Some(token), None)
+        .call(
+            app.payment.as_ref().unwrap(),
+            Method::GET,
+            &format!("/v1/payments?order_id={order_id}"),
+            Some(token),
+            None,
+        )
         .await
         .json()
         .await
