@@ -345,6 +345,106 @@ impl Drop for TcpProxy {
     }
 }
 
+/// A real SMTP server in-process that keeps every message it accepts. It can be told to
+/// refuse the next N messages with a transient `451`, to test retries.
+pub struct SmtpSink {
+    address: SocketAddr,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    stop: CancellationToken,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the SMTP sink");
+        let address = listener.local_addr().expect("SMTP sink address");
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let stop = CancellationToken::new();
+        let (store, refusals, cancel) = (messages.clone(), refuse.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let (store, refusals) = (store.clone(), refusals.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = tokio::io::BufReader::new(read).lines();
+                    let _ = write.write_all(b"220 shop-test-sink ESMTP\r\n").await;
+                    let mut data: Option<String> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(body) = data.as_mut() {
+                            if line == "." {
+                                store
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push(std::mem::take(body));
+                                data = None;
+                                let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                            } else {
+                                body.push_str(&line);
+                                body.push('\n');
+                            }
+                            continue;
+                        }
+                        let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 shop-test-sink\r\n",
+                            "MAIL"
+                                if refusals
+                                    .fetch_update(
+                                        std::sync::atomic::Ordering::SeqCst,
+                                        std::sync::atomic::Ordering::SeqCst,
+                                        |n| n.checked_sub(1),
+                                    )
+                                    .is_ok() =>
+                            {
+                                b"451 4.3.0 try again later\r\n"
+                            }
+                            "DATA" => {
+                                data = Some(String::new());
+                                b"354 end with .\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 OK\r\n",
+                        };
+                        let _ = write.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        Self { address, messages, refuse, stop }
+    }
+
+    /// `smtp://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.address)
+    }
+
+    /// Every message accepted so far (headers and body, as sent).
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Refuse the next `count` messages with a transient 451.
+    pub fn refuse_next(&self, count: u32) {
+        self.refuse.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,94 @@
+//! Builds the service (state, server, consumer, delivery worker) and runs it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use shop_kit::{
+    auth::{AuthState, JwksClient, KeySource, Verifier},
+    events::{ConsumerRunner, PgInbox},
+    server::{BoundServer, Check, Server},
+};
+use sqlx::PgPool;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use utoipa::OpenApi as _;
+
+use crate::{config::Config, delivery::Worker, events::Events};
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    verifier: Verifier,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+}
+
+impl AuthState for AppState {
+    fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+}
+
+pub struct Application {
+    server: BoundServer,
+    consumer: ConsumerRunner<PgInbox<Events>>,
+    worker: Worker,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = shop_kit::db::connect(&config.database).await?;
+        shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
+        shop_kit::events::ensure_tables(&pool).await?;
+        let topics: Vec<String> = ["shop.user.v1", "shop.order.v1", "shop.payment.v1"]
+            .iter()
+            .map(|topic| config.kafka.topic(topic))
+            .collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        if config.kafka.create_topics {
+            shop_kit::events::ensure_topics(&config.kafka, &topics, 3).await?;
+        }
+        let producer = config.kafka.producer()?;
+        let consumer = ConsumerRunner::new(
+            &config.kafka,
+            &config.kafka.topic("notification-service"),
+            &topics,
+            pool.clone(),
+            Events { email_enabled: config.smtp.is_some() },
+        )?;
+        let worker = Worker::new(pool.clone(), config.smtp.as_ref(), config.max_attempts)?;
+        let verifier =
+            Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
+        let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
+        let server = Server::new("notification-service", config.http)
+            .rest(crate::http::router(state))
+            .check(Check::postgres(pool))
+            .check(Check::kafka(producer))
+            .openapi(&crate::http::ApiDoc::openapi())
+            .bind()
+            .await?;
+        Ok(Self { server, consumer, worker })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves, consumes and delivers until `shutdown`, then drains all three.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        tasks.spawn(self.consumer.run(shutdown.clone()));
+        tasks.spawn(self.worker.run(shutdown.clone()));
+        tasks.close();
+        let served = self.server.run(shutdown.clone()).await;
+        shutdown.cancel();
+        tasks.wait().await;
+        served
+    }
+}

@@ -1,0 +1,27 @@
+//! The notification service: tells people what happened.
+//!
+//! It consumes `UserRegistered` (learning the address, sending `welcome`), `OrderConfirmed`
+//! (`order_confirmed`), `OrderCancelled` (`order_cancelled`) and `PaymentRefunded`
+//! (`payment_refunded`). Each event becomes one stored notification (unique by event id, so
+//! an event never produces two); a delivery worker sends pending notifications by email
+//! over SMTP when `SMTP_URL` is set, or to the log, records every attempt, and retries
+//! failures with backoff.
+//!
+//! # Layout
+//! - [`config`]: environment variables.
+//! - [`app`]: state, server, consumer, delivery worker.
+//! - [`templates`]: subject and text body per template.
+//! - [`events`]: what each event turns into.
+//! - [`delivery`]: channels (SMTP, log) and the worker.
+//! - [`http`]: `GET /v1/notifications`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod events;
+pub mod http;
+pub mod templates;
+
+/// The embedded migrations of `shop_notification`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,0 +1,11 @@
+//! The notification service binary: configuration, telemetry, then the application until a signal.
+
+use notification_service::{app::Application, config::Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let _telemetry = shop_kit::telemetry::init(&config.telemetry)?;
+    let application = Application::build(config).await?;
+    application.run(shop_kit::server::shutdown_on_signal()).await
+}

@@ -1,0 +1,206 @@
+use std::time::Duration;
+
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::FutureRecord,
+};
+use serde_json::Value;
+use shop_kit::{config::Vars, events::KafkaConfig};
+use shop_proto::shop::{
+    common::v1::Money,
+    events::v1::{OrderConfirmed, OrderLine, UserRegistered},
+};
+use shop_testkit::{SmtpSink, TestDb, TestIssuer, TestServer, eventually, http_client};
+use uuid::Uuid;
+
+struct TestApp {
+    server: TestServer,
+    issuer: TestIssuer,
+    prefix: String,
+    _db: TestDb,
+}
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
+    let issuer = TestIssuer::start().await;
+    let db = TestDb::new().await;
+    let prefix = format!("t{}.", Uuid::now_v7().simple());
+    let mut vars = Vars::from_pairs([
+        ("DATABASE_URL", db.url().to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWKS_URL", issuer.jwks_url()),
+        ("KAFKA_BROKERS", brokers()),
+        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+    ]);
+    if let Some(smtp) = smtp {
+        vars = vars.with("SMTP_URL", smtp.url());
+    }
+    let app =
+        notification_service::app::Application::build(notification_service::config::Config::from_vars(&vars).unwrap())
+            .await
+            .unwrap();
+    let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
+    TestApp { server, issuer, prefix, _db: db }
+}
+
+async fn publish(app: &TestApp, topic: &str, ce_type: &str, key: &str, ce_id: Uuid, message: &impl prost::Message) {
+    let producer = KafkaConfig::for_brokers(&brokers()).producer().unwrap();
+    let id = ce_id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+        .insert(Header { key: "ce_type", value: Some(ce_type) });
+    let topic = format!("{}{topic}", app.prefix);
+    let payload = message.encode_to_vec();
+    producer
+        .send(FutureRecord::to(&topic).key(key).payload(&payload).headers(headers), Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+async fn notifications(app: &TestApp, token: &str) -> Vec<Value> {
+    let page: Value = http_client()
+        .get(app.server.url("/v1/notifications"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+fn registered(user: Uuid, email: &str) -> UserRegistered {
+    UserRegistered { user_id: user.to_string(), email: email.into(), name: "Ada".into(), registered_at: None }
+}
+
+fn confirmed(order: Uuid, user: Uuid) -> OrderConfirmed {
+    let usd = |amount| Some(Money { amount, currency: "USD".into() });
+    OrderConfirmed {
+        order_id: order.to_string(),
+        user_id: user.to_string(),
+        lines: vec![OrderLine {
+            product_id: Uuid::now_v7().to_string(),
+            name: "Desk lamp".into(),
+            quantity: 2,
+            unit_price: usd(2000),
+        }],
+        total: usd(4000),
+    }
+}
+
+#[tokio::test]
+async fn events_become_emails_once_each() {
+    let smtp = SmtpSink::start().await;
+    let app = spawn(Some(&smtp)).await;
+    let (user, token) = app.issuer.customer();
+    let welcome = Uuid::now_v7();
+    publish(
+        &app,
+        "shop.user.v1",
+        "shop.user.v1.UserRegistered",
+        &user.to_string(),
+        welcome,
+        &registered(user, "ada@example.com"),
+    )
+    .await;
+    let order = Uuid::now_v7();
+    publish(
+        &app,
+        "shop.order.v1",
+        "shop.order.v1.OrderConfirmed",
+        &order.to_string(),
+        Uuid::now_v7(),
+        &confirmed(order, user),
+    )
+    .await;
+    eventually("two emails", Duration::from_secs(30), || async { (smtp.messages().len() == 2).then_some(()) }).await;
+    let all = smtp.messages().join("\n---\n");
+    assert!(all.contains("Subject: Welcome to Shop"), "{all}");
+    assert!(all.contains(&format!("Subject: Order {order} is confirmed")), "{all}");
+    assert!(
+        all.contains("40.00 USD") && all.contains("2 x Desk lamp at 20.00 USD"),
+        "the body carries the totals: {all}"
+    );
+    assert!(all.contains("To: ada@example.com"), "{all}");
+
+    // The welcome event is delivered again, then another event on the same key (so after it).
+    publish(
+        &app,
+        "shop.user.v1",
+        "shop.user.v1.UserRegistered",
+        &user.to_string(),
+        welcome,
+        &registered(user, "ada@example.com"),
+    )
+    .await;
+    let marker = registered(user, "ada@example.com");
+    publish(&app, "shop.user.v1", "shop.user.v1.UserRegistered", &user.to_string(), Uuid::now_v7(), &marker).await;
+    eventually("the marker email", Duration::from_secs(30), || async { (smtp.messages().len() >= 3).then_some(()) })
+        .await;
+    // Same partition: the duplicate was consumed before the marker, so the count is final.
+    assert_eq!(smtp.messages().len(), 3, "the redelivered event sent nothing");
+
+    let stored = notifications(&app, &token).await;
+    assert_eq!(stored.len(), 3);
+    assert!(stored.iter().all(|n| n["status"] == "sent" && n["channel"] == "email"), "{stored:?}");
+    let (_, stranger) = app.issuer.customer();
+    assert!(notifications(&app, &stranger).await.is_empty(), "notifications are private");
+    let anonymous = http_client().get(app.server.url("/v1/notifications")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn failed_sends_are_retried_and_every_attempt_is_kept() {
+    let smtp = SmtpSink::start().await;
+    smtp.refuse_next(2);
+    let app = spawn(Some(&smtp)).await;
+    let (user, token) = app.issuer.customer();
+    publish(
+        &app,
+        "shop.user.v1",
+        "shop.user.v1.UserRegistered",
+        &user.to_string(),
+        Uuid::now_v7(),
+        &registered(user, "bob@example.com"),
+    )
+    .await;
+    eventually("the email after two refusals", Duration::from_secs(30), || async {
+        (smtp.messages().len() == 1).then_some(())
+    })
+    .await;
+    let stored = eventually("the notification marked sent", Duration::from_secs(10), || async {
+        let stored = notifications(&app, &token).await;
+        (stored.first()?["status"] == "sent").then_some(stored)
+    })
+    .await;
+    assert_eq!(stored[0]["attempts"], 3, "two refusals, then success");
+}
+
+#[tokio::test]
+async fn without_smtp_notifications_go_to_the_log() {
+    let app = spawn(None).await;
+    let (user, token) = app.issuer.customer();
+    let order = Uuid::now_v7();
+    publish(
+        &app,
+        "shop.order.v1",
+        "shop.order.v1.OrderConfirmed",
+        &order.to_string(),
+        Uuid::now_v7(),
+        &confirmed(order, user),
+    )
+    .await;
+    let stored = eventually("the logged notification", Duration::from_secs(30), || async {
+        let stored = notifications(&app, &token).await;
+        (stored.first()?["status"] == "sent").then_some(stored)
+    })
+    .await;
+    assert_eq!(stored[0]["channel"], "log");
+    assert_eq!(stored[0]["template"], "order_confirmed");
+    assert!(stored[0]["body"].as_str().unwrap().contains(&order.to_string()));
+}
