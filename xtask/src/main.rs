@@ -6,6 +6,7 @@
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
+mod dlq;
 mod infra;
 mod seed;
 mod services;
@@ -21,6 +22,7 @@ commands:
   up      start Postgres/Redis/broker if needed and run every service; Ctrl-C stops it
   test    fmt, clippy, then every test against real Postgres, Redis and the broker
   seed    load the demo catalog into the product database (idempotent)
+  dlq     list <topic> | redrive <topic>: inspect or replay a topic's dead letters
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Some("up") => up::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("seed") => seed::run(&args[1..]),
+        Some("dlq") => dlq::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;
