@@ -124,3 +124,135 @@ async fn a_payment_service_killed_mid_batch_loses_nothing_and_applies_nothing_tw
     })
     .await;
 }
+
+/// A tansu broker of this test's own, with sqlite storage, that can be killed and restarted.
+struct OwnBroker {
+    address: String,
+    directory: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    fn binary() -> String {
+        let on_path =
+            std::process::Command::new("tansu").arg("--version").output().is_ok_and(|output| output.status.success());
+        if on_path {
+            return "tansu".into();
+        }
+        let home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+        format!("{home}/bin/tansu")
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let directory = std::env::temp_dir().join(format!("shop-broker-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let mut broker = Self { address: format!("127.0.0.1:{port}"), directory, child: None };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://{}", self.address);
+        let child = std::process::Command::new(Self::binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(&self.directory)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu is installed by cargo xtask test");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(&self.address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, then start again on the same storage.
+    fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        self.launch();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_broker_killed_and_restarted_mid_batch_loses_nothing() {
+    let mut broker = OwnBroker::start();
+    crate::helpers::use_brokers(&broker.address);
+    let app = crate::helpers::spawn_app().await;
+    let stock = 50;
+    let product = app.product("RESTART", 700, stock).await;
+    let mut orders = Vec::new();
+    for index in 0..20 {
+        let (_, token) = app.issuer.customer();
+        app.add_to_cart(&token, &product, 1).await;
+        let card = if index % 3 == 0 { "tok_chargeDeclined" } else { "tok_visa" };
+        let response = app.place(&token, &order_body(card), None).await;
+        assert_eq!(response.status(), 201);
+        orders.push((token, response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned(), card));
+    }
+    let payments = sqlx::PgPool::connect(app.payment_db.url()).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments").fetch_one(&payments).await.unwrap_or(0)
+    };
+    shop_testkit::eventually("payments to start", Duration::from_secs(60), || async {
+        (count().await >= 2).then_some(())
+    })
+    .await;
+    broker.kill_and_restart();
+    let before = count().await;
+    assert!(before < orders.len() as i64, "the kill must land mid-batch ({before} of {} paid)", orders.len());
+    // More orders while clients reconnect: their events wait in the outbox.
+    for _ in 0..4 {
+        let (_, token) = app.issuer.customer();
+        app.add_to_cart(&token, &product, 1).await;
+        let response = app.place(&token, &order_body("tok_visa"), None).await;
+        assert_eq!(response.status(), 201);
+        orders.push((token, response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned(), "tok_visa"));
+    }
+    let mut confirmed = 0;
+    for (token, id, card) in &orders {
+        let status = shop_testkit::eventually(&format!("order {id} to settle"), Duration::from_secs(120), || async {
+            status_of(&app, token, id).await.filter(|status| status != "pending_payment")
+        })
+        .await;
+        assert_eq!(status == "confirmed", *card == "tok_visa", "order {id} with {card} ended {status}");
+        confirmed += i64::from(status == "confirmed");
+    }
+    let product_db = sqlx::PgPool::connect(app.product_db.url()).await.unwrap();
+    shop_testkit::eventually("stock to balance", Duration::from_secs(60), || async {
+        let (on_hand, reserved): (i64, i64) =
+            sqlx::query_as("SELECT on_hand::bigint, reserved::bigint FROM inventory WHERE product_id = $1::uuid")
+                .bind(&product)
+                .fetch_one(&product_db)
+                .await
+                .ok()?;
+        (on_hand == stock - confirmed && reserved == 0).then_some(())
+    })
+    .await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&payments).await.unwrap();
+    assert_eq!(rows, orders.len() as i64, "one payment per order, none lost, none doubled");
+}

@@ -19,7 +19,19 @@ pub(crate) struct TestApp {
 }
 
 fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    BROKERS
+        .with(|brokers| brokers.borrow().clone())
+        .unwrap_or_else(|| std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+}
+
+thread_local! {
+    /// A test's own broker, when it runs one (the broker-restart test).
+    static BROKERS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes the apps this thread spawns use `brokers`.
+pub(crate) fn use_brokers(brokers: &str) {
+    BROKERS.with(|slot| *slot.borrow_mut() = Some(brokers.to_owned()));
 }
 
 /// Whether the harness runs the payment service itself.
