@@ -463,7 +463,7 @@ pub enum Outcome {
 /// Runs a handler over topics in a consumer group.
 pub struct ConsumerRunner<A> {
     name: String,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     producer: FutureProducer,
     apply: Arc<A>,
     max_attempts: u32,
@@ -527,7 +527,7 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         consumer.subscribe(topics).context("cannot subscribe")?;
         Ok(Self {
             name: name.to_owned(),
-            consumer,
+            consumer: Arc::new(consumer),
             producer: config.producer()?,
             apply: Arc::new(apply),
             max_attempts: 5,
@@ -545,6 +545,8 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
 
     /// Consumes until `shutdown`; the message in hand is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Measured on the first message, then every 5 s at most.
+        let mut lag_measured: Option<std::time::Instant> = None;
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -565,6 +567,10 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             while let Err(error) = self.consumer.commit_message(&message, CommitMode::Sync) {
                 tracing::warn!(consumer = %self.name, %error, "cannot commit the offset; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                lag_measured = Some(std::time::Instant::now());
+                self.record_lag(message.topic().to_owned(), message.partition(), message.offset());
             }
         }
     }
@@ -611,6 +617,20 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         }
         .instrument(span)
         .await
+    }
+
+    /// `kafka_consumer_lag{consumer, topic, partition}`: messages behind the newest, measured
+    /// off the consume path (asking the broker for watermarks blocks).
+    fn record_lag(&self, topic: String, partition: i32, offset: i64) {
+        let consumer = Arc::clone(&self.consumer);
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1)) {
+                let lag = (high - offset - 1).max(0);
+                metrics::gauge!("kafka_consumer_lag", "consumer" => name, "topic" => topic, "partition" => partition.to_string())
+                    .set(lag as f64);
+            }
+        });
     }
 
     /// Publishes the message to `<topic>.dlq` with the error; retries until it is stored.

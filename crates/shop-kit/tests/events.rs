@@ -218,6 +218,7 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     transaction.commit().await.unwrap();
     Relay::new(pool.clone(), kafka().producer().unwrap()).publish_pending().await.unwrap();
 
+    shop_kit::metrics::handle();
     let attempts = Arc::new(AtomicU32::new(0));
     let runner = ConsumerRunner::new(
         &kafka(),
@@ -241,6 +242,13 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     })
     .await;
     assert_eq!(effects(&pool, "broken").await, 0, "failed effects are rolled back");
+    eventually("the consumer lag gauge", Duration::from_secs(10), || async {
+        let metrics = shop_kit::metrics::render();
+        metrics.lines().any(|line| line.starts_with("kafka_consumer_lag{") && line.contains(&group)).then_some(())
+    })
+    .await;
+    let metrics = shop_kit::metrics::render();
+    assert!(metrics.contains("events_consumed_total{") && metrics.contains(r#"outcome="DeadLettered""#), "{metrics}");
     let dead = read(&format!("{topic}.dlq"), 2).await;
     let mut dead_keys: Vec<&str> = dead.iter().map(|(key, _, _)| key.as_str()).collect();
     dead_keys.sort_unstable();
