@@ -145,9 +145,13 @@ async fn events_become_emails_once_each() {
     // Same partition: the duplicate was consumed before the marker, so the count is final.
     assert_eq!(smtp.messages().len(), 3, "the redelivered event sent nothing");
 
-    let stored = notifications(&app, &token).await;
+    // The worker records "sent" just after the send: wait for the record.
+    let stored = eventually("three notifications marked sent", Duration::from_secs(10), || async {
+        let stored = notifications(&app, &token).await;
+        (stored.len() == 3 && stored.iter().all(|n| n["status"] == "sent" && n["channel"] == "email")).then_some(stored)
+    })
+    .await;
     assert_eq!(stored.len(), 3);
-    assert!(stored.iter().all(|n| n["status"] == "sent" && n["channel"] == "email"), "{stored:?}");
     let (_, stranger) = app.issuer.customer();
     assert!(notifications(&app, &stranger).await.is_empty(), "notifications are private");
     let anonymous = http_client().get(app.server.url("/v1/notifications")).send().await.unwrap();

@@ -7,7 +7,7 @@ use std::{sync::mpsc, time::Duration};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{Payment, TestApp, order_body, payment_vars, spawn_with};
+use crate::helpers::{Platform, TestApp, order_body, payment_vars, spawn_with};
 
 /// A payment service on its own runtime, so that it can die abruptly: dropping the runtime
 /// drops every task at its current await point, as `kill -9` would stop the process (open
@@ -18,7 +18,7 @@ struct Crashable {
 
 impl Crashable {
     fn start(app: &TestApp) -> Self {
-        let vars = payment_vars(&app.payment_db, &app.issuer, &app.topic_prefix);
+        let vars = payment_vars(&app.payment_db, &app.jwks_url, &app.topic_prefix);
         let (ready_tx, ready_rx) = mpsc::channel();
         // Built on a thread of its own: block_on cannot run inside the test's runtime.
         std::thread::spawn(move || {
@@ -55,7 +55,7 @@ async fn status_of(app: &TestApp, token: &str, id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_service_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
-    let app = spawn_with(Payment::Absent).await;
+    let app = spawn_with(Platform::WithoutPayment).await;
     let stock = 100;
     let product = app.product("RUSH", 1500, stock).await;
     let cards = ["tok_visa", "tok_visa", "tok_chargeDeclined", "tok_visa", "tok_processingError"];

@@ -1,7 +1,7 @@
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use shop_kit::config::Vars;
-use shop_testkit::{TestDb, TestIssuer, TestRedis, TestServer, http_client};
+use shop_testkit::{SmtpSink, TestDb, TestIssuer, TestRedis, TestServer, http_client};
 
 pub(crate) struct TestApp {
     pub(crate) order: TestServer,
@@ -15,7 +15,14 @@ pub(crate) struct TestApp {
     pub(crate) order_db: TestDb,
     pub(crate) product_db: TestDb,
     pub(crate) payment_db: TestDb,
+    /// Where every service fetches token keys: the test issuer's, or the user service's.
+    pub(crate) jwks_url: String,
+    /// The user and notification services and the mail they send (all-six mode only).
+    pub(crate) user: Option<TestServer>,
+    pub(crate) notification: Option<TestServer>,
+    pub(crate) smtp: Option<SmtpSink>,
     _redis: (TestRedis, TestRedis),
+    _extra: (Vec<TestDb>, Vec<TestRedis>),
 }
 
 fn brokers() -> String {
@@ -34,41 +41,85 @@ pub(crate) fn use_brokers(brokers: &str) {
     BROKERS.with(|slot| *slot.borrow_mut() = Some(brokers.to_owned()));
 }
 
-/// Whether the harness runs the payment service itself.
+/// Which services the harness runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Payment {
-    InProcess,
-    /// The test runs (and crashes) its own.
-    Absent,
+pub(crate) enum Platform {
+    /// product, cart, order and payment; tokens from a test issuer.
+    Standard,
+    /// As Standard without payment: the test runs (and crashes) its own.
+    WithoutPayment,
+    /// All six: the user service issues the tokens, notifications go to an SMTP server.
+    AllSix,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    spawn_with(Payment::InProcess).await
+    spawn_with(Platform::Standard).await
 }
 
 /// The payment service's configuration for this app.
-pub(crate) fn payment_vars(payment_db: &TestDb, issuer: &TestIssuer, topic_prefix: &str) -> Vars {
+pub(crate) fn payment_vars(payment_db: &TestDb, jwks_url: &str, topic_prefix: &str) -> Vars {
     Vars::from_pairs([
         ("DATABASE_URL", payment_db.url().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("JWKS_URL", issuer.jwks_url()),
+        ("JWKS_URL", jwks_url.to_owned()),
         ("KAFKA_BROKERS", brokers()),
         ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ])
 }
 
-pub(crate) async fn spawn_with(payment_mode: Payment) -> TestApp {
+pub(crate) const ADMIN_EMAIL: &str = "admin@shop.test";
+const ADMIN_PASSWORD: &str = "admin-password";
+
+/// The user service (all-six mode): its server, database and Redis.
+async fn start_user_service(topic_prefix: &str) -> (TestServer, TestDb, TestRedis) {
+    let (db, redis) = (TestDb::new().await, TestRedis::new());
+    let (_, signing_pem) = shop_kit::auth::SigningKey::generate().unwrap();
+    let vars = Vars::from_pairs([
+        ("DATABASE_URL", db.url().to_owned()),
+        ("REDIS_URL", redis.url()),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("JWT_SIGNING_KEY", signing_pem),
+        ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+        ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("KAFKA_BROKERS", brokers()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
+        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+    ]);
+    let app =
+        user_service::app::Application::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
+    (TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown)), db, redis)
+}
+
+async fn login(client: &reqwest::Client, user: &TestServer, email: &str, password: &str) -> String {
+    let body = json!({"email": email, "password": password});
+    let tokens: Value = client.post(user.url("/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
     let issuer = TestIssuer::start().await;
     let (product_db, order_db, payment_db) = (TestDb::new().await, TestDb::new().await, TestDb::new().await);
     let (product_redis, cart_redis) = (TestRedis::new(), TestRedis::new());
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
+    let (mut extra_dbs, mut extra_redis) = (Vec::new(), Vec::new());
+    let user = match platform {
+        Platform::AllSix => {
+            let (server, db, redis) = start_user_service(&topic_prefix).await;
+            extra_dbs.push(db);
+            extra_redis.push(redis);
+            Some(server)
+        }
+        Platform::Standard | Platform::WithoutPayment => None,
+    };
+    let jwks_url = user.as_ref().map_or_else(|| issuer.jwks_url(), |user| user.url("/.well-known/jwks.json"));
     let common = |redis: &TestRedis| {
         Vars::from_pairs([
             ("REDIS_URL", redis.url()),
             ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("JWKS_URL", issuer.jwks_url()),
+            ("JWKS_URL", jwks_url.clone()),
         ])
     };
     let product_vars = common(&product_redis)
@@ -95,7 +146,7 @@ pub(crate) async fn spawn_with(payment_mode: Payment) -> TestApp {
         ("DATABASE_URL", order_db.url().to_owned()),
         ("DATABASE_MAX_CONNECTIONS", "20".to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("JWKS_URL", issuer.jwks_url()),
+        ("JWKS_URL", jwks_url.clone()),
         ("CART_GRPC_URL", cart.url("")),
         ("PRODUCT_GRPC_URL", product.url("")),
         ("KAFKA_BROKERS", brokers()),
@@ -106,22 +157,51 @@ pub(crate) async fn spawn_with(payment_mode: Payment) -> TestApp {
         .await
         .unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
-    let payment = match payment_mode {
-        Payment::Absent => None,
-        Payment::InProcess => {
+    let payment = match platform {
+        Platform::WithoutPayment => None,
+        Platform::Standard | Platform::AllSix => {
             let config =
-                payment_service::config::Config::from_vars(&payment_vars(&payment_db, &issuer, &topic_prefix)).unwrap();
+                payment_service::config::Config::from_vars(&payment_vars(&payment_db, &jwks_url, &topic_prefix))
+                    .unwrap();
             let payment = payment_service::app::Application::build(config).await.unwrap();
             Some(TestServer::spawn(payment.local_addr(), |shutdown| payment.run(shutdown)))
         }
     };
-    let admin = issuer.admin();
+    let (notification, smtp) = match platform {
+        Platform::AllSix => {
+            let (smtp, db) = (SmtpSink::start().await, TestDb::new().await);
+            let vars = Vars::from_pairs([
+                ("DATABASE_URL", db.url().to_owned()),
+                ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+                ("JWKS_URL", jwks_url.clone()),
+                ("KAFKA_BROKERS", brokers()),
+                ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+                ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+                ("SMTP_URL", smtp.url()),
+            ]);
+            extra_dbs.push(db);
+            let config = notification_service::config::Config::from_vars(&vars).unwrap();
+            let app = notification_service::app::Application::build(config).await.unwrap();
+            (Some(TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown))), Some(smtp))
+        }
+        Platform::Standard | Platform::WithoutPayment => (None, None),
+    };
+    let client = http_client();
+    let admin = match &user {
+        Some(user) => login(&client, user, ADMIN_EMAIL, ADMIN_PASSWORD).await,
+        None => issuer.admin(),
+    };
     TestApp {
         order,
         product,
         cart,
         payment,
-        client: http_client(),
+        client,
+        jwks_url,
+        user,
+        notification,
+        smtp,
+        _extra: (extra_dbs, extra_redis),
         issuer,
         admin,
         topic_prefix,
@@ -218,6 +298,14 @@ impl TestApp {
             .fetch_all(&pool)
             .await
             .unwrap()
+    }
+
+    /// Registers and logs in a customer through the user service (all-six mode).
+    pub(crate) async fn register(&self, email: &str) -> String {
+        let user = self.user.as_ref().expect("the user service runs in all-six mode");
+        let body = json!({"email": email, "password": "password-123", "name": "Ada Lovelace"});
+        assert_eq!(self.client.post(user.url("/v1/users")).json(&body).send().await.unwrap().status(), 201);
+        login(&self.client, user, email, "password-123").await
     }
 
     pub(crate) async fn orders_in_db(&self) -> i64 {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly on purpose")]
 
 mod checkout;
+mod e2e;
 mod fault;
 mod helpers;
 mod saga;
