@@ -285,3 +285,61 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+struct TraceRecorder;
+
+impl Handler for TraceRecorder {
+    fn handle<'a>(
+        &'a self,
+        connection: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            let trace = shop_kit::telemetry::trace_id(&tracing::Span::current()).unwrap_or_default();
+            sqlx::query("INSERT INTO effects VALUES ($1, $2)")
+                .bind(event.ce_id)
+                .bind(trace)
+                .execute(connection)
+                .await
+                .map_err(|error| HandleError::Retryable(error.into()))?;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_continues_the_producers_trace() {
+    let topic = unique("test.trace");
+    let (_db, pool) = setup(&topic).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+    let span = tracing::info_span!("request");
+    shop_kit::telemetry::continue_trace(&span, &incoming);
+    let event = event(&topic, "traced");
+    {
+        let mut transaction = pool.begin().await.unwrap();
+        use tracing::Instrument as _;
+        enqueue(&mut transaction, &event).instrument(span.clone()).await.unwrap();
+        transaction.commit().await.unwrap();
+    }
+    Relay::new(pool.clone(), kafka().producer().unwrap()).publish_pending().await.unwrap();
+    let headers = &read(&topic, 1).await[0].1;
+    assert!(headers["traceparent"].starts_with(&format!("00-{trace_id}-")), "{headers:?}");
+
+    let runner =
+        ConsumerRunner::new(&kafka(), &unique("group"), &[topic.as_str()], pool.clone(), TraceRecorder).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let recorded: String = eventually("the event to be consumed", Duration::from_secs(60), || async {
+        sqlx::query_scalar("SELECT key FROM effects WHERE ce_id = $1")
+            .bind(event.id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(recorded, trace_id, "the consumer's span belongs to the producer's trace");
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -39,6 +39,7 @@ pub struct Application {
     server: BoundServer,
     consumer: ConsumerRunner<PgInbox<Events>>,
     worker: Worker,
+    relay: shop_kit::events::Relay,
 }
 
 impl Application {
@@ -51,8 +52,10 @@ impl Application {
             .map(|topic| config.kafka.topic(topic))
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let own_topic = config.kafka.topic("shop.notification.v1");
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &topics, 3).await?;
+            shop_kit::events::ensure_topics(&config.kafka, &[&own_topic], 3).await?;
         }
         let producer = config.kafka.producer()?;
         let consumer = ConsumerRunner::new(
@@ -62,7 +65,8 @@ impl Application {
             pool.clone(),
             Events { email_enabled: config.smtp.is_some() },
         )?;
-        let worker = Worker::new(pool.clone(), config.smtp.as_ref(), config.max_attempts)?;
+        let worker = Worker::new(pool.clone(), own_topic, config.smtp.as_ref(), config.max_attempts)?;
+        let relay = shop_kit::events::Relay::new(pool.clone(), producer.clone());
         let verifier =
             Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
         let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
@@ -73,7 +77,7 @@ impl Application {
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, consumer, worker })
+        Ok(Self { server, consumer, worker, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -85,6 +89,7 @@ impl Application {
         let tasks = TaskTracker::new();
         tasks.spawn(self.consumer.run(shutdown.clone()));
         tasks.spawn(self.worker.run(shutdown.clone()));
+        tasks.spawn(self.relay.run(shutdown.clone()));
         tasks.close();
         let served = self.server.run(shutdown.clone()).await;
         shutdown.cancel();

@@ -16,6 +16,8 @@ use crate::config::SmtpConfig;
 
 pub struct Worker {
     pool: PgPool,
+    /// Where `NotificationDelivered` goes (with any test prefix).
+    topic: String,
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     max_attempts: u32,
 }
@@ -23,6 +25,7 @@ pub struct Worker {
 #[derive(sqlx::FromRow)]
 struct Due {
     id: Uuid,
+    user_id: Uuid,
     channel: String,
     recipient: Option<String>,
     template: String,
@@ -32,7 +35,7 @@ struct Due {
 }
 
 impl Worker {
-    pub fn new(pool: PgPool, smtp: Option<&SmtpConfig>, max_attempts: u32) -> anyhow::Result<Self> {
+    pub fn new(pool: PgPool, topic: String, smtp: Option<&SmtpConfig>, max_attempts: u32) -> anyhow::Result<Self> {
         let smtp = match smtp {
             None => None,
             Some(config) => {
@@ -44,7 +47,7 @@ impl Worker {
                 Some((transport, from))
             }
         };
-        Ok(Self { pool, smtp, max_attempts })
+        Ok(Self { pool, topic, smtp, max_attempts })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -65,7 +68,7 @@ impl Worker {
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
         let mut transaction = self.pool.begin().await?;
         let due: Vec<Due> = sqlx::query_as(
-            "SELECT id, channel, recipient, template, subject, body, attempts FROM notifications \
+            "SELECT id, user_id, channel, recipient, template, subject, body, attempts FROM notifications \
              WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED",
         )
         .fetch_all(&mut *transaction)
@@ -91,6 +94,20 @@ impl Worker {
                     .bind(attempt)
                     .execute(&mut *transaction)
                     .await?;
+                    let delivered = shop_proto::shop::events::v1::NotificationDelivered {
+                        notification_id: notification.id.to_string(),
+                        user_id: notification.user_id.to_string(),
+                        template: notification.template.clone(),
+                        channel: notification.channel.clone(),
+                    };
+                    let event = shop_kit::events::Event::new(
+                        &self.topic,
+                        notification.id.to_string(),
+                        "/shop/notification",
+                        "NotificationDelivered",
+                        &delivered,
+                    );
+                    shop_kit::events::enqueue(&mut transaction, &event).await?;
                     metrics::counter!("notifications_sent_total", "channel" => notification.channel.clone())
                         .increment(1);
                 }

@@ -4,8 +4,9 @@
 //! (`order_confirmed`), `OrderCancelled` (`order_cancelled`) and `PaymentRefunded`
 //! (`payment_refunded`). Each event becomes one stored notification (unique by event id, so
 //! an event never produces two); a delivery worker sends pending notifications by email
-//! over SMTP when `SMTP_URL` is set, or to the log, records every attempt, and retries
-//! failures with backoff.
+//! over SMTP when `SMTP_URL` is set, or to the log, records every attempt, retries
+//! failures with backoff, and publishes `NotificationDelivered` on `shop.notification.v1`
+//! through the outbox.
 //!
 //! # Layout
 //! - [`config`]: environment variables.

@@ -206,5 +206,15 @@ async fn without_smtp_notifications_go_to_the_log() {
     .await;
     assert_eq!(stored[0]["channel"], "log");
     assert_eq!(stored[0]["template"], "order_confirmed");
+    // And the delivery is announced on shop.notification.v1.
+    use rdkafka::{Message as _, consumer::Consumer as _};
+    let reader = KafkaConfig::for_brokers(&brokers()).consumer(&format!("reader-{}", Uuid::now_v7())).unwrap();
+    reader.subscribe(&[format!("{}shop.notification.v1", app.prefix).as_str()]).unwrap();
+    let message =
+        tokio::time::timeout(Duration::from_secs(30), reader.recv()).await.expect("NotificationDelivered").unwrap();
+    let delivered: shop_proto::shop::events::v1::NotificationDelivered =
+        prost::Message::decode(message.payload().unwrap()).unwrap();
+    assert_eq!(delivered.notification_id, stored[0]["id"].as_str().unwrap());
+    assert_eq!(delivered.channel, "log");
     assert!(stored[0]["body"].as_str().unwrap().contains(&order.to_string()));
 }
