@@ -30,6 +30,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
+    product_topic: String,
     cache: ProductCache,
     verifier: Arc<Verifier>,
     reservation_ttl: Duration,
@@ -38,6 +39,11 @@ struct Inner {
 impl AppState {
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The full name of the product topic (with any test prefix).
+    pub fn product_topic(&self) -> &str {
+        &self.inner.product_topic
     }
 
     pub fn cache(&self) -> &ProductCache {
@@ -75,6 +81,7 @@ pub struct Application {
     state: AppState,
     sweep_interval: Duration,
     consumer: shop_kit::events::ConsumerRunner<shop_kit::events::PgInbox<crate::events::OrderEvents>>,
+    relay: shop_kit::events::Relay,
 }
 
 impl Application {
@@ -83,8 +90,9 @@ impl Application {
         shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
         shop_kit::events::ensure_tables(&pool).await?;
         let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
+        let product_topic = config.kafka.topic(crate::PRODUCT_TOPIC);
         if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
+            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &product_topic], 3).await?;
         }
         let producer = config.kafka.producer()?;
         let redis = shop_kit::cache::connect(&config.redis).await?;
@@ -95,6 +103,7 @@ impl Application {
         let state = AppState {
             inner: Arc::new(Inner {
                 pool: pool.clone(),
+                product_topic,
                 cache: ProductCache::new(
                     redis.clone(),
                     config.redis.key_prefix.clone(),
@@ -111,7 +120,7 @@ impl Application {
             .rest(crate::http::router(state.clone()))
             .grpc(grpc)
             .check(Check::postgres(pool.clone()))
-            .check(Check::kafka(producer))
+            .check(Check::kafka(producer.clone()))
             .check(Check::redis(redis, Criticality::Optional))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
@@ -120,10 +129,11 @@ impl Application {
             &config.kafka,
             &config.kafka.topic("product-service"),
             &[&order_topic],
-            pool,
+            pool.clone(),
             crate::events::OrderEvents { cache: state.cache().clone() },
         )?;
-        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer })
+        let relay = shop_kit::events::Relay::new(pool, producer);
+        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -135,6 +145,7 @@ impl Application {
         let tasks = TaskTracker::new();
         tasks.spawn(sweep_lapsed_reservations(self.state.clone(), self.sweep_interval, shutdown.clone()));
         tasks.spawn(self.consumer.run(shutdown.clone()));
+        tasks.spawn(self.relay.run(shutdown.clone()));
         tasks.close();
         let served = self.server.run(shutdown.clone()).await;
         shutdown.cancel();

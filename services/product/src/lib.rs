@@ -25,6 +25,9 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
+/// The topic of catalog events (ProductChanged, StockChanged), key = product id.
+pub const PRODUCT_TOPIC: &str = "shop.product.v1";
+
 /// The topic this service consumes (OrderConfirmed, OrderCancelled).
 pub const ORDER_TOPIC: &str = "shop.order.v1";
 

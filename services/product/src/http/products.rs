@@ -24,6 +24,36 @@ use crate::{
     store::{self, Listing, NewProduct, Product, ProductChanges, products::Position},
 };
 
+/// Writes `ProductChanged` for `product` into the outbox, in the caller's transaction.
+async fn product_changed(
+    state: &AppState,
+    connection: &mut sqlx::PgConnection,
+    product: &Product,
+    deleted: bool,
+) -> Result<(), Error> {
+    let message = shop_proto::shop::events::v1::ProductChanged {
+        product_id: product.id.to_string(),
+        sku: product.sku.clone(),
+        name: product.name.clone(),
+        price: Some(shop_proto::shop::common::v1::Money {
+            amount: product.price_amount,
+            currency: product.currency.clone(),
+        }),
+        categories: product.categories.clone(),
+        active: product.active && !deleted,
+        deleted,
+    };
+    let event = shop_kit::events::Event::new(
+        state.product_topic(),
+        product.id.to_string(),
+        "/shop/product",
+        "ProductChanged",
+        &message,
+    );
+    shop_kit::events::enqueue(connection, &event).await?;
+    Ok(())
+}
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/products", get(list).post(create))
@@ -220,6 +250,7 @@ pub(super) async fn create(
     };
     let id = store::products::insert(&mut transaction, &new).await?;
     let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    product_changed(&state, &mut transaction, &product, false).await?;
     transaction.commit().await?;
     state.cache().invalidate(&[id]).await;
     tracing::info!(product.id = %id, product.sku = %product.sku, "product created");
@@ -285,6 +316,7 @@ pub(super) async fn update(
     let mut transaction = state.pool().begin().await?;
     store::products::update(&mut transaction, id, &changes).await?;
     let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    product_changed(&state, &mut transaction, &product, false).await?;
     transaction.commit().await?;
     state.cache().invalidate(&[id]).await;
     Ok(Json(product.into()))
@@ -300,8 +332,11 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = parse_id(&id, "product_not_found")?;
-    let mut connection = state.pool().acquire().await?;
-    store::products::soft_delete(&mut connection, id).await?;
+    let mut transaction = state.pool().begin().await?;
+    let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    store::products::soft_delete(&mut transaction, id).await?;
+    product_changed(&state, &mut transaction, &product, true).await?;
+    transaction.commit().await?;
     state.cache().invalidate(&[id]).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -328,9 +363,18 @@ pub(super) async fn set_stock(
 ) -> Result<Json<ProductResponse>, Error> {
     let id = parse_id(&id, "product_not_found")?;
     let on_hand = StockLevel::parse(body.on_hand).map_err(|message| Error::invalid("on_hand", message))?;
-    let mut connection = state.pool().acquire().await?;
-    crate::store::inventory::set_on_hand(&mut connection, id, on_hand.get()).await?;
+    let mut transaction = state.pool().begin().await?;
+    crate::store::inventory::set_on_hand(&mut transaction, id, on_hand.get()).await?;
+    let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+    let message = shop_proto::shop::events::v1::StockChanged {
+        product_id: id.to_string(),
+        on_hand: on_hand.get().into(),
+        available: product.stock_available,
+    };
+    let event =
+        shop_kit::events::Event::new(state.product_topic(), id.to_string(), "/shop/product", "StockChanged", &message);
+    shop_kit::events::enqueue(&mut transaction, &event).await?;
+    transaction.commit().await?;
     state.cache().invalidate(&[id]).await;
-    let product = store::products::by_id(&mut connection, id).await?.ok_or(Error::ProductNotFound)?;
     Ok(Json(product.into()))
 }

@@ -320,3 +320,39 @@ async fn the_demo_catalog_loads_once_and_browses() {
     let search: Value = app.get("/v1/products?q=headphones").await.json().await.unwrap();
     assert_eq!(search["items"][0]["sku"], "ELEC-HEADPHONES-01");
 }
+
+#[tokio::test]
+async fn catalog_changes_are_published_on_the_product_topic() {
+    use rdkafka::{Message as _, consumer::Consumer as _, message::Headers as _};
+    use shop_proto::shop::events::v1::{ProductChanged, StockChanged};
+    let app = spawn_app().await;
+    let product = app.create("EVT-1", "Evented", "", 5).await;
+    let id = product["id"].as_str().unwrap();
+    app.send(Method::PUT, &format!("/v1/products/{id}/stock"), Some(&app.admin), Some(&json!({"on_hand": 9}))).await;
+    app.send(Method::DELETE, &format!("/v1/products/{id}"), Some(&app.admin), None).await;
+
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let reader = shop_kit::events::KafkaConfig::for_brokers(&brokers)
+        .consumer(&format!("reader-{}", uuid::Uuid::now_v7()))
+        .unwrap();
+    reader.subscribe(&[format!("{}shop.product.v1", app.topic_prefix).as_str()]).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), reader.recv())
+            .await
+            .expect("product events")
+            .unwrap();
+        assert_eq!(message.key(), Some(id.as_bytes()), "key = product id");
+        let ce_type = message.headers().unwrap().iter().find(|h| h.key == "ce_type").and_then(|h| h.value).unwrap();
+        seen.push((String::from_utf8_lossy(ce_type).into_owned(), message.payload().unwrap().to_vec()));
+    }
+    let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        ["shop.product.v1.ProductChanged", "shop.product.v1.StockChanged", "shop.product.v1.ProductChanged"]
+    );
+    let stock: StockChanged = prost::Message::decode(seen[1].1.as_slice()).unwrap();
+    assert_eq!((stock.on_hand, stock.available), (9, 9));
+    let deleted: ProductChanged = prost::Message::decode(seen[2].1.as_slice()).unwrap();
+    assert!(deleted.deleted && !deleted.active);
+}

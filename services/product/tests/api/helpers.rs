@@ -13,6 +13,7 @@ pub(crate) struct TestApp {
     pub(crate) admin: String,
     pub(crate) db: TestDb,
     pub(crate) redis: TestRedis,
+    pub(crate) topic_prefix: String,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
@@ -21,6 +22,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
     let issuer = TestIssuer::start().await;
+    let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let db = TestDb::new().await;
     let redis = TestRedis::new();
     let vars = Vars::from_pairs([
@@ -31,13 +33,13 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let app = Application::build(Config::from_vars(&customize(vars)).unwrap()).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
     let admin = issuer.admin();
-    TestApp { server, client: http_client(), issuer, admin, db, redis }
+    TestApp { server, client: http_client(), issuer, admin, db, redis, topic_prefix }
 }
 
 impl TestApp {
