@@ -255,3 +255,23 @@ async fn cancelling_a_pending_order_releases_its_stock_once() {
     assert!(!event.refund, "a pending order was never paid");
     assert_eq!(event.order_id, order["id"].as_str().unwrap());
 }
+
+#[tokio::test]
+async fn an_order_that_cannot_be_stored_gives_its_stock_back() {
+    let app = spawn_app().await;
+    let lamp = app.product("LAMP", 2999, 5).await;
+    let (_, buyer) = app.issuer.customer();
+    app.add_to_cart(&buyer, &lamp, 2).await;
+    let pool = sqlx::PgPool::connect(app.order_db.url()).await.unwrap();
+    // The database refuses new orders (after the stock was held).
+    sqlx::query("ALTER TABLE orders ADD CONSTRAINT refuse_all CHECK (false) NOT VALID").execute(&pool).await.unwrap();
+    let failed = app.place(&buyer, &order_body("tok_visa"), Some("compensate-1")).await;
+    assert_problem(failed, 500, "internal", "storing failed").await;
+    assert_eq!(app.available(&lamp).await, 5, "compensation released the hold");
+    assert_eq!(app.orders_in_db().await, 0);
+    sqlx::query("ALTER TABLE orders DROP CONSTRAINT refuse_all").execute(&pool).await.unwrap();
+    // The key was not spent on the failure: the retry goes through.
+    let retried = app.place(&buyer, &order_body("tok_visa"), Some("compensate-1")).await;
+    assert_eq!(retried.status(), 201);
+    assert_eq!(app.available(&lamp).await, 3);
+}
