@@ -214,6 +214,25 @@ pub fn http_client() -> reqwest::Client {
         .expect("cannot build the test HTTP client")
 }
 
+/// Polls `check` every `pause` (no backoff) until it returns `Some`, failing the test after
+/// `deadline`: for catching a moment, such as a batch part-way through.
+pub async fn watch<T, F, Fut>(what: &str, deadline: Duration, pause: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} watching for {what}");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
