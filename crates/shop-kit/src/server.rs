@@ -425,3 +425,18 @@ pub fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
+
+/// An OpenAPI modifier declaring the `bearer` (JWT) security scheme the services use:
+/// `#[openapi(modifiers(&shop_kit::server::BearerAuth))]`.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}

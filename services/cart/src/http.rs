@@ -7,6 +7,7 @@ use axum::{
     routing::{delete, get},
 };
 use serde::Deserialize;
+use shop_kit::server::BearerAuth;
 use shop_kit::{
     auth::Caller,
     error::{ApiJson, Problem, parse_id},
@@ -36,19 +37,6 @@ pub fn router(state: AppState) -> Router {
     tags((name = "cart")),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
 
 pub(crate) async fn view(state: &AppState, user_id: uuid::Uuid) -> Result<CartView, Error> {
     let lines = state.store().lines(user_id).await?;

@@ -1,6 +1,7 @@
 //! The REST API: `/v1/products` and `/v1/categories`.
 
 use axum::Router;
+use shop_kit::server::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
@@ -23,16 +24,3 @@ pub fn router(state: AppState) -> Router {
     tags((name = "products"), (name = "categories")),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}

@@ -1,6 +1,7 @@
 //! The REST API: one module per resource, each with its `router()`, merged here.
 
 use axum::Router;
+use shop_kit::server::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
@@ -29,16 +30,3 @@ pub fn router(state: AppState) -> Router {
     tags((name = "users"), (name = "auth")),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
