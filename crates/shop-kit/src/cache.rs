@@ -24,7 +24,7 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let url = vars.optional_secret("REDIS_URL").unwrap_or_else(|| SecretString::from("redis://127.0.0.1:6379"));
+        let url = vars.optional_secret("REDIS_URL")?.unwrap_or_else(|| SecretString::from("redis://127.0.0.1:6379"));
         if redis::Client::open(url.expose_secret()).is_err() {
             return Err(ConfigError::Invalid {
                 name: "REDIS_URL".into(),

@@ -78,14 +78,31 @@ impl Vars {
 
     /// A required secret.
     pub fn secret(&self, name: &str) -> Result<SecretString, ConfigError> {
-        self.raw(name)
-            .map(|raw| SecretString::from(raw.to_owned()))
-            .ok_or_else(|| ConfigError::Missing { name: name.to_owned() })
+        self.optional_secret(name)?.ok_or_else(|| ConfigError::Missing { name: name.to_owned() })
     }
 
-    /// An optional secret.
-    pub fn optional_secret(&self, name: &str) -> Option<SecretString> {
-        self.raw(name).map(|raw| SecretString::from(raw.to_owned()))
+    /// An optional secret. `<NAME>_FILE`, when set, names a file that holds it (a mounted
+    /// Kubernetes Secret), and wins over `<NAME>`; one trailing newline is ignored.
+    pub fn optional_secret(&self, name: &str) -> Result<Option<SecretString>, ConfigError> {
+        let file_variable = format!("{name}_FILE");
+        if let Some(path) = self.raw(&file_variable) {
+            let content = std::fs::read_to_string(path).map_err(|error| ConfigError::Invalid {
+                name: file_variable.clone(),
+                value: path.to_owned(),
+                reason: format!("cannot be read: {error}"),
+            })?;
+            let content = content.strip_suffix('\n').unwrap_or(&content);
+            let content = content.strip_suffix('\r').unwrap_or(content);
+            if content.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: file_variable,
+                    value: path.to_owned(),
+                    reason: "is empty".into(),
+                });
+            }
+            return Ok(Some(SecretString::from(content.to_owned())));
+        }
+        Ok(self.raw(name).map(|raw| SecretString::from(raw.to_owned())))
     }
 
     /// Rejects a value that parsed but breaks a rule of the caller's (a range, say).
@@ -228,6 +245,32 @@ mod tests {
         let invalid = vars.required::<SocketAddr>("LISTEN_ADDR").unwrap_err().to_string();
         assert!(invalid.starts_with("configuration: LISTEN_ADDR has an invalid value \"nope\": "), "{invalid}");
         assert!(!invalid.contains('\n'));
+    }
+
+    #[test]
+    fn secrets_come_from_a_file_when_name_file_is_set() {
+        use secrecy::ExposeSecret as _;
+        let directory = std::env::temp_dir().join(format!("shop-kit-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let file = directory.join("url");
+        std::fs::write(&file, "postgres://from-file\n").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let vars = Vars::from_pairs([("DATABASE_URL", "postgres://from-env"), ("DATABASE_URL_FILE", path.as_str())]);
+        assert_eq!(vars.secret("DATABASE_URL").unwrap().expose_secret(), "postgres://from-file");
+        let plain = Vars::from_pairs([("DATABASE_URL", "postgres://from-env")]);
+        assert_eq!(plain.secret("DATABASE_URL").unwrap().expose_secret(), "postgres://from-env");
+        let missing = Vars::from_pairs([("REDIS_URL_FILE", "/nonexistent/shop/secret")]);
+        let error = missing.optional_secret("REDIS_URL").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "configuration: REDIS_URL_FILE has an invalid value \"/nonexistent/shop/secret\": cannot be read"
+            ),
+            "{error}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let empty = Vars::from_pairs([("DATABASE_URL_FILE", path.as_str())]);
+        assert!(empty.secret("DATABASE_URL").unwrap_err().to_string().contains("is empty"));
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Postgres: the pool and embedded migrations.
 //!
-//! Migrations are embedded in each service binary (`sqlx::migrate!`) and applied at start
-//! under a Postgres advisory lock (sqlx's migrator takes `pg_advisory_lock` keyed by the
-//! database), so N replicas starting at once apply each migration exactly once.
+//! Migrations are embedded in each service binary (`sqlx::migrate!`) and applied under a
+//! Postgres advisory lock (sqlx's migrator takes `pg_advisory_lock` keyed by the database), so N
+//! replicas starting at once apply each migration exactly once. Locally they run when the
+//! service starts; in Kubernetes the migration Job runs `<service> migrate` before the rollout
+//! and the pods start with `DATABASE_MIGRATE_ON_START=false`.
 
 use std::{str::FromStr, time::Duration};
 
@@ -27,6 +29,9 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// `DATABASE_STATEMENT_TIMEOUT`: the longest one statement may run (default 10s).
     pub statement_timeout: Duration,
+    /// `DATABASE_MIGRATE_ON_START`: whether the service applies its migrations when it starts
+    /// (default true; the Helm chart sets false and runs the migration Job instead).
+    pub migrate_on_start: bool,
 }
 
 impl DatabaseConfig {
@@ -49,6 +54,7 @@ impl DatabaseConfig {
             max_connections,
             acquire_timeout: vars.or("DATABASE_ACQUIRE_TIMEOUT", HumanDuration(Duration::from_secs(5)))?.0,
             statement_timeout: vars.or("DATABASE_STATEMENT_TIMEOUT", HumanDuration(Duration::from_secs(10)))?.0,
+            migrate_on_start: vars.or("DATABASE_MIGRATE_ON_START", true)?,
         })
     }
 
@@ -59,6 +65,7 @@ impl DatabaseConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            migrate_on_start: true,
         }
     }
 }
@@ -83,6 +90,34 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     migrator.run(pool).await.context("cannot apply database migrations")?;
     tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "database migrations applied");
+    Ok(())
+}
+
+/// Everything a service's database needs before it serves: its own migrations, then the
+/// outbox and inbox tables of the messaging kit.
+pub async fn prepare(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
+    migrate(pool, migrator).await?;
+    crate::events::ensure_tables(pool).await
+}
+
+/// The `<service> migrate` command run by the deploy's migration Job: when the first argument
+/// is `migrate`, prepares the database of `DATABASE_URL` (only that variable and the telemetry
+/// ones are read) and returns the outcome for `main` to return; otherwise `None`.
+pub async fn migrate_command(service_name: &str, migrator: &Migrator) -> Option<anyhow::Result<()>> {
+    if std::env::args().nth(1).as_deref() != Some("migrate") {
+        return None;
+    }
+    Some(run_migrate_command(service_name, migrator).await)
+}
+
+async fn run_migrate_command(service_name: &str, migrator: &Migrator) -> anyhow::Result<()> {
+    let vars = Vars::from_env();
+    let telemetry = crate::config::TelemetryConfig::from_vars(&vars, service_name)?;
+    let _telemetry = crate::telemetry::init(&telemetry)?;
+    let config = DatabaseConfig::from_vars(&vars)?;
+    let pool = connect(&config).await?;
+    prepare(&pool, migrator).await?;
+    pool.close().await;
     Ok(())
 }
 

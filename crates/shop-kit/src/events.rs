@@ -390,6 +390,11 @@ impl Relay {
             .await?;
         transaction.commit().await?;
         metrics::counter!("outbox_published_total", "topic" => topic.to_owned()).increment(rows.len() as u64);
+        // By type too: the saga funnel (placed → confirmed / cancelled) on the dashboard. The
+        // types are a fixed set, so the label stays small.
+        for row in &rows {
+            metrics::counter!("events_published_total", "type" => row.ce_type.clone()).increment(1);
+        }
         Ok(rows.len())
     }
 

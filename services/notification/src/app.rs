@@ -45,8 +45,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = shop_kit::db::connect(&config.database).await?;
-        shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
-        shop_kit::events::ensure_tables(&pool).await?;
+        if config.database.migrate_on_start {
+            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
+        }
         let topics: Vec<String> = ["shop.user.v1", "shop.order.v1", "shop.payment.v1"]
             .iter()
             .map(|topic| config.kafka.topic(topic))

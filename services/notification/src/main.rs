@@ -4,6 +4,10 @@ use notification_service::{app::Application, config::Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(migrated) = shop_kit::db::migrate_command("notification-service", &notification_service::MIGRATOR).await
+    {
+        return migrated;
+    }
     let config = Config::from_env()?;
     let _telemetry = shop_kit::telemetry::init(&config.telemetry)?;
     let application = Application::build(config).await?;

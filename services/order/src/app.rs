@@ -69,8 +69,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = shop_kit::db::connect(&config.database).await?;
-        shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
-        shop_kit::events::ensure_tables(&pool).await?;
+        if config.database.migrate_on_start {
+            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
+        }
         let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
         let payment_topic = config.kafka.topic(crate::PAYMENT_TOPIC);
         if config.kafka.create_topics {

@@ -4,6 +4,9 @@ use order_service::{app::Application, config::Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(migrated) = shop_kit::db::migrate_command("order-service", &order_service::MIGRATOR).await {
+        return migrated;
+    }
     let config = Config::from_env()?;
     let _telemetry = shop_kit::telemetry::init(&config.telemetry)?;
     let application = Application::build(config).await?;

@@ -112,8 +112,9 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let signing_key = config.load_signing_key()?;
         let pool = shop_kit::db::connect(&config.database).await?;
-        shop_kit::db::migrate(&pool, &crate::MIGRATOR).await?;
-        shop_kit::events::ensure_tables(&pool).await?;
+        if config.database.migrate_on_start {
+            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
+        }
         let user_topic = config.kafka.topic(crate::USER_TOPIC);
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&user_topic], 3).await?;

@@ -87,7 +87,7 @@ impl Config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("configuration: JWT_SIGNING_KEY_FILE {path:?} cannot be read"))?;
             KeyConfig::Pem(SecretString::from(text))
-        } else if let Some(pem) = vars.optional_secret("JWT_SIGNING_KEY") {
+        } else if let Some(pem) = vars.optional_secret("JWT_SIGNING_KEY")? {
             KeyConfig::Pem(pem)
         } else if dev_mode {
             KeyConfig::GenerateForDevelopment
@@ -97,7 +97,7 @@ impl Config {
                  (or SHOP_DEV_MODE=true for an ephemeral development key)"
             );
         };
-        let admin = match (vars.raw("SHOP_ADMIN_EMAIL"), vars.optional_secret("SHOP_ADMIN_PASSWORD")) {
+        let admin = match (vars.raw("SHOP_ADMIN_EMAIL"), vars.optional_secret("SHOP_ADMIN_PASSWORD")?) {
             (None, None) => None,
             (Some(email), Some(password)) => Some(AdminAccount {
                 email: Email::parse(email).map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
