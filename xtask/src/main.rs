@@ -3,11 +3,15 @@
 //! - `cargo xtask up`: runs the whole platform on this machine (see [`up`]).
 //! - `cargo xtask test`: every check CI runs (see [`test`]).
 //! - `cargo xtask seed`: the demo catalog (see [`seed`]).
+//! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
+//! - `cargo xtask promote`: a release moves dev → staging → prod (see [`promote`]).
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
+mod deploy;
 mod dlq;
 mod infra;
+mod promote;
 mod seed;
 mod services;
 mod test;
@@ -23,6 +27,9 @@ commands:
   test    fmt, clippy, then every test against real Postgres, Redis and the broker
   seed    load the demo catalog into the product database (idempotent)
   dlq     list <topic> | redrive <topic>: inspect or replay a topic's dead letters
+  render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
+  deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
+  promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
 ";
 
 fn main() -> ExitCode {
@@ -32,6 +39,9 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("seed") => seed::run(&args[1..]),
         Some("dlq") => dlq::run(&args[1..]),
+        Some("render") => deploy::render(&args[1..]),
+        Some("deploy-check") => deploy::check(&args[1..]),
+        Some("promote") => promote::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
-//! `cargo fmt --check`, `cargo clippy -D warnings`, then every test (nextest) against the
+//! `cargo fmt --check`, `cargo clippy -D warnings`, the offline deploy checks
+//! (`cargo xtask deploy-check`), then every test (nextest) against the
 //! real Postgres, Redis and broker, which it makes sure are up. The test runner's summary
 //! is the last thing printed, so a run that tested nothing is visible.
 //! Arguments after `--` go to nextest (`cargo xtask test -- -E 'test(login)'`).
@@ -18,6 +19,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     };
     step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    eprintln!("xtask: == deploy-check");
+    crate::deploy::check(&[])?;
 
     let dir = crate::state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

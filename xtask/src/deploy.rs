@@ -1,0 +1,97 @@
+//! `cargo xtask render --env <dev|staging|prod> --out <dir>` and `cargo xtask deploy-check`.
+//!
+//! Both run `xtask/deploy/shopdeploy.py` in a virtualenv under `target/deploy-venv` holding
+//! the pinned tools of `xtask/deploy/requirements.txt` (Helm's Go engine from
+//! helm-python-sdk, kubernetes-validate, checkov). The venv is made once and remade only when
+//! the requirements change.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
+
+pub(crate) fn render(args: &[String]) -> anyhow::Result<()> {
+    let mut env = None;
+    let mut out = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--env" => env = args.next().cloned(),
+            "--out" => out = args.next().map(PathBuf::from),
+            other => {
+                bail!("unexpected argument {other:?}; usage: cargo xtask render --env <dev|staging|prod> --out <dir>")
+            }
+        }
+    }
+    let env = env.context("--env <dev|staging|prod> is required")?;
+    if !ENVIRONMENTS.contains(&env.as_str()) {
+        bail!("--env must be one of dev, staging, prod (not {env:?})");
+    }
+    let out = out.context("--out <dir> is required")?;
+    let out = if out.is_absolute() { out } else { std::env::current_dir()?.join(out) };
+    let python = venv()?;
+    run(Command::new(python).arg(script()).args(["render", "--env", &env, "--out"]).arg(&out), "render")
+}
+
+pub(crate) fn check(args: &[String]) -> anyhow::Result<()> {
+    if let Some(other) = args.first() {
+        bail!("unexpected argument {other:?}; usage: cargo xtask deploy-check");
+    }
+    let python = venv()?;
+    run(Command::new(&python).arg(script()).arg("check"), "deploy-check")?;
+    run(Command::new(&python).arg(script()).arg("selftest"), "deploy-check selftest (deliberate breaks must fail)")
+}
+
+fn script() -> PathBuf {
+    crate::root().join("xtask").join("deploy").join("shopdeploy.py")
+}
+
+fn run(command: &mut Command, name: &str) -> anyhow::Result<()> {
+    let status = command.current_dir(crate::root()).status().with_context(|| format!("cannot run {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The venv's python, creating or refreshing the venv when the requirements changed.
+pub(crate) fn venv() -> anyhow::Result<PathBuf> {
+    ensure_venv(&crate::root().join("target").join("deploy-venv"), &[&requirements()])
+}
+
+fn requirements() -> PathBuf {
+    crate::root().join("xtask").join("deploy").join("requirements.txt")
+}
+
+/// Creates `dir` as a virtualenv with every requirements file installed (pip `--require-hashes`
+/// applies to a file that carries hashes). A stamp of the files' contents skips the install
+/// when nothing changed.
+pub(crate) fn ensure_venv(dir: &Path, requirement_files: &[&Path]) -> anyhow::Result<PathBuf> {
+    let python = dir.join("bin").join("python");
+    let mut wanted = String::new();
+    for file in requirement_files {
+        wanted.push_str(&std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?);
+    }
+    let stamp = dir.join("shop-requirements.stamp");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(python);
+    }
+    eprintln!("xtask: creating the Python tools' virtualenv in {} (once)", dir.display());
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(dir), "python3 -m venv")?;
+    }
+    for file in requirement_files {
+        run(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(file),
+            &format!("pip install -r {}", file.display()),
+        )?;
+    }
+    std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(python)
+}
