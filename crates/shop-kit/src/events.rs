@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use opentelemetry::propagation::{Extractor, Injector};
 use rand::Rng as _;
 use rdkafka::{
-    ClientConfig, Message as _,
+    ClientConfig, Message as _, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{CommitMode, Consumer as _, StreamConsumer},
@@ -106,6 +106,10 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
+            // A fetch returns as soon as one event is there, or after 25 ms: a saga step
+            // waits for its event, not for librdkafka's default 500 ms fetch window (some
+            // brokers, tansu among them, hold a fetch for the whole window).
+            .set("fetch.wait.max.ms", "25")
             .create()
             .context("cannot create the Kafka consumer")
     }
@@ -465,14 +469,61 @@ pub enum Outcome {
     DeadLettered,
 }
 
+/// How often the runner checks that its group is not stuck (see [`ConsumerRunner::run`]).
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Runs a handler over topics in a consumer group.
 pub struct ConsumerRunner<A> {
     name: String,
+    config: KafkaConfig,
+    topics: Vec<String>,
     consumer: Arc<StreamConsumer>,
     producer: FutureProducer,
     apply: Arc<A>,
     max_attempts: u32,
     retry_base: Duration,
+}
+
+/// What the watchdog compares between two checks: whether this member holds partitions,
+/// whether events wait beyond the group's committed offsets, and those offsets.
+#[derive(Debug, PartialEq, Eq)]
+struct GroupProgress {
+    assigned: bool,
+    waiting: bool,
+    committed: Vec<(String, i32, i64)>,
+}
+
+impl GroupProgress {
+    /// Blocking broker calls: run off the async threads. `None` if the broker did not answer.
+    fn read(consumer: &StreamConsumer, topics: &[String]) -> Option<Self> {
+        let timeout = Duration::from_secs(5);
+        let assigned = consumer.assignment().ok()?.count() > 0;
+        let mut partitions = TopicPartitionList::new();
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+            for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+                partitions.add_partition(topic, partition.id());
+            }
+        }
+        let committed = consumer.committed_offsets(partitions, timeout).ok()?;
+        let mut waiting = false;
+        let mut offsets = Vec::new();
+        for element in committed.elements() {
+            let (low, high) = consumer.fetch_watermarks(element.topic(), element.partition(), timeout).ok()?;
+            let next = element.offset().to_raw().filter(|offset| *offset >= 0).unwrap_or(low);
+            waiting |= high > next;
+            offsets.push((element.topic().to_owned(), element.partition(), next));
+        }
+        offsets.sort();
+        Some(Self { assigned, waiting, committed: offsets })
+    }
+
+    /// Stuck: at this check and the one `before`, no partition here, events waiting, and
+    /// not one committed offset moved.
+    fn stuck_since(&self, before: Option<&Self>) -> bool {
+        let idle = |progress: &Self| !progress.assigned && progress.waiting;
+        idle(self) && before.is_some_and(|before| idle(before) && before.committed == self.committed)
+    }
 }
 
 /// Why applying an event failed.
@@ -532,6 +583,8 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         consumer.subscribe(topics).context("cannot subscribe")?;
         Ok(Self {
             name: name.to_owned(),
+            config: config.clone(),
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             consumer: Arc::new(consumer),
             producer: config.producer()?,
             apply: Arc::new(apply),
@@ -549,13 +602,27 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
     }
 
     /// Consumes until `shutdown`; the message in hand is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// A watchdog rejoins the group under a new member id when the group is stuck: this
+    /// member holds no partition while events wait and no member's committed offset moved
+    /// for two checks in a row. A broker can leave a group formed with an empty assignment
+    /// (tansu 0.6 does when a follower's SyncGroup races the eviction of a leader that was
+    /// SIGKILLed); nothing else would ever unstick it.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         // Measured on the first message, then every 5 s at most.
         let mut lag_measured: Option<std::time::Instant> = None;
+        let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stalled: Option<GroupProgress> = None;
         loop {
+            let consumer = Arc::clone(&self.consumer);
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
-                message = self.consumer.recv() => message,
+                _ = watchdog.tick() => {
+                    stalled = self.watch(stalled).await;
+                    continue;
+                }
+                message = consumer.recv() => message,
             };
             let message = match message {
                 Ok(message) => message,
@@ -569,13 +636,41 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "outcome" => format!("{outcome:?}"))
                 .increment(1);
             // The effect (or the dead letter) is durable: now the offset may move on.
-            while let Err(error) = self.consumer.commit_message(&message, CommitMode::Sync) {
+            while let Err(error) = consumer.commit_message(&message, CommitMode::Sync) {
                 tracing::warn!(consumer = %self.name, %error, "cannot commit the offset; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
                 lag_measured = Some(std::time::Instant::now());
                 self.record_lag(message.topic().to_owned(), message.partition(), message.offset());
+            }
+        }
+    }
+
+    /// One watchdog check; returns the progress to compare with at the next one.
+    async fn watch(&mut self, before: Option<GroupProgress>) -> Option<GroupProgress> {
+        let consumer = Arc::clone(&self.consumer);
+        let topics = self.topics.clone();
+        let now = tokio::task::spawn_blocking(move || GroupProgress::read(&consumer, &topics)).await.ok().flatten()?;
+        if !now.stuck_since(before.as_ref()) {
+            return Some(now);
+        }
+        tracing::warn!(consumer = %self.name, "the group is stuck (no partition here, events waiting, no progress); rejoining");
+        match self.config.consumer(&self.name).and_then(|fresh| {
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            fresh.subscribe(&topics).context("cannot subscribe")?;
+            Ok(fresh)
+        }) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+                // Closing leaves the group; librdkafka may block while it does.
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+                metrics::counter!("kafka_consumer_rejoins_total", "consumer" => self.name.clone()).increment(1);
+                None
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %self.name, error = format!("{error:#}"), "cannot rejoin the group; will retry");
+                Some(now)
             }
         }
     }
@@ -717,6 +812,22 @@ fn parse(message: &BorrowedMessage<'_>, headers: &HashMap<String, String>) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_is_stuck_only_when_idle_waiting_and_frozen_twice() {
+        let progress = |assigned: bool, waiting: bool, offset: i64| GroupProgress {
+            assigned,
+            waiting,
+            committed: vec![("shop.order.v1".into(), 0, offset), ("shop.order.v1".into(), 1, 7)],
+        };
+        let stuck = progress(false, true, 3);
+        assert!(stuck.stuck_since(Some(&progress(false, true, 3))), "idle, waiting, frozen: stuck");
+        assert!(!stuck.stuck_since(None), "one check is not enough");
+        assert!(!stuck.stuck_since(Some(&progress(false, true, 2))), "another member made progress");
+        assert!(!stuck.stuck_since(Some(&progress(true, true, 3))), "this member held partitions before");
+        assert!(!progress(true, true, 3).stuck_since(Some(&stuck)), "this member holds partitions now");
+        assert!(!progress(false, false, 3).stuck_since(Some(&progress(false, false, 3))), "nothing waits");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

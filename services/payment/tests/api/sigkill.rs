@@ -26,8 +26,25 @@ fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-fn start(db: &TestDb, prefix: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_payment-service"))
+/// The payment-service child; killed (SIGKILL) and reaped when dropped, so a failing test
+/// leaves no process behind.
+struct Service(Child);
+
+impl Service {
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn start(db: &TestDb, prefix: &str) -> Service {
+    let child = Command::new(env!("CARGO_BIN_EXE_payment-service"))
         .env_clear()
         .env("DATABASE_URL", db.url())
         .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -38,13 +55,14 @@ fn start(db: &TestDb, prefix: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Service(child)
 }
 
+// The restarted service may join while the killed one is still a member; tansu 0.6 can then
+// form the group with no partition assigned. The consumer runner's watchdog rejoins, so this
+// test also proves that the platform recovers from that (within its 120 s deadline).
 #[tokio::test]
-#[ignore = "open finding: after a SIGKILL of the binary the restarted consumer sometimes stops \
-            progressing against tansu (orders stay unpaid for minutes); under investigation, run \
-            with `cargo nextest run --run-ignored all -E 'test(sigkill)'`"]
 async fn a_payment_service_sigkilled_mid_batch_pays_every_order_exactly_once() {
     shop_testkit::init_tracing();
     let db = TestDb::new().await;
@@ -83,8 +101,7 @@ async fn a_payment_service_sigkilled_mid_batch_pays_every_order_exactly_once() {
     };
     let mut first = start(&db, &prefix);
     eventually("some payments", Duration::from_secs(60), || async { (count().await >= 5).then_some(()) }).await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.sigkill();
     let at_kill = count().await;
     assert!(at_kill < total, "the kill must land mid-batch ({at_kill} of {total})");
 
@@ -124,6 +141,5 @@ async fn a_payment_service_sigkilled_mid_batch_pays_every_order_exactly_once() {
         ids.entry(order_id).or_default().insert(header("ce_id").unwrap());
     }
     assert!(ids.values().all(|set| set.len() == 1), "one outcome event per order");
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.sigkill();
 }
