@@ -118,6 +118,8 @@ def releases(root: Path, env: str) -> list[tuple[str, Path, dict[str, Any]]]:
         for path in value_files(root, env, service):
             values = merge(values, load_yaml(path))
         found.append((service, root / "helm" / "shop-service", values))
+    if env == "staging":
+        found.append(("loadtest", root / "helm" / "shop-loadtest", load_yaml(root / "argocd" / "envs" / env / "loadtest.yaml")))
     return found
 
 
@@ -244,7 +246,8 @@ def check_skaffold_matches_argocd(root: Path, skaffold: dict[str, Any], report: 
     source = appset["spec"]["template"]["spec"]["source"]
     for env in ENVIRONMENTS:
         by_name = {release.get("name"): release for release in skaffold_releases(skaffold, env)}
-        expected = {"dev-infra"} | set(SERVICES) if env == "dev" else set(SERVICES)
+        extra = {"dev": {"dev-infra"}, "staging": {"loadtest"}}.get(env, set())
+        expected = extra | set(SERVICES)
         if set(by_name) != expected:
             report.fail(f"skaffold.yaml profile {env}: releases {sorted(by_name)}, expected {sorted(expected)}")
             continue

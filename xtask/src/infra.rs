@@ -241,6 +241,65 @@ pub(crate) fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// Removes every Redis key under `prefix` (a private platform instance's). Without
+/// redis-cli the keys stay (they expire with the carts' idle TTL) and a note says so.
+pub(crate) fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
+    let url = redis_url();
+    let Ok(listed) =
+        Command::new("redis-cli").args(["-u", &url, "--scan", "--pattern", &format!("{prefix}*")]).output()
+    else {
+        eprintln!("xtask: redis-cli not found; keys under {prefix:?} are left to expire");
+        return Ok(());
+    };
+    if !listed.status.success() {
+        bail!("redis-cli --scan failed: {}", String::from_utf8_lossy(&listed.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let keys: Vec<&str> = text.lines().filter(|key| !key.is_empty()).collect();
+    for chunk in keys.chunks(500) {
+        let status =
+            Command::new("redis-cli").args(["-u", &url, "UNLINK"]).args(chunk).stdout(Stdio::null()).status()?;
+        if !status.success() {
+            bail!("redis-cli UNLINK failed");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every topic whose name starts with `prefix` from the broker.
+pub(crate) fn delete_topics(prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::{
+        ClientConfig,
+        admin::{AdminClient, AdminOptions},
+        client::DefaultClientContext,
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
+    runtime.block_on(async {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .context("cannot create a Kafka admin client")?;
+        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).context("cannot list the topics")?;
+        let names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_owned())
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        for result in admin.delete_topics(&names, &AdminOptions::new()).await.context("cannot delete topics")? {
+            if let Err((topic, error)) = result {
+                bail!("cannot delete topic {topic}: {error}");
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

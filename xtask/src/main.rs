@@ -5,12 +5,14 @@
 //! - `cargo xtask seed`: the demo catalog (see [`seed`]).
 //! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
 //! - `cargo xtask promote`: a release moves dev → staging → prod (see [`promote`]).
+//! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
 mod deploy;
 mod dlq;
 mod infra;
+mod load;
 mod promote;
 mod seed;
 mod services;
@@ -30,6 +32,7 @@ commands:
   render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
   deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
   promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
+  load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
 ";
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Some("render") => deploy::render(&args[1..]),
         Some("deploy-check") => deploy::check(&args[1..]),
         Some("promote") => promote::run(&args[1..]),
+        Some("load") => load::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -18,24 +18,24 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if migrated != "t" {
         bail!("the product database is not set up yet: start the platform once with `cargo xtask up` (it migrates)");
     }
-    load()?;
+    load(DATABASE)?;
     eprintln!("xtask: demo catalog loaded ({} products)", psql_in(DATABASE, "SELECT count(*) FROM products")?);
     Ok(())
 }
 
-/// Loads the demo catalog if the catalog is empty (used by `up`).
-pub(crate) fn if_empty() -> anyhow::Result<()> {
-    if psql_in(DATABASE, "SELECT count(*) FROM products")? == "0" {
-        load()?;
-        eprintln!("xtask: loaded the demo catalog into the empty {DATABASE}");
+/// Loads the demo catalog into `database` if its catalog is empty (used by `up`).
+pub(crate) fn if_empty(database: &str) -> anyhow::Result<()> {
+    if psql_in(database, "SELECT count(*) FROM products")? == "0" {
+        load(database)?;
+        eprintln!("xtask: loaded the demo catalog into the empty {database}");
     }
     Ok(())
 }
 
-fn load() -> anyhow::Result<()> {
+fn load(database: &str) -> anyhow::Result<()> {
     let file = crate::root().join("services/product/seed/demo.sql");
     let output = Command::new("psql")
-        .args([&infra::database_url(DATABASE), "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .args([&infra::database_url(database), "-q", "-v", "ON_ERROR_STOP=1", "-f"])
         .arg(&file)
         .output()
         .context("cannot run psql")?;

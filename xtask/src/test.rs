@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
 //! `cargo fmt --check`, `cargo clippy -D warnings`, the offline deploy checks
-//! (`cargo xtask deploy-check`), then every test (nextest) against the
+//! (`cargo xtask deploy-check`), the k6 smoke scenario against a private copy of the
+//! platform, then every test (nextest) against the
 //! real Postgres, Redis and broker, which it makes sure are up. The test runner's summary
 //! is the last thing printed, so a run that tested nothing is visible.
 //! Arguments after `--` go to nextest (`cargo xtask test -- -E 'test(login)'`).
@@ -30,6 +31,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         started.extend(infra::ensure_redis()?);
         started.extend(infra::ensure_broker(&dir.join("tansu-test.log"))?);
         drop_leftover_test_databases()?;
+        eprintln!("xtask: == k6 smoke (a private copy of the platform)");
+        crate::load::smoke_on_private_instance(&dir).context("the k6 smoke test failed")?;
         step("tests", nextest(&passthrough))
     })();
     for thing in started.into_iter().rev() {

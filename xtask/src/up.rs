@@ -47,13 +47,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut children: Vec<(&'static Service, Child)> = Vec::new();
     let result = start_and_wait(&dir, &mut started, &mut children, &stop_rx);
     eprintln!("\nxtask: stopping {} service(s) and what `up` started", children.len());
-    for (_, child) in &mut children {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    }
-    for (service, mut child) in children {
-        infra::terminate(&mut child, Duration::from_secs(25));
-        eprintln!("xtask: {} stopped", service.name);
-    }
+    stop_all(children, false);
     for thing in started.into_iter().rev() {
         thing.stop();
     }
@@ -70,32 +64,9 @@ fn start_and_wait(
     started.extend(infra::ensure_redis()?);
     started.extend(infra::ensure_broker(&dir.join("tansu.log"))?);
     let present = services::present();
-    for service in &present {
-        if let Some(database) = service.database {
-            infra::ensure_database(database)?;
-        }
-    }
-    let key = signing_key(dir);
-
-    let mut build = Command::new(env!("CARGO"));
-    build.current_dir(crate::root()).args(["build", "--bins"]);
-    for service in &present {
-        build.args(["-p", &service.binary()]);
-    }
-    if !build.status().context("cannot run cargo build")?.success() {
-        bail!("the services do not build");
-    }
-
-    for (index, service) in present.iter().enumerate() {
-        let child = spawn(service, key.as_deref(), COLORS[index % COLORS.len()])?;
-        children.push((service, child));
-    }
-    for (service, child) in children.iter_mut() {
-        wait_ready(service, child, stop)?;
-    }
-    if present.iter().any(|service| service.name == "product") {
-        crate::seed::if_empty()?;
-    }
+    let instance = Instance::development(signing_key(dir));
+    build(&present)?;
+    instance.start(&present, children, stop)?;
     print_welcome(&present);
 
     loop {
@@ -126,39 +97,177 @@ fn signing_key(dir: &Path) -> Option<PathBuf> {
     made.then_some(path)
 }
 
-fn spawn(service: &Service, key: Option<&Path>, color: &str) -> anyhow::Result<Child> {
-    let binary = crate::root().join("target").join("debug").join(service.binary());
-    let mut command = Command::new(&binary);
-    command
-        .env("LISTEN_ADDR", format!("127.0.0.1:{}", service.port))
-        .env("REDIS_URL", infra::redis_url())
-        .env("KAFKA_BROKERS", infra::brokers())
-        .env("KAFKA_CREATE_TOPICS", "true")
-        .env("JWKS_URL", "http://127.0.0.1:8081/.well-known/jwks.json")
-        .env("SHOP_DEV_MODE", "true")
-        .env("SHOP_ADMIN_EMAIL", std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into()))
-        .env("SHOP_ADMIN_PASSWORD", std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into()))
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, port) in services::ALL.iter().map(|other| (other.name.to_uppercase(), other.port)) {
-        command.env(format!("{name}_GRPC_URL"), format!("http://127.0.0.1:{port}"));
+/// The services' binaries, built once.
+pub(crate) fn build(present: &[&'static Service]) -> anyhow::Result<()> {
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(crate::root()).args(["build", "--bins"]);
+    for service in present {
+        build.args(["-p", &service.binary()]);
     }
-    if let Some(database) = service.database {
-        command.env("DATABASE_URL", infra::database_url(database));
+    if !build.status().context("cannot run cargo build")?.success() {
+        bail!("the services do not build");
     }
-    if let Some(key) = key {
-        command.env("JWT_SIGNING_KEY_FILE", key);
+    Ok(())
+}
+
+/// One running copy of the platform: `up`'s on the ports of ARCHITECTURE.md, or a second one
+/// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
+/// can run side by side.
+pub(crate) struct Instance {
+    /// Added to each service's port.
+    pub(crate) port_offset: u16,
+    /// Prepended to each database's name after `shop_` (`shop_smoke_user`); empty for `up`.
+    pub(crate) database_infix: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) redis_prefix: String,
+    pub(crate) signing_key: Option<PathBuf>,
+    /// Where each service's log goes: the terminal with a prefix, or `<dir>/<service>.log`.
+    pub(crate) log_dir: Option<PathBuf>,
+}
+
+impl Instance {
+    fn development(signing_key: Option<PathBuf>) -> Self {
+        Self {
+            port_offset: 0,
+            database_infix: String::new(),
+            topic_prefix: String::new(),
+            redis_prefix: "shop:".into(),
+            signing_key,
+            log_dir: None,
+        }
     }
-    let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-    let prefix = format!("{color}{:>12} |\x1b[0m ", service.name);
-    if let Some(stdout) = child.stdout.take() {
-        stream(prefix.clone(), stdout);
+
+    pub(crate) fn port(&self, service: &Service) -> u16 {
+        service.port + self.port_offset
     }
-    if let Some(stderr) = child.stderr.take() {
-        stream(prefix, stderr);
+
+    pub(crate) fn url(&self, service: &Service) -> String {
+        format!("http://127.0.0.1:{}", self.port(service))
     }
-    Ok(child)
+
+    pub(crate) fn database(&self, service: &Service) -> Option<String> {
+        service.database.map(|name| match name.strip_prefix("shop_") {
+            Some(rest) if !self.database_infix.is_empty() => format!("shop_{}{rest}", self.database_infix),
+            _ => name.to_owned(),
+        })
+    }
+
+    /// Creates the databases, starts every service, waits until each is ready and seeds an
+    /// empty catalog. The children are pushed as they start, so the caller stops them even
+    /// when a later one fails.
+    pub(crate) fn start(
+        &self,
+        present: &[&'static Service],
+        children: &mut Vec<(&'static Service, Child)>,
+        stop: &mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        for service in present {
+            if let Some(database) = self.database(service) {
+                infra::ensure_database(&database)?;
+            }
+        }
+        for (index, service) in present.iter().enumerate() {
+            let child = self.spawn(service, COLORS[index % COLORS.len()])?;
+            children.push((service, child));
+        }
+        for (service, child) in children.iter_mut() {
+            self.wait_ready(service, child, stop)?;
+        }
+        if let Some(product) = present.iter().find(|service| service.name == "product")
+            && let Some(database) = self.database(product)
+        {
+            crate::seed::if_empty(&database)?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, service: &Service, color: &str) -> anyhow::Result<Child> {
+        let binary = crate::root().join("target").join("debug").join(service.binary());
+        let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
+        let mut command = Command::new(&binary);
+        command
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port(service)))
+            .env("REDIS_URL", infra::redis_url())
+            .env("REDIS_KEY_PREFIX", &self.redis_prefix)
+            .env("KAFKA_BROKERS", infra::brokers())
+            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
+            .env("KAFKA_CREATE_TOPICS", "true")
+            .env("JWKS_URL", format!("http://127.0.0.1:{user}/.well-known/jwks.json"))
+            .env("SHOP_DEV_MODE", "true")
+            .env("SHOP_ADMIN_EMAIL", admin_email())
+            .env("SHOP_ADMIN_PASSWORD", admin_password())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null());
+        for other in services::ALL {
+            command.env(format!("{}_GRPC_URL", other.name.to_uppercase()), self.url(other));
+        }
+        if let Some(database) = self.database(service) {
+            command.env("DATABASE_URL", infra::database_url(&database));
+        }
+        if let Some(key) = &self.signing_key {
+            command.env("JWT_SIGNING_KEY_FILE", key);
+        }
+        if let Some(dir) = &self.log_dir {
+            let log = dir.join(format!("{}.log", service.name));
+            let file = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            command.stdout(file.try_clone()?).stderr(file);
+            return command.spawn().with_context(|| format!("cannot start {}", binary.display()));
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let prefix = format!("{color}{:>12} |\x1b[0m ", service.name);
+        if let Some(stdout) = child.stdout.take() {
+            stream(prefix.clone(), stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            stream(prefix, stderr);
+        }
+        Ok(child)
+    }
+
+    fn wait_ready(&self, service: &Service, child: &mut Child, stop: &mpsc::Receiver<()>) -> anyhow::Result<()> {
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port(service)));
+        let started = Instant::now();
+        let log = self.log_dir.as_ref().map_or("its log above".to_owned(), |dir| {
+            format!("{}", dir.join(format!("{}.log", service.name)).display())
+        });
+        loop {
+            if infra::http_status(address, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{} exited during start-up ({status}); see {log}", service.name);
+            }
+            if stop.try_recv().is_ok() {
+                bail!("interrupted while waiting for {}", service.name);
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                bail!("{} was not ready on {address} within 90s; see {log}", service.name);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Stops the children: SIGTERM to all, then each gets up to 25 s to drain.
+pub(crate) fn stop_all(children: Vec<(&'static Service, Child)>, quiet: bool) {
+    for (_, child) in &children {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for (service, mut child) in children {
+        infra::terminate(&mut child, Duration::from_secs(25));
+        if !quiet {
+            eprintln!("xtask: {} stopped", service.name);
+        }
+    }
+}
+
+pub(crate) fn admin_email() -> String {
+    std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into())
+}
+
+pub(crate) fn admin_password() -> String {
+    std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into())
 }
 
 fn stream(prefix: String, source: impl Read + Send + 'static) {
@@ -169,26 +278,6 @@ fn stream(prefix: String, source: impl Read + Send + 'static) {
     });
 }
 
-fn wait_ready(service: &Service, child: &mut Child, stop: &mpsc::Receiver<()>) -> anyhow::Result<()> {
-    let address = SocketAddr::from(([127, 0, 0, 1], service.port));
-    let started = Instant::now();
-    loop {
-        if infra::http_status(address, "/readyz") == Some(200) {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{} exited during start-up ({status}); see its log above", service.name);
-        }
-        if stop.try_recv().is_ok() {
-            bail!("interrupted while waiting for {}", service.name);
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            bail!("{} was not ready on {address} within 90s", service.name);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn print_welcome(present: &[&Service]) {
     let mut table = String::from("\n  Shop is up.\n\n  service        REST + gRPC             readiness\n");
     for service in present {
@@ -197,8 +286,8 @@ fn print_welcome(present: &[&Service]) {
             service.name, service.port, service.port
         ));
     }
-    let admin = std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into());
-    let password = std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into());
+    let admin = admin_email();
+    let password = admin_password();
     table.push_str(&format!(
         "\n  broker         {}\n  admin (dev)    {admin} / {password}\n\n  Try:\n    \
          curl -s -X POST http://127.0.0.1:8081/v1/users -H 'content-type: application/json' \\\n      \
