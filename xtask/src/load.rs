@@ -148,24 +148,18 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path) -> anyhow::Result<()> 
         redis_prefix: "smoke:".into(),
         signing_key: None,
         log_dir: Some(state_dir.join("smoke-logs")),
+        release: false,
+        extra_env: Vec::new(),
     };
     if let Some(dir) = &instance.log_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let cleanup = || -> anyhow::Result<()> {
-        for service in &present {
-            if let Some(database) = instance.database(service) {
-                infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
-            }
-        }
-        infra::delete_redis_keys(&instance.redis_prefix)?;
-        infra::delete_topics(&instance.topic_prefix)
-    };
+    let cleanup = || instance.remove_data(&present);
     cleanup()?;
     up::build(&present)?;
     let (_stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut children: Vec<(&'static Service, std::process::Child)> = Vec::new();
-    let result = instance.start(&present, &mut children, &stop_rx).and_then(|()| {
+    let result = instance.start(&present, &mut children, &stop_rx).and_then(|_| {
         let mut env: Vec<(String, String)> = services::ALL
             .iter()
             .map(|service| (format!("{}_URL", service.name.to_uppercase()), instance.url(service)))

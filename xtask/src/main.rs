@@ -9,6 +9,7 @@
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
+mod bench;
 mod deploy;
 mod dlq;
 mod infra;
@@ -32,6 +33,7 @@ commands:
   render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
   deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
   promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
+  bench   measure every figure next to this machine's limits; writes docs/performance.md
   load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
 ";
 
@@ -46,6 +48,10 @@ fn main() -> ExitCode {
         Some("deploy-check") => deploy::check(&args[1..]),
         Some("promote") => promote::run(&args[1..]),
         Some("load") => load::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
+        Some("bench-server") => bench::server(&args[1..]),
+        Some("bench-grpc") => bench::grpc_client(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -123,6 +123,10 @@ pub(crate) struct Instance {
     pub(crate) signing_key: Option<PathBuf>,
     /// Where each service's log goes: the terminal with a prefix, or `<dir>/<service>.log`.
     pub(crate) log_dir: Option<PathBuf>,
+    /// Run the release binaries (the benchmark) instead of the debug ones.
+    pub(crate) release: bool,
+    /// More environment for every service (after the defaults, so it wins).
+    pub(crate) extra_env: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -134,6 +138,8 @@ impl Instance {
             redis_prefix: "shop:".into(),
             signing_key,
             log_dir: None,
+            release: false,
+            extra_env: Vec::new(),
         }
     }
 
@@ -154,35 +160,51 @@ impl Instance {
 
     /// Creates the databases, starts every service, waits until each is ready and seeds an
     /// empty catalog. The children are pushed as they start, so the caller stops them even
-    /// when a later one fails.
+    /// when a later one fails. Returns how long each took from spawn to ready.
     pub(crate) fn start(
         &self,
         present: &[&'static Service],
         children: &mut Vec<(&'static Service, Child)>,
         stop: &mpsc::Receiver<()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Duration>> {
         for service in present {
             if let Some(database) = self.database(service) {
                 infra::ensure_database(&database)?;
             }
         }
+        let mut ready_after = Vec::new();
         for (index, service) in present.iter().enumerate() {
-            let child = self.spawn(service, COLORS[index % COLORS.len()])?;
+            let spawned = Instant::now();
+            let child = self.spawn(service, COLORS[index % COLORS.len()], &[])?;
             children.push((service, child));
-        }
-        for (service, child) in children.iter_mut() {
-            self.wait_ready(service, child, stop)?;
+            if let Some((service, child)) = children.last_mut() {
+                self.wait_ready(service, child, stop)?;
+            }
+            ready_after.push(spawned.elapsed());
         }
         if let Some(product) = present.iter().find(|service| service.name == "product")
             && let Some(database) = self.database(product)
         {
             crate::seed::if_empty(&database)?;
         }
-        Ok(())
+        Ok(ready_after)
     }
 
-    fn spawn(&self, service: &Service, color: &str) -> anyhow::Result<Child> {
-        let binary = crate::root().join("target").join("debug").join(service.binary());
+    /// Removes what a private instance leaves: its databases, Redis keys and topics.
+    pub(crate) fn remove_data(&self, present: &[&'static Service]) -> anyhow::Result<()> {
+        for service in present {
+            if let Some(database) = self.database(service) {
+                infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
+            }
+        }
+        infra::delete_redis_keys(&self.redis_prefix)?;
+        infra::delete_topics(&self.topic_prefix)
+    }
+
+    /// Starts one service with `overrides` on top of its environment.
+    pub(crate) fn spawn(&self, service: &Service, color: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Child> {
+        let profile = if self.release { "release" } else { "debug" };
+        let binary = crate::root().join("target").join(profile).join(service.binary());
         let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
         let mut command = Command::new(&binary);
         command
@@ -207,6 +229,12 @@ impl Instance {
         if let Some(key) = &self.signing_key {
             command.env("JWT_SIGNING_KEY_FILE", key);
         }
+        for (name, value) in &self.extra_env {
+            command.env(name, value);
+        }
+        for (name, value) in overrides {
+            command.env(name, value);
+        }
         if let Some(dir) = &self.log_dir {
             let log = dir.join(format!("{}.log", service.name));
             let file = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -225,7 +253,12 @@ impl Instance {
         Ok(child)
     }
 
-    fn wait_ready(&self, service: &Service, child: &mut Child, stop: &mpsc::Receiver<()>) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(
+        &self,
+        service: &Service,
+        child: &mut Child,
+        stop: &mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
         let address = SocketAddr::from(([127, 0, 0, 1], self.port(service)));
         let started = Instant::now();
         let log = self.log_dir.as_ref().map_or("its log above".to_owned(), |dir| {
@@ -235,6 +268,7 @@ impl Instance {
             if infra::http_status(address, "/readyz") == Some(200) {
                 return Ok(());
             }
+            // Polled often: the benchmark reports the time from start to ready.
             if let Ok(Some(status)) = child.try_wait() {
                 bail!("{} exited during start-up ({status}); see {log}", service.name);
             }
@@ -244,7 +278,7 @@ impl Instance {
             if started.elapsed() > Duration::from_secs(90) {
                 bail!("{} was not ready on {address} within 90s; see {log}", service.name);
             }
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(5));
         }
     }
 }

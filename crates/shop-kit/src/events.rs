@@ -330,11 +330,25 @@ impl Relay {
             .fetch_all(&self.pool)
             .await
             .context("cannot read the outbox")?;
+        // A topic that cannot be published (its topic missing, say) must not hold up the
+        // others: each is tried; the first error is reported once nothing else moved.
         let mut published = 0;
+        let mut failed = None;
         for topic in topics {
-            published += self.publish_topic(&topic).await?;
+            match self.publish_topic(&topic).await {
+                Ok(count) => published += count,
+                Err(error) => {
+                    if published > 0 || failed.is_some() {
+                        tracing::warn!(topic, error = format!("{error:#}"), "outbox topic not published; retrying");
+                    }
+                    failed.get_or_insert(error);
+                }
+            }
         }
-        Ok(published)
+        match failed {
+            Some(error) if published == 0 => Err(error),
+            _ => Ok(published),
+        }
     }
 
     async fn publish_topic(&self, topic: &str) -> anyhow::Result<usize> {

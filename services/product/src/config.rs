@@ -7,7 +7,7 @@
 //! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | the product cache |
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
-//! | `PRODUCT_CACHE_TTL` | `5m` | how long a cached product lives (writes invalidate at once) |
+//! | `PRODUCT_CACHE_TTL` | `5m` | how long a cached product lives (writes invalidate at once); `0s` stores nothing, so every read misses (the benchmark's cache-miss figure) |
 //! | `RESERVATION_TTL` | `15m` | how long stock is held for an unconfirmed order |
 //! | `RESERVATION_SWEEP_INTERVAL` | `5s` | how often lapsed holds are released |
 
@@ -59,7 +59,7 @@ impl Config {
             auth,
             kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,
-            cache_ttl: positive("PRODUCT_CACHE_TTL", Duration::from_secs(300))?,
+            cache_ttl: vars.or("PRODUCT_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?.0,
             reservation_ttl: positive("RESERVATION_TTL", Duration::from_secs(900))?,
             sweep_interval: positive("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(5))?,
         })
@@ -85,5 +85,7 @@ mod tests {
             assert!(error.contains(name), "case {name}={value}: {error:?}");
         }
         assert!(Config::from_vars(&Vars::default()).err().unwrap().to_string().contains("DATABASE_URL"));
+        let uncached = Config::from_vars(&base.clone().with("PRODUCT_CACHE_TTL", "0s")).unwrap();
+        assert!(uncached.cache_ttl.is_zero(), "0s turns the cache's stores off");
     }
 }

@@ -19,7 +19,7 @@ use crate::store::Product;
 
 const STORE_IF_UNCHANGED: &str = r"
 if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0";
@@ -83,12 +83,20 @@ impl ProductCache {
     }
 
     /// Stores a product loaded after a miss, unless a write has happened since.
+    /// A zero TTL stores nothing: every read misses.
     pub async fn store(&self, product: &Product, version: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
         let (key, version_key) = self.keys(product.id);
         let Ok(json) = serde_json::to_string(product) else { return };
         let mut redis = self.redis.clone();
         let mut invocation = self.script.key(&key);
-        invocation.key(&version_key).arg(version).arg(json).arg(self.ttl.as_secs().max(1));
+        invocation
+            .key(&version_key)
+            .arg(version)
+            .arg(json)
+            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let stored: Result<i32, _> = self.breaker.call(invocation.invoke_async(&mut redis)).await;
         if let Err(error) = stored {
             tracing::warn!(%error, "cannot store a product in the cache");
