@@ -18,6 +18,12 @@
 //! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
 #![forbid(unsafe_code)]
 
+/// Every binary that links shop-kit (the services, their tests) allocates with jemalloc:
+/// the read path allocates per request, and glibc malloc's arena locks cost it ~30% of its
+/// throughput under load (docs/performance.md has the profile and the measurement).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod api;
 pub mod auth;
 pub mod cache;
