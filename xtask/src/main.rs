@@ -34,6 +34,7 @@ commands:
   deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
   promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
   bench   measure every figure next to this machine's limits; writes docs/performance.md
+  set-image <env> <service> <tag> [<digest>]: record the image an environment runs (CI)
   load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
 ";
 
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Some("render") => deploy::render(&args[1..]),
         Some("deploy-check") => deploy::check(&args[1..]),
         Some("promote") => promote::run(&args[1..]),
+        Some("set-image") => promote::set_image_command(&args[1..]),
         Some("load") => load::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         // Internal: the benchmark's bare servers and gRPC client, run as their own processes.

@@ -71,6 +71,49 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask set-image <env> <service> <tag> [<digest>]`: records the image an environment
+/// runs (CI's GitOps commit for dev after a push; the staging load test's image). Every other
+/// line of the file is kept.
+pub(crate) fn set_image_command(args: &[String]) -> anyhow::Result<()> {
+    let usage = "usage: cargo xtask set-image <env> <service|loadtest> <tag> [<sha256:digest>]";
+    let (env, service, tag, digest) = match args {
+        [env, service, tag] => (env, service, tag, None),
+        [env, service, tag, digest] => (env, service, tag, Some(digest.clone())),
+        _ => bail!("{usage}"),
+    };
+    if !["dev", "staging", "prod"].contains(&env.as_str()) {
+        bail!("unknown environment {env:?}\n{usage}");
+    }
+    if !SERVICES.contains(&service.as_str()) && service != "loadtest" {
+        bail!("unknown service {service:?}\n{usage}");
+    }
+    if digest.as_ref().is_some_and(|digest| {
+        !(digest.len() == 71 && digest.starts_with("sha256:") && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+    }) {
+        bail!("the digest must be sha256:<64 hex digits>");
+    }
+    let image = Image { tag: tag.clone(), digest };
+    let change = record(&crate::root(), env, service, &image)?;
+    eprint!("{}", diff(&[change]));
+    Ok(())
+}
+
+/// Writes `image` into `argocd/envs/<env>/<service>.yaml`; returns the change.
+pub(crate) fn record(root: &Path, env: &str, service: &str, image: &Image) -> anyhow::Result<Change> {
+    if image.tag.is_empty()
+        || image.tag == "latest"
+        || !image.tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        bail!("{:?} is not an immutable image tag", image.tag);
+    }
+    let relative = values_file(env, service);
+    let text = read(root, &relative)?;
+    let before = parse_image(&text).with_context(|| format!("{}", relative.display()))?;
+    let updated = set_image(&text, image).with_context(|| format!("{}", relative.display()))?;
+    std::fs::write(root.join(&relative), updated).with_context(|| format!("cannot write {}", relative.display()))?;
+    Ok(Change { service: service.to_owned(), file: relative, before, after: image.clone() })
+}
+
 /// Copies `from`'s images into `to`'s values files (when `request.write`) and returns the
 /// changes, unchanged services included.
 pub(crate) fn promote(root: &Path, request: &Request<'_>) -> anyhow::Result<Vec<Change>> {
@@ -336,6 +379,25 @@ mod tests {
         let changes = promote(dir.path(), &rollback).unwrap();
         assert_eq!(changes[0].after.tag, "sha-aaaaaaa");
         assert_eq!(tag_of(dir.path(), "prod", "payment").tag, "sha-aaaaaaa");
+    }
+
+    #[test]
+    fn set_image_records_tag_and_digest_and_refuses_mutable_tags() {
+        let dir = repo("sha-aaaaaaa");
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let image = Image { tag: "sha-fffffff".into(), digest: Some(digest.clone()) };
+        let change = record(dir.path(), "dev", "notification", &image).unwrap();
+        assert_eq!(change.before.tag, "sha-aaaaaaa");
+        let text = std::fs::read_to_string(dir.path().join(values_file("dev", "notification"))).unwrap();
+        assert_eq!(
+            text,
+            values("sha-fffffff", &format!("  digest: \"{digest}\"\nconfig:\n  SMTP_URL: smtp://relay:587\n"))
+        );
+        for tag in ["latest", "", "a b"] {
+            let bad = Image { tag: tag.into(), digest: None };
+            assert!(record(dir.path(), "dev", "order", &bad).is_err(), "tag {tag:?}");
+        }
+        assert_eq!(tag_of(dir.path(), "dev", "order").tag, "sha-aaaaaaa");
     }
 
     #[test]
