@@ -18,6 +18,9 @@ use sqlx::{
 
 use crate::config::{ConfigError, HumanDuration, Vars};
 
+/// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`'s default.
+const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of a service's database.
 #[derive(Clone, Debug)]
 pub struct DatabaseConfig {
@@ -29,6 +32,13 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// `DATABASE_STATEMENT_TIMEOUT`: the longest one statement may run (default 10s).
     pub statement_timeout: Duration,
+    /// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`: Postgres ends a session that keeps a
+    /// transaction open this long without running a statement (default 60s). A replica that
+    /// freezes or loses its network mid-transaction would otherwise hold its locks (the outbox
+    /// relay's per-topic lock among them, stopping that topic for every replica) until TCP
+    /// keepalive notices, hours later. No transaction of ours waits that long between
+    /// statements. `0s` turns it off.
+    pub idle_in_transaction_timeout: Duration,
     /// `DATABASE_MIGRATE_ON_START`: whether the service applies its migrations when it starts
     /// (default true; the Helm chart sets false and runs the migration Job instead).
     pub migrate_on_start: bool,
@@ -54,6 +64,9 @@ impl DatabaseConfig {
             max_connections,
             acquire_timeout: vars.or("DATABASE_ACQUIRE_TIMEOUT", HumanDuration(Duration::from_secs(5)))?.0,
             statement_timeout: vars.or("DATABASE_STATEMENT_TIMEOUT", HumanDuration(Duration::from_secs(10)))?.0,
+            idle_in_transaction_timeout: vars
+                .or("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", HumanDuration(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT))?
+                .0,
             migrate_on_start: vars.or("DATABASE_MIGRATE_ON_START", true)?,
         })
     }
@@ -65,6 +78,7 @@ impl DatabaseConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
             migrate_on_start: true,
         }
     }
@@ -73,9 +87,13 @@ impl DatabaseConfig {
 /// Opens the pool and checks that the database answers.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let statement_timeout = config.statement_timeout.as_millis().to_string();
+    let idle_in_transaction_timeout = config.idle_in_transaction_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(config.url.expose_secret())
         .context("DATABASE_URL is not a postgres:// URL")?
-        .options([("statement_timeout", statement_timeout.as_str())]);
+        .options([
+            ("statement_timeout", statement_timeout.as_str()),
+            ("idle_in_transaction_session_timeout", idle_in_transaction_timeout.as_str()),
+        ]);
     let database = options.get_database().unwrap_or("(default)").to_owned();
     PgPoolOptions::new()
         .max_connections(config.max_connections)

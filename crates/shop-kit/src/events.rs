@@ -11,7 +11,11 @@
 //! - [`ConsumerRunner`] reads a topic in a consumer group (the service's name) with
 //!   auto-commit off. For each message it opens a transaction, records the CloudEvents
 //!   `ce_id` in the `inbox` table (a duplicate is skipped), runs the handler's effect in the
-//!   same transaction, commits, and only then commits the offset. A handler failure is
+//!   same transaction, commits, and only then lets the offset move on (offsets of applied
+//!   events are committed every 200 ms and on shutdown). With [`ConsumerRunner::batch`], the
+//!   events already waiting are applied together in one transaction (one commit, so one
+//!   WAL flush, for the batch instead of one per event); if any of them fails, the batch
+//!   rolls back and its events are applied one at a time as above. A handler failure is
 //!   retried with backoff and jitter a bounded number of times, then the message goes to
 //!   `<topic>.dlq` with the error in its headers; nothing is dropped silently. Database
 //!   outages are retried without bound (the message is not at fault).
@@ -20,10 +24,14 @@
 //! `ce_id` (UUIDv7), `ce_source`, `ce_type`, `ce_time`, `content-type:
 //! application/protobuf`, and W3C `traceparent`/`tracestate`; the key is the aggregate id.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
+use futures::{FutureExt as _, future::BoxFuture};
 use opentelemetry::propagation::{Extractor, Injector};
 use rand::Rng as _;
 use rdkafka::{
@@ -41,10 +49,19 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Vars};
+use crate::config::{ConfigError, HumanDuration, Vars};
 
 /// The channel the relay listens on.
 const CHANNEL: &str = "shop_outbox";
+
+/// `KAFKA_FETCH_WAIT_MAX`'s default.
+const DEFAULT_FETCH_WAIT_MAX: Duration = Duration::from_millis(25);
+
+/// `KAFKA_CONSUMER_BATCH`'s default.
+const DEFAULT_CONSUMER_BATCH: usize = 100;
+
+/// How often a consumer commits the offsets of the events it has applied.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where the brokers are, and how topics are named.
 #[derive(Clone, Debug)]
@@ -57,6 +74,15 @@ pub struct KafkaConfig {
     /// `KAFKA_CREATE_TOPICS`: create the service's topics at start (development and tests;
     /// in clusters they are declared as Strimzi KafkaTopic resources). Default false.
     pub create_topics: bool,
+    /// `KAFKA_FETCH_WAIT_MAX`: the longest a consumer's fetch waits for events (default
+    /// 25ms, at least 1ms). Kafka answers a fetch as soon as an event arrives, so there it
+    /// only bounds idle polling; tansu holds every fetch for the whole window, so there it
+    /// is each saga hop's added latency, traded against the broker's idle load.
+    pub fetch_wait_max: Duration,
+    /// `KAFKA_CONSUMER_BATCH`: the most events a consumer applies in one transaction
+    /// (default 100, at least 1; see [`ConsumerRunner::batch`]). Only what has already been
+    /// fetched is batched, so it costs no latency; under a backlog it saves a commit per event.
+    pub consumer_batch: usize,
 }
 
 impl KafkaConfig {
@@ -68,16 +94,32 @@ impl KafkaConfig {
         {
             return Err(vars.invalid("KAFKA_BROKERS", "expected host:port[,host:port...]"));
         }
+        let fetch_wait_max = vars.or("KAFKA_FETCH_WAIT_MAX", HumanDuration(DEFAULT_FETCH_WAIT_MAX))?.0;
+        if fetch_wait_max < Duration::from_millis(1) {
+            return Err(vars.invalid("KAFKA_FETCH_WAIT_MAX", "must be at least 1ms (0 makes consumers poll in a loop)"));
+        }
+        let consumer_batch: usize = vars.or("KAFKA_CONSUMER_BATCH", DEFAULT_CONSUMER_BATCH)?;
+        if consumer_batch == 0 {
+            return Err(vars.invalid("KAFKA_CONSUMER_BATCH", "must be at least 1 (1 applies each event on its own)"));
+        }
         Ok(Self {
             brokers,
             topic_prefix: vars.raw("KAFKA_TOPIC_PREFIX").unwrap_or("").to_owned(),
             create_topics: vars.or("KAFKA_CREATE_TOPICS", false)?,
+            fetch_wait_max,
+            consumer_batch,
         })
     }
 
     /// A configuration for `brokers` with no prefix (tests, tools).
     pub fn for_brokers(brokers: &str) -> Self {
-        Self { brokers: brokers.to_owned(), topic_prefix: String::new(), create_topics: true }
+        Self {
+            brokers: brokers.to_owned(),
+            topic_prefix: String::new(),
+            create_topics: true,
+            fetch_wait_max: DEFAULT_FETCH_WAIT_MAX,
+            consumer_batch: DEFAULT_CONSUMER_BATCH,
+        }
     }
 
     /// The full name of a topic: `<prefix><name>`.
@@ -93,6 +135,8 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "2")
+            // Back within a second of a broker restart (librdkafka waits up to 10 s by default).
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .context("cannot create the Kafka producer")
     }
@@ -103,13 +147,19 @@ impl KafkaConfig {
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
+            // An offset becomes committable only once its event is applied (the runner stores
+            // it then). librdkafka's default stores it when the event is handed out, and an
+            // asynchronous commit sends whatever is stored when librdkafka gets to it, which
+            // can be after the next batch was handed out: a crash then lost that batch.
+            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
-            // A fetch returns as soon as one event is there, or after 25 ms: a saga step
-            // waits for its event, not for librdkafka's default 500 ms fetch window (some
-            // brokers, tansu among them, hold a fetch for the whole window).
-            .set("fetch.wait.max.ms", "25")
+            // A fetch returns as soon as one event is there, or after this window: a saga step
+            // waits for its event, not for librdkafka's default 500 ms window (some brokers,
+            // tansu among them, hold a fetch for the whole window).
+            .set("fetch.wait.max.ms", self.fetch_wait_max.as_millis().min(300_000).to_string())
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .context("cannot create the Kafka consumer")
     }
@@ -117,14 +167,54 @@ impl KafkaConfig {
 
 /// Creates `topics` (full names) and their `.dlq` twins if they do not exist (development
 /// and tests; clusters declare them as Strimzi KafkaTopic resources).
+///
+/// On most starts they all exist already: a metadata request per topic finds that out and
+/// nothing is created. The admin client is dropped off the async threads without waiting: its
+/// drop joins a polling thread that wakes every 100 ms, which was most of a service's start-up.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .create()
         .context("cannot create a Kafka admin client")?;
+    let admin = Arc::new(admin);
+    let started = std::time::Instant::now();
+    let result = create_missing(&admin, topics, partitions).await;
+    tokio::task::spawn_blocking(move || drop(admin));
+    if let Ok(created) = &result {
+        tracing::info!(duration_ms = started.elapsed().as_millis() as u64, created, "kafka topics ready");
+    }
+    result.map(drop)
+}
+
+/// Returns how many topics it created.
+async fn create_missing(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    topics: &[&str],
+    partitions: i32,
+) -> anyhow::Result<usize> {
     let names: Vec<String> = topics.iter().flat_map(|topic| [(*topic).to_owned(), format!("{topic}.dlq")]).collect();
+    let missing = {
+        let admin = Arc::clone(admin);
+        let names = names.clone();
+        tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .filter(|name| {
+                    // A topic the broker does not know comes back with an error and no partitions.
+                    admin.inner().fetch_metadata(Some(name), Duration::from_secs(5)).map_or(true, |metadata| {
+                        metadata.topics().iter().all(|topic| topic.error().is_some() || topic.partitions().is_empty())
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .context("the topic check did not finish")?
+    };
+    if missing.is_empty() {
+        return Ok(0);
+    }
     let new: Vec<NewTopic<'_>> =
-        names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1))).collect();
+        missing.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(new.iter(), &options).await.context("cannot create topics")? {
         match result {
@@ -132,7 +222,7 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], partitions: i3
             Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
         }
     }
-    Ok(())
+    Ok(missing.len())
 }
 
 /// Creates the `outbox` and `inbox` tables if they do not exist. Safe to run from many
@@ -216,29 +306,63 @@ impl Injector for MapInjector<'_> {
     }
 }
 
-/// Writes `event` into the outbox within the caller's transaction, with the current trace
-/// context, and wakes the relay when the transaction commits.
-pub async fn enqueue(connection: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
-    let mut trace = HashMap::new();
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MapInjector(&mut trace))
-    });
-    sqlx::query(
-        "INSERT INTO outbox (id, topic, key, ce_type, ce_source, payload, traceparent, tracestate) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+/// An event with the trace context of the span that enqueues it: what one outbox row holds.
+pub struct Traced<'a> {
+    event: &'a Event,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl<'a> Traced<'a> {
+    /// `event` under the current span's trace context.
+    pub fn current(event: &'a Event) -> Self {
+        let mut trace = HashMap::new();
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut MapInjector(&mut trace))
+        });
+        Self { event, traceparent: trace.remove("traceparent"), tracestate: trace.remove("tracestate") }
+    }
+
+    /// Binds the eight values of [`outbox_insert`], in its order.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.event.id)
+            .bind(&self.event.topic)
+            .bind(&self.event.key)
+            .bind(&self.event.ce_type)
+            .bind(&self.event.source)
+            .bind(&self.event.payload)
+            .bind(self.traceparent.as_deref())
+            .bind(self.tracestate.as_deref())
+    }
+}
+
+/// The statement that writes one outbox row, its eight parameters numbered from `$first`
+/// (bind them with [`Traced::bind`]). A service that stores its state change and the event
+/// in one statement uses it as a data-modifying CTE next to its own writes, and ends the
+/// statement with [`WAKE_RELAY`]: one round trip to Postgres for the whole change.
+pub fn outbox_insert(first: usize) -> String {
+    let parameters: Vec<String> = (first..first + 8).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO outbox (id, topic, key, ce_type, ce_source, payload, traceparent, tracestate) VALUES ({})",
+        parameters.join(", ")
     )
-    .bind(event.id)
-    .bind(&event.topic)
-    .bind(&event.key)
-    .bind(&event.ce_type)
-    .bind(&event.source)
-    .bind(&event.payload)
-    .bind(trace.get("traceparent"))
-    .bind(trace.get("tracestate"))
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(connection).await?;
+}
+
+/// The final `SELECT` of a statement that wrote outbox rows: wakes the relays when it commits.
+pub const WAKE_RELAY: &str = "SELECT pg_notify('shop_outbox', '')";
+
+/// Writes `event` into the outbox within the caller's transaction, with the current trace
+/// context, and wakes the relay when the transaction commits (one statement).
+pub async fn enqueue(connection: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("WITH event AS ({}) {WAKE_RELAY}", outbox_insert(1)));
+    let traced = Traced::current(event);
+    traced.bind(sqlx::query(SQL.as_str())).execute(connection).await?;
     Ok(())
 }
 
@@ -256,17 +380,99 @@ struct OutboxRow {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The service's one idempotent producer, shared by the outbox relay, the consumers' dead
+/// letters and the readiness check (cloning shares it): one librdkafka client per service
+/// instead of one per use, so fewer threads, broker connections and buffers (each client
+/// runs its own threads and holds its own buffers).
+///
+/// It replaces its producer once the broker will never take another record from it.
+/// Retrying with such a producer would stall what it publishes for good (the outbox, the dead
+/// letters); a new one gets a new producer id, and the records the old one failed on are sent
+/// again (consumers dedupe by `ce_id`).
+///
+/// Two signs: librdkafka raises a fatal error, or a delivery fails with an error about the
+/// producer's identity (fenced, unknown id, stale epoch, sequence out of order). tansu 0.6
+/// answers every send of a producer that lived through a broker outage with `ProducerFenced`
+/// as a per-record error, which librdkafka does not treat as fatal (seen in the bench's
+/// broker-outage run: the order relay retried 3,300 times and published nothing).
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+struct PublisherInner {
+    kafka: KafkaConfig,
+    producer: std::sync::RwLock<FutureProducer>,
+}
+
+impl Publisher {
+    /// A producer for `kafka`'s brokers (it connects in the background).
+    pub fn new(kafka: &KafkaConfig) -> anyhow::Result<Self> {
+        let inner = PublisherInner { kafka: kafka.clone(), producer: std::sync::RwLock::new(kafka.producer()?) };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The producer to send with (a new one if the current one hit a fatal error).
+    pub fn current(&self) -> anyhow::Result<FutureProducer> {
+        let current = self.inner.producer.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match rdkafka::producer::Producer::client(&current).fatal_error() {
+            None => Ok(current),
+            Some((code, reason)) => self.replace(&current, &format!("fatal error {code:?}: {reason}")),
+        }
+    }
+
+    /// Called with a failed delivery of `producer`: replaces it if the error says the broker
+    /// is done with it.
+    fn failed(&self, producer: &FutureProducer, error: &rdkafka::error::KafkaError) {
+        if error.rdkafka_error_code().is_some_and(ends_a_producer) {
+            let _ = self.replace(producer, &error.to_string());
+        }
+    }
+
+    /// Replaces `old` with a new producer, unless another caller already has.
+    fn replace(&self, old: &FutureProducer, reason: &str) -> anyhow::Result<FutureProducer> {
+        let mut slot = self.inner.producer.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = std::ptr::eq(
+            rdkafka::producer::Producer::client(&*slot).native_ptr(),
+            rdkafka::producer::Producer::client(old).native_ptr(),
+        );
+        if !same {
+            return Ok(slot.clone());
+        }
+        tracing::warn!(reason, "the broker refuses this producer for good; replacing it");
+        let fresh = self.inner.kafka.producer()?;
+        *slot = fresh.clone();
+        metrics::counter!("kafka_producer_replaced_total").increment(1);
+        Ok(fresh)
+    }
+}
+
+/// Errors after which the broker takes no more records from a producer: its id or epoch is
+/// no longer the broker's, or its sequence state is lost.
+fn ends_a_producer(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
+}
+
 /// Publishes the outbox.
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    publisher: Publisher,
     batch_size: i64,
     poll_interval: Duration,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer) -> Self {
-        Self { pool, producer, batch_size: 500, poll_interval: Duration::from_secs(1) }
+    /// A relay of `pool`'s outbox that sends with `publisher`.
+    pub fn new(pool: PgPool, publisher: &Publisher) -> Self {
+        Self { pool, publisher: publisher.clone(), batch_size: 500, poll_interval: Duration::from_secs(1) }
     }
 
     /// How often to look without a notification (default 1 s).
@@ -292,6 +498,7 @@ impl Relay {
             }
         };
         let mut failures = 0_u32;
+        let mut backlog_recorded: Option<std::time::Instant> = None;
         loop {
             match self.publish_pending().await {
                 Ok(published) => {
@@ -305,7 +512,11 @@ impl Relay {
                     tracing::warn!(error = format!("{error:#}"), "outbox relay failed; retrying");
                 }
             }
-            self.record_backlog().await;
+            // At most once a second: it is two more statements on every wake under load.
+            if backlog_recorded.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                backlog_recorded = Some(std::time::Instant::now());
+                self.record_backlog().await;
+            }
             let pause = if failures == 0 { self.poll_interval } else { backoff(failures, Duration::from_millis(200)) };
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -372,6 +583,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let producer = self.publisher.current()?;
         // Queue every record first (the producer keeps their order per partition), then wait.
         let deliveries: Vec<_> = rows
             .iter()
@@ -392,12 +604,13 @@ impl Relay {
                     headers = headers.insert(Header { key: "tracestate", value: Some(tracestate.as_str()) });
                 }
                 let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
-                self.producer.send(record, Duration::from_secs(5))
+                producer.send(record, Duration::from_secs(5))
             })
             .collect();
         for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
             if let Err((error, _)) = delivery {
                 // Nothing is marked: the batch is published again later; consumers dedupe.
+                self.publisher.failed(&producer, &error);
                 anyhow::bail!("publishing event {} to {} failed: {error}", row.id, row.topic);
             }
         }
@@ -449,6 +662,13 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+/// A consumed event and the span it is applied under (which continues the producer's
+/// trace, so the events its handler enqueues continue it too).
+pub struct Delivery {
+    pub event: Incoming,
+    pub span: tracing::Span,
+}
+
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -483,6 +703,17 @@ pub enum Outcome {
     DeadLettered,
 }
 
+impl Outcome {
+    /// The `outcome` label of `events_consumed_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "Applied",
+            Self::Duplicate => "Duplicate",
+            Self::DeadLettered => "DeadLettered",
+        }
+    }
+}
+
 /// How often the runner checks that its group is not stuck (see [`ConsumerRunner::run`]).
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -492,26 +723,28 @@ pub struct ConsumerRunner<A> {
     config: KafkaConfig,
     topics: Vec<String>,
     consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
+    /// For dead letters.
+    publisher: Publisher,
     apply: Arc<A>,
     max_attempts: u32,
     retry_base: Duration,
+    max_batch: usize,
 }
 
-/// What the watchdog compares between two checks: whether this member holds partitions,
-/// whether events wait beyond the group's committed offsets, and those offsets.
+/// What the watchdog compares between two checks: whether this member received an event
+/// since the check before, whether events wait beyond the group's committed offsets, and
+/// those offsets.
 #[derive(Debug, PartialEq, Eq)]
 struct GroupProgress {
-    assigned: bool,
+    received: bool,
     waiting: bool,
     committed: Vec<(String, i32, i64)>,
 }
 
 impl GroupProgress {
     /// Blocking broker calls: run off the async threads. `None` if the broker did not answer.
-    fn read(consumer: &StreamConsumer, topics: &[String]) -> Option<Self> {
+    fn read(consumer: &StreamConsumer, topics: &[String], received: bool) -> Option<Self> {
         let timeout = Duration::from_secs(5);
-        let assigned = consumer.assignment().ok()?.count() > 0;
         let mut partitions = TopicPartitionList::new();
         for topic in topics {
             let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
@@ -529,13 +762,13 @@ impl GroupProgress {
             offsets.push((element.topic().to_owned(), element.partition(), next));
         }
         offsets.sort();
-        Some(Self { assigned, waiting, committed: offsets })
+        Some(Self { received, waiting, committed: offsets })
     }
 
-    /// Stuck: at this check and the one `before`, no partition here, events waiting, and
+    /// Stuck: at this check and the one `before`, nothing received here, events waiting, and
     /// not one committed offset moved.
     fn stuck_since(&self, before: Option<&Self>) -> bool {
-        let idle = |progress: &Self| !progress.assigned && progress.waiting;
+        let idle = |progress: &Self| !progress.received && progress.waiting;
         idle(self) && before.is_some_and(|before| idle(before) && before.committed == self.committed)
     }
 }
@@ -552,6 +785,26 @@ pub enum ApplyError {
 /// atomically, answering [`Outcome::Duplicate`] for a `ce_id` seen before.
 pub trait ApplyOnce: Send + Sync + 'static {
     fn apply<'a>(&'a self, consumer: &'a str, event: &'a Incoming) -> BoxFuture<'a, Result<Outcome, ApplyError>>;
+
+    /// Applies `deliveries` in order, answering one outcome each. An error means the runner
+    /// applies every one of them again, one at a time with [`ApplyOnce::apply`]: what was
+    /// applied before the error must then come back as [`Outcome::Duplicate`], never twice.
+    ///
+    /// The default applies them one after another (those before a failure stay applied);
+    /// [`PgInbox`] applies them all in one transaction, or none.
+    fn apply_batch<'a>(
+        &'a self,
+        consumer: &'a str,
+        deliveries: &'a [Delivery],
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, ApplyError>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                outcomes.push(self.apply(consumer, &delivery.event).instrument(delivery.span.clone()).await?);
+            }
+            Ok(outcomes)
+        })
+    }
 }
 
 /// The Postgres way: the `inbox` row and the handler's effect in one transaction.
@@ -581,18 +834,78 @@ impl<H: Handler> ApplyOnce for PgInbox<H> {
             Ok(Outcome::Applied)
         })
     }
+
+    /// One transaction: every inbox row in one statement, each new event's effect under its
+    /// own span, one commit. A failure rolls all of it back.
+    fn apply_batch<'a>(
+        &'a self,
+        consumer: &'a str,
+        deliveries: &'a [Delivery],
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, ApplyError>> {
+        Box::pin(async move {
+            let infrastructure = |error: sqlx::Error| ApplyError::Infrastructure(error.into());
+            let mut transaction = self.pool.begin().await.map_err(infrastructure)?;
+            let ids: Vec<Uuid> = deliveries.iter().map(|delivery| delivery.event.ce_id).collect();
+            // A ce_id twice in one batch (a redriven dead letter next to its original) is
+            // inserted once: the second copy finds the first and is a duplicate.
+            let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+                "INSERT INTO inbox (consumer, ce_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING ce_id",
+            )
+            .bind(consumer)
+            .bind(&ids)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(infrastructure)?
+            .into_iter()
+            .collect();
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                if fresh.remove(&delivery.event.ce_id) {
+                    self.handler
+                        .handle(&mut transaction, &delivery.event)
+                        .instrument(delivery.span.clone())
+                        .await
+                        .map_err(ApplyError::Handler)?;
+                    outcomes.push(Outcome::Applied);
+                } else {
+                    outcomes.push(Outcome::Duplicate);
+                }
+            }
+            transaction.commit().await.map_err(infrastructure)?;
+            for (delivery, outcome) in deliveries.iter().zip(&outcomes) {
+                if *outcome == Outcome::Applied {
+                    self.handler.after_commit(&delivery.event).instrument(delivery.span.clone()).await;
+                }
+            }
+            Ok(outcomes)
+        })
+    }
 }
 
 impl<H: Handler> ConsumerRunner<PgInbox<H>> {
-    /// `name` is the consumer group and the inbox's consumer name (the service's name).
-    pub fn new(config: &KafkaConfig, name: &str, topics: &[&str], pool: PgPool, handler: H) -> anyhow::Result<Self> {
-        Self::with(config, name, topics, PgInbox { pool, handler })
+    /// `name` is the consumer group and the inbox's consumer name (the service's name);
+    /// dead letters go out through `publisher`.
+    pub fn new(
+        config: &KafkaConfig,
+        publisher: &Publisher,
+        name: &str,
+        topics: &[&str],
+        pool: PgPool,
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        Self::with(config, publisher, name, topics, PgInbox { pool, handler })
     }
 }
 
 impl<A: ApplyOnce> ConsumerRunner<A> {
     /// A runner whose exactly-once step is `apply` (a service without Postgres).
-    pub fn with(config: &KafkaConfig, name: &str, topics: &[&str], apply: A) -> anyhow::Result<Self> {
+    pub fn with(
+        config: &KafkaConfig,
+        publisher: &Publisher,
+        name: &str,
+        topics: &[&str],
+        apply: A,
+    ) -> anyhow::Result<Self> {
         let consumer = config.consumer(name)?;
         consumer.subscribe(topics).context("cannot subscribe")?;
         Ok(Self {
@@ -600,11 +913,27 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             config: config.clone(),
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             consumer: Arc::new(consumer),
-            producer: config.producer()?,
+            publisher: publisher.clone(),
             apply: Arc::new(apply),
             max_attempts: 5,
             retry_base: Duration::from_millis(100),
+            max_batch: 1,
         })
+    }
+
+    /// Applies up to `max` events at a time (default 1): after each receive, the events the
+    /// client has already fetched are taken too, without waiting for more, and applied with
+    /// [`ApplyOnce::apply_batch`] (for [`PgInbox`], one transaction and one commit). Under a
+    /// backlog that is one WAL flush per batch instead of one per event; when events come
+    /// one at a time it changes nothing. A failed batch is applied again one event at a time.
+    ///
+    /// Only for handlers whose events may share a transaction: one that locks several rows
+    /// in a fixed order to avoid deadlocks (product's stock) would lock them out of order
+    /// across the events of a batch.
+    #[must_use]
+    pub fn batch(mut self, max: usize) -> Self {
+        self.max_batch = max.max(1);
+        self
     }
 
     /// Attempts per message before it is dead-lettered (default 5), and the first backoff.
@@ -617,23 +946,49 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
 
     /// Consumes until `shutdown`; the message in hand is finished first.
     ///
-    /// A watchdog rejoins the group under a new member id when the group is stuck: this
-    /// member holds no partition while events wait and no member's committed offset moved
-    /// for two checks in a row. A broker can leave a group formed with an empty assignment
-    /// (tansu 0.6 does when a follower's SyncGroup races the eviction of a leader that was
-    /// SIGKILLed); nothing else would ever unstick it.
+    /// A watchdog rejoins the group under a new member id when the group is stuck: for two
+    /// checks in a row (10 s apart), this member received nothing while events waited on its
+    /// topics and no member's committed offset moved. A broker can leave a group in a state
+    /// where some partition is fetched by nobody: formed with an empty assignment (tansu 0.6
+    /// does when a follower's SyncGroup races the eviction of a leader that was SIGKILLed),
+    /// or with a partition assigned to a member that is gone; nothing else would ever unstick
+    /// it. The checks run only while this member waits for events, so a member busy with one
+    /// (a long retry, a database outage) never rejoins on account of itself; a rejoin while
+    /// another member is slow costs a rebalance, and the inbox absorbs any redelivery.
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Measured on the first message, then every 5 s at most.
         let mut lag_measured: Option<std::time::Instant> = None;
         let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stalled: Option<GroupProgress> = None;
+        let mut received_since_check = false;
+        // Offsets are committed a few times a second, not per event: a commit is a write on
+        // the broker, and per event they were most of its load. What a crash leaves
+        // uncommitted is redelivered and skipped by the inbox.
+        let mut commit = tokio::time::interval(COMMIT_INTERVAL);
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut uncommitted = false;
         loop {
             let consumer = Arc::clone(&self.consumer);
             let message = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    // Leave with every processed event's offset stored.
+                    if uncommitted {
+                        let _ = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+                    }
+                    return;
+                }
                 _ = watchdog.tick() => {
-                    stalled = self.watch(stalled).await;
+                    stalled = self.watch(stalled, std::mem::take(&mut received_since_check)).await;
+                    continue;
+                }
+                _ = commit.tick(), if uncommitted => {
+                    // The stored offsets: one past the last event applied in each partition.
+                    if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
+                        tracing::warn!(consumer = %self.name, %error, "cannot commit offsets; retrying");
+                    } else {
+                        uncommitted = false;
+                    }
                     continue;
                 }
                 message = consumer.recv() => message,
@@ -646,30 +1001,107 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                     continue;
                 }
             };
-            let outcome = self.process(&message).await;
-            metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "outcome" => format!("{outcome:?}"))
-                .increment(1);
-            // The effect (or the dead letter) is durable: now the offset may move on.
-            while let Err(error) = consumer.commit_message(&message, CommitMode::Sync) {
-                tracing::warn!(consumer = %self.name, %error, "cannot commit the offset; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            // What the client has fetched already comes along, up to the batch size; waiting
+            // for more would only add latency.
+            let mut messages = vec![message];
+            while messages.len() < self.max_batch {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(next)) => messages.push(next),
+                    Some(Err(_)) | None => break,
+                }
             }
+            for outcome in self.process_all(&messages).await {
+                metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "outcome" => outcome.as_str())
+                    .increment(1);
+            }
+            // The effects (or dead letters) are durable: their offsets may be committed at the
+            // next tick, and only theirs.
+            for message in &messages {
+                if let Err(error) = consumer.store_offset_from_message(message) {
+                    // The partition was revoked meanwhile: its new owner gets the event again
+                    // and the inbox skips it.
+                    tracing::debug!(consumer = %self.name, %error, "cannot store an applied offset");
+                }
+            }
+            uncommitted = true;
+            received_since_check = true;
             if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
                 lag_measured = Some(std::time::Instant::now());
-                self.record_lag(message.topic().to_owned(), message.partition(), message.offset());
+                if let Some(last) = messages.last() {
+                    self.record_lag(last.topic().to_owned(), last.partition(), last.offset());
+                }
             }
         }
     }
 
+    /// Applies `messages` (in the order received): as one batch when there are several and
+    /// it commits, otherwise one at a time.
+    async fn process_all(&self, messages: &[BorrowedMessage<'_>]) -> Vec<Outcome> {
+        if messages.len() > 1
+            && let Some(outcomes) = self.process_batch(messages).await
+        {
+            return outcomes;
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for message in messages {
+            outcomes.push(self.process(message).await);
+        }
+        outcomes
+    }
+
+    /// `None` when the batch did not apply as a whole: an unreadable message (it goes to the
+    /// DLQ on its own), a handler's refusal, or the database; the caller then applies each.
+    async fn process_batch(&self, messages: &[BorrowedMessage<'_>]) -> Option<Vec<Outcome>> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for message in messages {
+            let headers = headers_of(message);
+            let event = parse(message, &headers).ok()?;
+            let span = self.span_for(message, &headers);
+            span.record("ce_type", event.ce_type.as_str());
+            deliveries.push(Delivery { event, span });
+        }
+        match self.apply.apply_batch(&self.name, &deliveries).await {
+            Ok(outcomes) if outcomes.len() == deliveries.len() => {
+                metrics::histogram!("kafka_consumer_batch_events", "consumer" => self.name.clone())
+                    .record(deliveries.len() as f64);
+                Some(outcomes)
+            }
+            Ok(_) => None,
+            Err(
+                ApplyError::Infrastructure(error)
+                | ApplyError::Handler(HandleError::Retryable(error) | HandleError::Permanent(error)),
+            ) => {
+                tracing::info!(consumer = %self.name, events = deliveries.len(), error = format!("{error:#}"),
+                    "a batch did not apply; applying its events one at a time");
+                None
+            }
+        }
+    }
+
+    /// The span an event is applied under: a child of the producer's trace context.
+    fn span_for(&self, message: &BorrowedMessage<'_>, headers: &HashMap<String, String>) -> tracing::Span {
+        let span = tracing::info_span!("consume", messaging.destination = message.topic(), ce_type = tracing::field::Empty,
+            consumer = %self.name, otel.kind = "consumer");
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderMapExtractor(headers))
+        });
+        let _ = span.set_parent(parent);
+        span
+    }
+
     /// One watchdog check; returns the progress to compare with at the next one.
-    async fn watch(&mut self, before: Option<GroupProgress>) -> Option<GroupProgress> {
+    async fn watch(&mut self, before: Option<GroupProgress>, received: bool) -> Option<GroupProgress> {
         let consumer = Arc::clone(&self.consumer);
         let topics = self.topics.clone();
-        let now = tokio::task::spawn_blocking(move || GroupProgress::read(&consumer, &topics)).await.ok().flatten()?;
+        let now =
+            tokio::task::spawn_blocking(move || GroupProgress::read(&consumer, &topics, received)).await.ok().flatten();
+        tracing::debug!(consumer = %self.name, progress = ?now, "watchdog check");
+        let now = now?;
         if !now.stuck_since(before.as_ref()) {
             return Some(now);
         }
-        tracing::warn!(consumer = %self.name, "the group is stuck (no partition here, events waiting, no progress); rejoining");
+        tracing::warn!(consumer = %self.name, committed = ?now.committed,
+            "the group is stuck (nothing received here, events waiting, no progress); rejoining");
         match self.config.consumer(&self.name).and_then(|fresh| {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             fresh.subscribe(&topics).context("cannot subscribe")?;
@@ -691,12 +1123,7 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
 
     async fn process(&self, message: &BorrowedMessage<'_>) -> Outcome {
         let headers = headers_of(message);
-        let span = tracing::info_span!("consume", messaging.destination = message.topic(), ce_type = tracing::field::Empty,
-            consumer = %self.name, otel.kind = "consumer");
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderMapExtractor(&headers))
-        });
-        let _ = span.set_parent(parent);
+        let span = self.span_for(message, &headers);
         async {
             let incoming = match parse(message, &headers) {
                 Ok(incoming) => incoming,
@@ -775,9 +1202,18 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             if let Some(payload) = message.payload() {
                 record = record.payload(payload);
             }
-            match self.producer.send(record, Duration::from_secs(5)).await {
+            let producer = match self.publisher.current() {
+                Ok(producer) => producer,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), dlq = %topic, "no producer for the DLQ; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            match producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => return Outcome::DeadLettered,
                 Err((error, _)) => {
+                    self.publisher.failed(&producer, &error);
                     tracing::warn!(%error, dlq = %topic, "cannot publish to the DLQ; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -829,18 +1265,40 @@ mod tests {
 
     #[test]
     fn a_group_is_stuck_only_when_idle_waiting_and_frozen_twice() {
-        let progress = |assigned: bool, waiting: bool, offset: i64| GroupProgress {
-            assigned,
+        let progress = |received: bool, waiting: bool, offset: i64| GroupProgress {
+            received,
             waiting,
             committed: vec![("shop.order.v1".into(), 0, offset), ("shop.order.v1".into(), 1, 7)],
         };
         let stuck = progress(false, true, 3);
         assert!(stuck.stuck_since(Some(&progress(false, true, 3))), "idle, waiting, frozen: stuck");
         assert!(!stuck.stuck_since(None), "one check is not enough");
-        assert!(!stuck.stuck_since(Some(&progress(false, true, 2))), "another member made progress");
-        assert!(!stuck.stuck_since(Some(&progress(true, true, 3))), "this member held partitions before");
-        assert!(!progress(true, true, 3).stuck_since(Some(&stuck)), "this member holds partitions now");
+        assert!(!stuck.stuck_since(Some(&progress(false, true, 2))), "some member made progress");
+        assert!(!stuck.stuck_since(Some(&progress(true, true, 3))), "this member received events before");
+        assert!(!progress(true, true, 3).stuck_since(Some(&stuck)), "this member receives events now");
         assert!(!progress(false, false, 3).stuck_since(Some(&progress(false, false, 3))), "nothing waits");
+    }
+
+    #[test]
+    fn only_errors_about_the_producers_identity_retire_it() {
+        for code in [
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::Fenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+            RDKafkaErrorCode::UnknownProducerId,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+        ] {
+            assert!(ends_a_producer(code), "{code:?} retires the producer");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::NotLeaderForPartition,
+        ] {
+            assert!(!ends_a_producer(code), "{code:?} is retried with the same producer");
+        }
     }
 
     #[test]
@@ -856,5 +1314,26 @@ mod tests {
         let brokers = |value: &str| KafkaConfig::from_vars(&Vars::default().with("KAFKA_BROKERS", value)).is_ok();
         assert!(brokers("127.0.0.1:9092") && brokers("a:1,b:2"));
         assert!(!brokers("nohost") && !brokers("a:notaport"));
+        let wait = |value: &str| {
+            KafkaConfig::from_vars(&Vars::default().with("KAFKA_FETCH_WAIT_MAX", value)).map(|c| c.fetch_wait_max)
+        };
+        assert_eq!(wait("5ms").ok(), Some(Duration::from_millis(5)));
+        assert!(wait("0ms").is_err() && wait("soon").is_err(), "0 and nonsense are refused");
+        let batch = |value: &str| {
+            KafkaConfig::from_vars(&Vars::default().with("KAFKA_CONSUMER_BATCH", value)).map(|c| c.consumer_batch)
+        };
+        assert_eq!(batch("1").ok(), Some(1));
+        assert_eq!(KafkaConfig::from_vars(&Vars::default()).map(|c| c.consumer_batch).ok(), Some(100));
+        assert!(batch("0").is_err() && batch("-3").is_err() && batch("many").is_err(), "0 and nonsense are refused");
+    }
+
+    #[test]
+    fn the_outbox_insert_numbers_its_parameters_and_wakes_the_channel_the_relay_listens_on() {
+        assert!(
+            outbox_insert(15).ends_with("VALUES ($15, $16, $17, $18, $19, $20, $21, $22)"),
+            "{}",
+            outbox_insert(15)
+        );
+        assert!(WAKE_RELAY.contains(&format!("'{CHANNEL}'")));
     }
 }

@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -18,7 +18,8 @@ use rdkafka::{
     message::Headers as _,
 };
 use shop_kit::events::{
-    ConsumerRunner, Event, HandleError, Handler, Incoming, KafkaConfig, Relay, enqueue, ensure_tables, ensure_topics,
+    ConsumerRunner, Event, HandleError, Handler, Incoming, KafkaConfig, Publisher, Relay, enqueue, ensure_tables,
+    ensure_topics,
 };
 use shop_proto::shop::events::v1::UserRegistered;
 use shop_testkit::{TestDb, eventually};
@@ -27,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 fn kafka() -> KafkaConfig {
     KafkaConfig::for_brokers(&std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+}
+
+fn publisher() -> Publisher {
+    Publisher::new(&kafka()).unwrap()
 }
 
 fn unique(prefix: &str) -> String {
@@ -94,7 +99,7 @@ async fn committed_events_are_published_with_cloudevents_headers_and_rolled_back
     enqueue(&mut rolled_back, &event(&topic, "ghost")).await.unwrap();
     rolled_back.rollback().await.unwrap();
 
-    let relay = Relay::new(pool.clone(), kafka().producer().unwrap());
+    let relay = Relay::new(pool.clone(), &publisher());
     assert_eq!(relay.publish_pending().await.unwrap(), 2);
     assert_eq!(relay.publish_pending().await.unwrap(), 0, "published rows are not sent again");
 
@@ -121,7 +126,7 @@ async fn the_relay_wakes_on_notify_and_replicas_publish_each_event_once() {
     let (_db, pool) = setup(&topic).await;
     let shutdown = CancellationToken::new();
     for _ in 0..2 {
-        let relay = Relay::new(pool.clone(), kafka().producer().unwrap()).poll_interval(Duration::from_secs(60));
+        let relay = Relay::new(pool.clone(), &publisher()).poll_interval(Duration::from_secs(60));
         tokio::spawn(relay.run(shutdown.clone()));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -216,12 +221,13 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
         enqueue(&mut transaction, &event).await.unwrap();
     }
     transaction.commit().await.unwrap();
-    Relay::new(pool.clone(), kafka().producer().unwrap()).publish_pending().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
 
     shop_kit::metrics::handle();
     let attempts = Arc::new(AtomicU32::new(0));
     let runner = ConsumerRunner::new(
         &kafka(),
+        &publisher(),
         &group,
         &[topic.as_str()],
         pool.clone(),
@@ -247,9 +253,14 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
         metrics.lines().any(|line| line.starts_with("kafka_consumer_lag{") && line.contains(&group)).then_some(())
     })
     .await;
-    let metrics = shop_kit::metrics::render();
-    assert!(metrics.contains("events_consumed_total{") && metrics.contains(r#"outcome="DeadLettered""#), "{metrics}");
     let dead = read(&format!("{topic}.dlq"), 2).await;
+    // The outcome is counted once the broker has acknowledged the DLQ record, which may be
+    // after a reader already sees it.
+    let dead_lettered = format!(r#"events_consumed_total{{consumer="{group}",outcome="DeadLettered"}} 2"#);
+    eventually("both dead letters counted", Duration::from_secs(30), || async {
+        shop_kit::metrics::render().lines().any(|line| line == dead_lettered).then_some(())
+    })
+    .await;
     let mut dead_keys: Vec<&str> = dead.iter().map(|(key, _, _)| key.as_str()).collect();
     dead_keys.sort_unstable();
     assert_eq!(dead_keys, ["broken", "poison"]);
@@ -263,6 +274,7 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     // A restart of the consumer resumes after the committed offsets: nothing applies twice.
     let again = ConsumerRunner::new(
         &kafka(),
+        &publisher(),
         &group,
         &[topic.as_str()],
         pool.clone(),
@@ -274,7 +286,7 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     let mut late = pool.begin().await.unwrap();
     enqueue(&mut late, &event(&topic, "late")).await.unwrap();
     late.commit().await.unwrap();
-    Relay::new(pool.clone(), kafka().producer().unwrap()).publish_pending().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
     eventually("the late event", Duration::from_secs(60), || async {
         (effects(&pool, "late").await == 1).then_some(())
     })
@@ -323,12 +335,13 @@ async fn the_consumer_continues_the_producers_trace() {
         enqueue(&mut transaction, &event).instrument(span.clone()).await.unwrap();
         transaction.commit().await.unwrap();
     }
-    Relay::new(pool.clone(), kafka().producer().unwrap()).publish_pending().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
     let headers = &read(&topic, 1).await[0].1;
     assert!(headers["traceparent"].starts_with(&format!("00-{trace_id}-")), "{headers:?}");
 
     let runner =
-        ConsumerRunner::new(&kafka(), &unique("group"), &[topic.as_str()], pool.clone(), TraceRecorder).unwrap();
+        ConsumerRunner::new(&kafka(), &publisher(), &unique("group"), &[topic.as_str()], pool.clone(), TraceRecorder)
+            .unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let recorded: String = eventually("the event to be consumed", Duration::from_secs(60), || async {
@@ -342,4 +355,143 @@ async fn the_consumer_continues_the_producers_trace() {
     assert_eq!(recorded, trace_id, "the consumer's span belongs to the producer's trace");
     shutdown.cancel();
     task.await.unwrap();
+}
+
+/// Records each effect with the transaction it ran in and the trace it ran under.
+struct BatchRecorder {
+    flaky_failed: AtomicBool,
+}
+
+impl Handler for BatchRecorder {
+    fn handle<'a>(
+        &'a self,
+        connection: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            if event.key == "poison" {
+                return Err(HandleError::Permanent(anyhow::anyhow!("cannot be applied")));
+            }
+            let trace = shop_kit::telemetry::trace_id(&tracing::Span::current()).unwrap_or_default();
+            sqlx::query("INSERT INTO batch_effects VALUES ($1, $2, $3, txid_current())")
+                .bind(event.ce_id)
+                .bind(&event.key)
+                .bind(trace)
+                .execute(connection)
+                .await
+                .map_err(|error| HandleError::Retryable(error.into()))?;
+            if event.key == "flaky" && !self.flaky_failed.swap(true, Ordering::SeqCst) {
+                return Err(HandleError::Retryable(anyhow::anyhow!("transient failure")));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_exactly_once_and_a_failed_batch_falls_back_to_one_at_a_time() {
+    let topic = unique("test.batch");
+    let (_db, pool) = setup(&topic).await;
+    sqlx::query(
+        "CREATE TABLE batch_effects (ce_id uuid NOT NULL, key text NOT NULL, trace text NOT NULL, tx bigint NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Every event under a trace of its own, all published before the consumer starts: a
+    // backlog, which the client fetches many at a time.
+    let mut expected_trace = HashMap::new();
+    let mut transaction = pool.begin().await.unwrap();
+    let mut events: Vec<Event> = (0..60).map(|index| event(&topic, &format!("k{index}"))).collect();
+    // The same event twice (same ce_id), as after a relay crash, and two that fail.
+    let duplicate = event(&topic, "dup");
+    events.extend([duplicate.clone(), event(&topic, "poison"), event(&topic, "flaky"), duplicate]);
+    sqlx::query("ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_id_key").execute(&mut *transaction).await.unwrap();
+    for (index, event) in events.iter().enumerate() {
+        let trace_id = format!("{:032x}", index + 1);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+        let span = tracing::info_span!("request");
+        shop_kit::telemetry::continue_trace(&span, &headers);
+        use tracing::Instrument as _;
+        enqueue(&mut transaction, event).instrument(span).await.unwrap();
+        expected_trace.entry(event.key.clone()).or_insert(trace_id);
+    }
+    transaction.commit().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
+
+    let group = unique("group");
+    let runner = ConsumerRunner::new(
+        &kafka(),
+        &publisher(),
+        &group,
+        &[topic.as_str()],
+        pool.clone(),
+        BatchRecorder { flaky_failed: AtomicBool::new(false) },
+    )
+    .unwrap()
+    .retries(3, Duration::from_millis(20))
+    .batch(100);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let applied = 62; // 60 + dup + flaky; poison never applies
+    eventually("every event to be applied", Duration::from_secs(60), || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM batch_effects").fetch_one(&pool).await.unwrap();
+        (count >= applied).then_some(())
+    })
+    .await;
+    let dead = read(&format!("{topic}.dlq"), 1).await;
+    assert_eq!(dead[0].0, "poison", "the event that cannot apply is dead-lettered on its own");
+
+    let rows: Vec<(uuid::Uuid, String, String, i64)> =
+        sqlx::query_as("SELECT ce_id, key, trace, tx FROM batch_effects").fetch_all(&pool).await.unwrap();
+    assert_eq!(rows.len() as i64, applied, "nothing applied twice: {rows:?}");
+    let mut ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.0).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, applied, "each ce_id once (the duplicate too)");
+    for (_, key, trace, _) in &rows {
+        assert_eq!(trace, &expected_trace[key], "{key} was applied under its own producer's trace");
+    }
+    let transactions: std::collections::HashSet<i64> = rows.iter().map(|row| row.3).collect();
+    assert!(
+        transactions.len() < rows.len(),
+        "a backlog is applied several events to a transaction ({} transactions for {} events)",
+        transactions.len(),
+        rows.len()
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_relay_session_frozen_mid_transaction_releases_its_topic_after_the_idle_timeout() {
+    let topic = unique("test.frozen");
+    let (db, pool) = setup(&topic).await;
+    let mut transaction = pool.begin().await.unwrap();
+    enqueue(&mut transaction, &event(&topic, "waiting")).await.unwrap();
+    transaction.commit().await.unwrap();
+
+    // A relay that took the topic's lock and then froze (its process stopped, its network
+    // gone): the session stays open, idle in its transaction.
+    let mut config = shop_kit::db::DatabaseConfig::for_url(db.url());
+    config.idle_in_transaction_timeout = Duration::from_millis(500);
+    let frozen_pool = shop_kit::db::connect(&config).await.unwrap();
+    let mut frozen = frozen_pool.begin().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('shop-outbox:' || $1))")
+        .bind(&topic)
+        .fetch_one(&mut *frozen)
+        .await
+        .unwrap();
+    assert!(locked);
+
+    let relay = Relay::new(pool.clone(), &publisher());
+    assert_eq!(relay.publish_pending().await.unwrap(), 0, "the topic is another relay's while it holds the lock");
+    eventually("Postgres to end the frozen session and the topic to be published", Duration::from_secs(10), || async {
+        (relay.publish_pending().await.unwrap_or(0) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(read(&topic, 1).await[0].0, "waiting");
+    let error = sqlx::query("SELECT 1").execute(&mut *frozen).await.unwrap_err();
+    assert!(error.to_string().contains("idle-in-transaction"), "the frozen session was ended by the timeout: {error}");
 }

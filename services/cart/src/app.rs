@@ -84,9 +84,12 @@ impl Application {
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
         }
-        let producer = config.kafka.producer()?;
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
+        let kafka_ready = Check::kafka(publisher.clone(), order_topic.clone());
         let consumer = shop_kit::events::ConsumerRunner::with(
             &config.kafka,
+            &publisher,
             &config.kafka.topic("cart-service"),
             &[&order_topic],
             crate::events::OrderEvents::new(redis.clone(), config.redis.key_prefix.clone()),
@@ -104,7 +107,7 @@ impl Application {
             .rest(crate::http::router(state))
             .grpc(grpc)
             .check(Check::redis(redis, Criticality::Required))
-            .check(Check::kafka(producer))
+            .check(kafka_ready)
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;

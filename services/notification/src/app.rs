@@ -55,26 +55,32 @@ impl Application {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         let own_topic = config.kafka.topic("shop.notification.v1");
         if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &topics, 3).await?;
-            shop_kit::events::ensure_topics(&config.kafka, &[&own_topic], 3).await?;
+            // One request for all of them: each call is an admin client and a broker round trip.
+            let all: Vec<&str> = topics.iter().copied().chain([own_topic.as_str()]).collect();
+            shop_kit::events::ensure_topics(&config.kafka, &all, 3).await?;
         }
-        let producer = config.kafka.producer()?;
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
+        let kafka_ready = Check::kafka(publisher.clone(), own_topic.clone());
         let consumer = ConsumerRunner::new(
             &config.kafka,
+            &publisher,
             &config.kafka.topic("notification-service"),
             &topics,
             pool.clone(),
             Events { email_enabled: config.smtp.is_some() },
-        )?;
+        )?
+        // Each event only inserts rows: events may share a transaction.
+        .batch(config.kafka.consumer_batch);
         let worker = Worker::new(pool.clone(), own_topic, config.smtp.as_ref(), config.max_attempts)?;
-        let relay = shop_kit::events::Relay::new(pool.clone(), producer.clone());
+        let relay = shop_kit::events::Relay::new(pool.clone(), &publisher);
         let verifier =
             Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
         let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
         let server = Server::new("notification-service", config.http)
             .rest(crate::http::router(state))
             .check(Check::postgres(pool))
-            .check(Check::kafka(producer))
+            .check(kafka_ready)
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;

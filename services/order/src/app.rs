@@ -77,14 +77,19 @@ impl Application {
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &payment_topic], 3).await?;
         }
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
         let consumer = ConsumerRunner::new(
             &config.kafka,
+            &publisher,
             &config.kafka.topic("order-service"),
             &[&payment_topic],
             pool.clone(),
             crate::events::PaymentEvents { order_topic: order_topic.clone() },
-        )?;
-        let producer = config.kafka.producer()?;
+        )?
+        // Each event locks one order row: events may share a transaction.
+        .batch(config.kafka.consumer_batch);
+        let kafka_ready = Check::kafka(publisher.clone(), order_topic.clone());
         let verifier = Arc::new(Verifier::new(
             &config.auth,
             KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
@@ -104,11 +109,11 @@ impl Application {
             .rest(crate::http::router(state))
             .grpc(grpc)
             .check(Check::postgres(pool.clone()))
-            .check(Check::kafka(producer.clone()))
+            .check(kafka_ready)
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, relay: Relay::new(pool, producer), consumer })
+        Ok(Self { server, relay: Relay::new(pool, &publisher), consumer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -52,22 +52,26 @@ impl Application {
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&payment_topic, &order_topic], 3).await?;
         }
-        let producer = config.kafka.producer()?;
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
+        let kafka_ready = Check::kafka(publisher.clone(), payment_topic.clone());
         let handler =
             OrderEvents { provider: Arc::new(TestProvider), payment_topic, charge_attempts: config.charge_attempts };
         let group = config.kafka.topic("payment-service");
-        let consumer = ConsumerRunner::new(&config.kafka, &group, &[&order_topic], pool.clone(), handler)?;
+        // Each event touches one order's payment: events may share a transaction.
+        let consumer = ConsumerRunner::new(&config.kafka, &publisher, &group, &[&order_topic], pool.clone(), handler)?
+            .batch(config.kafka.consumer_batch);
         let verifier =
             Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
         let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
         let server = Server::new("payment-service", config.http)
             .rest(crate::http::router(state))
             .check(Check::postgres(pool.clone()))
-            .check(Check::kafka(producer.clone()))
+            .check(kafka_ready)
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, relay: Relay::new(pool, producer), consumer })
+        Ok(Self { server, relay: Relay::new(pool, &publisher), consumer })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
