@@ -59,9 +59,14 @@ impl KeyPrefix {
     }
 }
 
+/// A client for `config`'s Redis (for connections of another kind: pub/sub, say).
+pub fn client(config: &RedisConfig) -> anyhow::Result<redis::Client> {
+    redis::Client::open(config.url.expose_secret()).context("REDIS_URL is not a redis:// URL")
+}
+
 /// Connects, with per-command and connect timeouts, reconnecting on its own after a drop.
 pub async fn connect(config: &RedisConfig) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(config.url.expose_secret()).context("REDIS_URL is not a redis:// URL")?;
+    let client = client(config)?;
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(config.timeout.max(Duration::from_secs(1)))
         .set_response_timeout(config.timeout)

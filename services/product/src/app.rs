@@ -58,13 +58,14 @@ impl AppState {
     pub async fn product(&self, id: Uuid) -> Result<Product, Error> {
         let version = match self.inner.cache.get(id).await {
             Lookup::Hit(product) => return Ok(*product),
-            Lookup::Miss { version } => Some(version),
+            Lookup::Miss(ticket) => Some(ticket),
             Lookup::Unavailable => None,
         };
         let mut connection = self.pool().acquire().await?;
         let product = store::products::by_id(&mut connection, id).await?.ok_or(Error::ProductNotFound)?;
-        if let Some(version) = version {
-            self.inner.cache.store(&product, &version).await;
+        drop(connection);
+        if let Some(ticket) = version {
+            self.inner.cache.store(&product, ticket).await;
         }
         Ok(product)
     }
@@ -82,6 +83,7 @@ pub struct Application {
     sweep_interval: Duration,
     consumer: shop_kit::events::ConsumerRunner<shop_kit::events::PgInbox<crate::events::OrderEvents>>,
     relay: shop_kit::events::Relay,
+    redis: redis::Client,
 }
 
 impl Application {
@@ -95,7 +97,9 @@ impl Application {
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &product_topic], 3).await?;
         }
-        let producer = config.kafka.producer()?;
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
+        let kafka_ready = Check::kafka(publisher.clone(), product_topic.clone());
         let redis = shop_kit::cache::connect(&config.redis).await?;
         let verifier = Arc::new(Verifier::new(
             &config.auth,
@@ -109,6 +113,7 @@ impl Application {
                     redis.clone(),
                     config.redis.key_prefix.clone(),
                     config.cache_ttl,
+                    config.local_cache_ttl,
                     config.redis.timeout,
                 ),
                 verifier: Arc::clone(&verifier),
@@ -121,20 +126,24 @@ impl Application {
             .rest(crate::http::router(state.clone()))
             .grpc(grpc)
             .check(Check::postgres(pool.clone()))
-            .check(Check::kafka(producer.clone()))
+            .check(kafka_ready)
             .check(Check::redis(redis, Criticality::Optional))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
         let consumer = shop_kit::events::ConsumerRunner::new(
             &config.kafka,
+            &publisher,
             &config.kafka.topic("product-service"),
             &[&order_topic],
             pool.clone(),
             crate::events::OrderEvents { cache: state.cache().clone() },
         )?;
-        let relay = shop_kit::events::Relay::new(pool, producer);
-        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer, relay })
+        // Not batched: stock rows are locked in product-id order so that concurrent
+        // reservations never deadlock, and a batch would lock several orders' rows out of order.
+        let relay = shop_kit::events::Relay::new(pool, &publisher);
+        let redis = shop_kit::cache::client(&config.redis)?;
+        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer, relay, redis })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -147,6 +156,7 @@ impl Application {
         tasks.spawn(sweep_lapsed_reservations(self.state.clone(), self.sweep_interval, shutdown.clone()));
         tasks.spawn(self.consumer.run(shutdown.clone()));
         tasks.spawn(self.relay.run(shutdown.clone()));
+        tasks.spawn(self.state.cache().clone().subscribe_invalidations(self.redis, shutdown.clone()));
         tasks.close();
         let served = self.server.run(shutdown.clone()).await;
         shutdown.cancel();

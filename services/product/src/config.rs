@@ -8,6 +8,7 @@
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
 //! | `PRODUCT_CACHE_TTL` | `5m` | how long a cached product lives (writes invalidate at once); `0s` stores nothing, so every read misses (the benchmark's cache-miss figure) |
+//! | `PRODUCT_LOCAL_CACHE_TTL` | `2s` | how long a replica keeps a product in its own memory in front of Redis (every replica's writes drop it at once over Redis pub/sub; the TTL bounds staleness if a message is lost); `0s` turns the in-process tier off |
 //! | `RESERVATION_TTL` | `15m` | how long stock is held for an unconfirmed order |
 //! | `RESERVATION_SWEEP_INTERVAL` | `5s` | how often lapsed holds are released |
 
@@ -32,6 +33,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub jwks_url: String,
     pub cache_ttl: Duration,
+    pub local_cache_ttl: Duration,
     pub reservation_ttl: Duration,
     pub sweep_interval: Duration,
 }
@@ -60,6 +62,7 @@ impl Config {
             kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,
             cache_ttl: vars.or("PRODUCT_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?.0,
+            local_cache_ttl: vars.or("PRODUCT_LOCAL_CACHE_TTL", HumanDuration(Duration::from_secs(2)))?.0,
             reservation_ttl: positive("RESERVATION_TTL", Duration::from_secs(900))?,
             sweep_interval: positive("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(5))?,
         })
@@ -78,6 +81,7 @@ mod tests {
             ("RESERVATION_TTL", "0s"),
             ("RESERVATION_TTL", "soon"),
             ("PRODUCT_CACHE_TTL", "5"),
+            ("PRODUCT_LOCAL_CACHE_TTL", "often"),
             ("RESERVATION_SWEEP_INTERVAL", "0ms"),
         ] {
             let error =

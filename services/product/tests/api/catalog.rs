@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_with};
+use crate::helpers::{assert_problem, spawn_app, spawn_replica, spawn_with};
 
 #[tokio::test]
 async fn admins_manage_the_catalog_and_everyone_else_is_refused() {
@@ -269,6 +269,41 @@ async fn a_read_after_a_write_never_sees_the_old_value() {
         let read: Value = app.get(&path).await.json().await.unwrap();
         assert_eq!(read["description"], "final");
     }
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_reaches_the_local_cache_of_another_at_once() {
+    // A long local TTL: only the invalidation message can make the other replica see a write.
+    let long = |vars: shop_kit::config::Vars| vars.with("PRODUCT_LOCAL_CACHE_TTL", "5m");
+    let app = spawn_with(long).await;
+    let other = spawn_replica(&app, long).await;
+    let product = app.create("L-1", "Local", "", 10).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    let read_other = || async { app.client.get(other.url(&path)).send().await.unwrap().json::<Value>().await.unwrap() };
+
+    for round in 0..3 {
+        // Fill both replicas' local copies (the tier serves once each has subscribed).
+        for _ in 0..3 {
+            assert_eq!(app.get(&path).await.status(), 200);
+            assert_eq!(read_other().await["stock_available"], 10 + round, "round {round}: before the write");
+        }
+        let stock = json!({"on_hand": 11 + round});
+        let written = app.send(Method::PUT, &format!("{path}/stock"), Some(&app.admin), Some(&stock)).await;
+        assert_eq!(written.status(), 200, "round {round}");
+        let own: Value = app.get(&path).await.json().await.unwrap();
+        assert_eq!(own["stock_available"], 11 + round, "round {round}: the writing replica reads its write at once");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let seen = read_other().await;
+            if seen["stock_available"] == 11 + round {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "round {round}: the other replica still serves {seen}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let metrics = app.client.get(other.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"result="local_hit""#), "the other replica served from its local tier:\n{metrics}");
 }
 
 #[tokio::test]

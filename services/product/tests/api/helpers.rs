@@ -25,7 +25,22 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let db = TestDb::new().await;
     let redis = TestRedis::new();
-    let vars = Vars::from_pairs([
+    let vars = customize(vars_for(&db, &redis, &issuer, &topic_prefix));
+    let app = Application::build(Config::from_vars(&vars).unwrap()).await.unwrap();
+    let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
+    let admin = issuer.admin();
+    TestApp { server, client: http_client(), issuer, admin, db, redis, topic_prefix }
+}
+
+/// A second replica of `app`'s service: the same database, Redis keys, topics and keys.
+pub(crate) async fn spawn_replica(app: &TestApp, customize: impl FnOnce(Vars) -> Vars) -> TestServer {
+    let vars = customize(vars_for(&app.db, &app.redis, &app.issuer, &app.topic_prefix));
+    let replica = Application::build(Config::from_vars(&vars).unwrap()).await.unwrap();
+    TestServer::spawn(replica.local_addr(), |shutdown| replica.run(shutdown))
+}
+
+fn vars_for(db: &TestDb, redis: &TestRedis, issuer: &TestIssuer, topic_prefix: &str) -> Vars {
+    Vars::from_pairs([
         ("DATABASE_URL", db.url().to_owned()),
         ("DATABASE_MAX_CONNECTIONS", "20".to_owned()),
         ("REDIS_URL", redis.url()),
@@ -33,13 +48,9 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
-    ]);
-    let app = Application::build(Config::from_vars(&customize(vars)).unwrap()).await.unwrap();
-    let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
-    let admin = issuer.admin();
-    TestApp { server, client: http_client(), issuer, admin, db, redis, topic_prefix }
+    ])
 }
 
 impl TestApp {
