@@ -305,7 +305,7 @@ pub(crate) fn event_lines(order: &OrderResponse) -> Vec<events::OrderLine> {
         .collect()
 }
 
-/// The order, its OrderPlaced event and the idempotent answer, in one transaction.
+/// The order, its OrderPlaced event and the idempotent answer, in one statement.
 async fn store_order(
     state: &AppState,
     order: &Order,
@@ -313,8 +313,6 @@ async fn store_order(
     card_token: &str,
     idempotency_key: Option<&str>,
 ) -> Result<(), Error> {
-    let mut transaction = state.pool().begin().await?;
-    store::insert(&mut transaction, order).await?;
     let placed = events::OrderPlaced {
         order_id: order.id.to_string(),
         user_id: order.user_id.to_string(),
@@ -323,13 +321,17 @@ async fn store_order(
         card_token: card_token.to_owned(),
     };
     let event = Event::new(state.order_topic(), order.id.to_string(), "/shop/order", "OrderPlaced", &placed);
-    shop_kit::events::enqueue(&mut transaction, &event).await?;
-    if let Some(key) = idempotency_key {
-        let body = serde_json::to_value(response).map_err(|error| Error::Internal(error.into()))?;
-        store::complete(&mut transaction, order.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
-    }
-    transaction.commit().await?;
-    Ok(())
+    let body = match idempotency_key {
+        Some(_) => Some(serde_json::to_value(response).map_err(|error| Error::Internal(error.into()))?),
+        None => None,
+    };
+    let answer = idempotency_key.zip(body.as_ref()).map(|(key, body)| store::StoredAnswer {
+        key,
+        status: StatusCode::CREATED.as_u16(),
+        body,
+    });
+    let mut connection = state.pool().acquire().await?;
+    store::place(&mut connection, order, answer, &event).await
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -75,32 +75,60 @@ const SELECT: &str = "SELECT o.id, o.user_id, o.status, o.total_amount, o.curren
         'unit_price_amount', i.unit_price_amount, 'currency', i.currency) ORDER BY i.product_id) \
         FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb) AS lines, o.created_at, o.updated_at FROM orders o";
 
-/// Stores a new order with its lines in one statement.
-pub async fn insert(connection: &mut PgConnection, order: &Order) -> Result<(), Error> {
+/// The answer a request with an `Idempotency-Key` stores for its replays.
+pub struct StoredAnswer<'a> {
+    pub key: &'a str,
+    pub status: u16,
+    pub body: &'a serde_json::Value,
+}
+
+/// The statement [`place`] runs: the order, its lines, the idempotent answer and the
+/// outbox row, then the relay's wake-up. One statement is one transaction in Postgres, so
+/// the whole checkout write is one round trip (`cargo xtask bench` runs the same SQL
+/// through pgbench as the limit).
+pub static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH o AS (INSERT INTO orders (id, user_id, status, total_amount, currency, shipping_address, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id), \
+         i AS (INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_amount, currency) \
+         SELECT o.id, l.product_id, l.name, l.quantity, l.price, $5 FROM o, \
+         unnest($8::uuid[], $9::text[], $10::int[], $11::bigint[]) AS l(product_id, name, quantity, price)), \
+         k AS (UPDATE idempotency_keys SET response_status = $12, response_body = $13 WHERE user_id = $2 AND key = $14), \
+         e AS ({}) {}",
+        shop_kit::events::outbox_insert(15),
+        shop_kit::events::WAKE_RELAY,
+    )
+});
+
+/// Stores a new order with its lines, the answer for replays of its idempotency key (if
+/// any) and its `OrderPlaced` event, atomically, in one statement.
+pub async fn place(
+    connection: &mut PgConnection,
+    order: &Order,
+    answer: Option<StoredAnswer<'_>>,
+    placed: &shop_kit::events::Event,
+) -> Result<(), Error> {
     let products: Vec<Uuid> = order.lines.iter().map(|line| line.product_id).collect();
     let names: Vec<&str> = order.lines.iter().map(|line| line.name.as_str()).collect();
     let quantities: Vec<i32> = order.lines.iter().map(|line| line.quantity).collect();
     let prices: Vec<i64> = order.lines.iter().map(|line| line.unit_price_amount).collect();
-    sqlx::query(
-        "WITH o AS (INSERT INTO orders (id, user_id, status, total_amount, currency, shipping_address, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id) \
-         INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_amount, currency) \
-         SELECT o.id, l.product_id, l.name, l.quantity, l.price, $5 FROM o, \
-         unnest($8::uuid[], $9::text[], $10::int[], $11::bigint[]) AS l(product_id, name, quantity, price)",
-    )
-    .bind(order.id)
-    .bind(order.user_id)
-    .bind(order.status.as_str())
-    .bind(order.total_amount)
-    .bind(&order.currency)
-    .bind(sqlx::types::Json(&order.shipping_address))
-    .bind(order.created_at)
-    .bind(&products)
-    .bind(&names)
-    .bind(&quantities)
-    .bind(&prices)
-    .execute(connection)
-    .await?;
+    let traced = shop_kit::events::Traced::current(placed);
+    let query = sqlx::query(PLACE_SQL.as_str())
+        .bind(order.id)
+        .bind(order.user_id)
+        .bind(order.status.as_str())
+        .bind(order.total_amount)
+        .bind(&order.currency)
+        .bind(sqlx::types::Json(&order.shipping_address))
+        .bind(order.created_at)
+        .bind(&products)
+        .bind(&names)
+        .bind(&quantities)
+        .bind(&prices)
+        .bind(answer.as_ref().map(|answer| i32::from(answer.status)))
+        .bind(answer.as_ref().map(|answer| answer.body))
+        .bind(answer.as_ref().map(|answer| answer.key));
+    traced.bind(query).execute(connection).await?;
     Ok(())
 }
 
@@ -160,7 +188,7 @@ pub async fn transition(
 
 /// What a claimed idempotency key holds.
 pub enum Claim {
-    /// First use: go ahead, then [`complete`] it (or [`abandon`] it on failure).
+    /// First use: go ahead; [`place`] stores the answer with the order (or [`abandon`] it on failure).
     New,
     /// Used before with the same request: here is its answer.
     Replay { status: u16, body: serde_json::Value },
@@ -195,24 +223,6 @@ pub async fn claim(connection: &mut PgConnection, user_id: Uuid, key: &str, hash
         (true, Some(status), Some(body)) => Claim::Replay { status: u16::try_from(status).unwrap_or(500), body },
         (true, _, _) => Claim::InProgress,
     })
-}
-
-/// Stores the answer for replays (in the order's transaction).
-pub async fn complete(
-    connection: &mut PgConnection,
-    user_id: Uuid,
-    key: &str,
-    status: u16,
-    body: &serde_json::Value,
-) -> Result<(), Error> {
-    sqlx::query("UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE user_id = $1 AND key = $2")
-        .bind(user_id)
-        .bind(key)
-        .bind(i32::from(status))
-        .bind(body)
-        .execute(connection)
-        .await?;
-    Ok(())
 }
 
 /// Frees a key whose request failed before it stored anything, so a retry can run.
