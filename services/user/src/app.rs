@@ -119,7 +119,9 @@ impl Application {
         if config.kafka.create_topics {
             shop_kit::events::ensure_topics(&config.kafka, &[&user_topic], 3).await?;
         }
-        let producer = config.kafka.producer()?;
+        // One producer for the outbox, dead letters and readiness.
+        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
+        let kafka_ready = Check::kafka(publisher.clone(), user_topic.clone());
         let redis = shop_kit::cache::connect(&config.redis).await?;
         let hasher = PasswordHasher::new(config.hash_concurrency)?;
         if let Some(admin) = &config.admin {
@@ -151,12 +153,12 @@ impl Application {
             .rest(crate::http::router(state))
             .grpc(grpc)
             .check(Check::postgres(pool.clone()))
-            .check(Check::kafka(producer.clone()))
+            .check(kafka_ready)
             .check(Check::redis(redis, Criticality::Optional))
             .openapi(&crate::http::ApiDoc::openapi())
             .bind()
             .await?;
-        Ok(Self { server, relay: shop_kit::events::Relay::new(pool, producer) })
+        Ok(Self { server, relay: shop_kit::events::Relay::new(pool, &publisher) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
