@@ -79,7 +79,7 @@ impl Started {
 
 /// Asks a child to stop (SIGTERM), then kills it after `grace`.
 pub(crate) fn terminate(child: &mut Child, grace: Duration) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
     let started = Instant::now();
     while started.elapsed() < grace {
         if let Ok(Some(_)) = child.try_wait() {
@@ -163,39 +163,68 @@ fn tansu() -> anyhow::Result<String> {
     Ok(installed)
 }
 
+/// The brokers `cargo xtask test` uses: `KAFKA_BROKERS` if set, else a tansu of its own on
+/// 127.0.0.1:19092, never the one `cargo xtask up` runs on 9092. Sharing it, the tests' load
+/// and topic deletions reached the developer's platform: tansu 0.6's sqlite storage panicked
+/// once under both ("more or less than one row") and stopped serving either.
+pub(crate) fn test_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
 /// Makes sure a Kafka-protocol broker answers: the configured one, or a local tansu with
 /// sqlite storage under target/shop-dev (kept across restarts).
 pub(crate) fn ensure_broker(log: &Path) -> anyhow::Result<Option<Started>> {
+    ensure_broker_at(&brokers(), "sqlite://tansu.db", log)
+}
+
+/// As [`ensure_broker`], for `brokers` and a tansu storing in `storage` (relative to
+/// target/shop-dev).
+pub(crate) fn ensure_broker_at(brokers: &str, storage: &str, log: &Path) -> anyhow::Result<Option<Started>> {
     let configured = std::env::var("KAFKA_BROKERS").is_ok();
-    let address = brokers().split(',').next().unwrap_or("127.0.0.1:9092").trim().to_owned();
+    let address = brokers.split(',').next().unwrap_or("127.0.0.1:9092").trim().to_owned();
     if reachable(&address) {
         return Ok(None);
     }
     if configured {
         bail!("KAFKA_BROKERS is set to {address}, but nothing answers there");
     }
-    let binary = tansu()?;
     let dir = crate::state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // tansu reads a sqlite URL's path relative to its working directory.
-    let storage = "sqlite://tansu.db";
-    let log_file = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    eprintln!("xtask: starting the tansu broker on {address} (storage {})", dir.join("tansu.db").display());
-    let child = Command::new(binary)
+    eprintln!("xtask: starting the tansu broker on {address} (storage {storage} in {})", dir.display());
+    let child = spawn_tansu_advertising(&address, &address, storage, &dir, log)?;
+    Ok(Some(Started::Broker(child)))
+}
+
+/// Starts tansu on `address` with `storage` (a sqlite URL's path is relative to `dir`, and
+/// its data is kept across restarts, a SIGKILL included), telling clients to connect to
+/// `advertised` (a proxy in front of it, or `address`), and waits until it answers.
+pub(crate) fn spawn_tansu_advertising(
+    address: &str,
+    advertised: &str,
+    storage: &str,
+    dir: &Path,
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let binary = tansu()?;
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let mut child = Command::new(binary)
         .args(["broker", "--listener-url", &format!("tcp://{address}")])
-        .args(["--advertised-listener-url", &format!("tcp://{address}"), "--storage-engine", storage])
-        .current_dir(&dir)
+        .args(["--advertised-listener-url", &format!("tcp://{advertised}"), "--storage-engine", storage])
+        .current_dir(dir)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .spawn()
         .context("cannot start tansu")?;
-    let started = Started::Broker(child);
-    if let Err(error) = wait_until_reachable("the tansu broker", &address, Duration::from_secs(30)) {
-        started.stop();
+    if let Err(error) = wait_until_reachable("the tansu broker", address, Duration::from_secs(30)) {
+        terminate(&mut child, Duration::from_secs(5));
         return Err(error.context(format!("see {}", log.display())));
     }
-    Ok(Some(started))
+    Ok(child)
 }
 
 /// Runs SQL as the Postgres admin through psql; returns its output.
@@ -279,7 +308,7 @@ pub(crate) fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes every topic whose name starts with `prefix` from the broker.
-pub(crate) fn delete_topics(prefix: &str) -> anyhow::Result<()> {
+pub(crate) fn delete_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
     use rdkafka::{
         ClientConfig,
         admin::{AdminClient, AdminOptions},
@@ -289,7 +318,7 @@ pub(crate) fn delete_topics(prefix: &str) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
     runtime.block_on(async {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", brokers)
             .create()
             .context("cannot create a Kafka admin client")?;
         let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).context("cannot list the topics")?;

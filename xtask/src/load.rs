@@ -25,7 +25,7 @@ use crate::{
     up::{self, Instance},
 };
 
-const SCENARIOS: [&str; 8] = ["smoke", "browse", "checkout", "mixed", "stress", "spike", "soak", "grpc"];
+const SCENARIOS: [&str; 9] = ["smoke", "browse", "checkout", "mixed", "stress", "spike", "soak", "grpc", "orders"];
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let usage = format!("usage: cargo xtask load <{}> [--vus N] [--duration D] [--rate R]", SCENARIOS.join("|"));
@@ -137,9 +137,9 @@ pub(crate) fn k6() -> anyhow::Result<PathBuf> {
 }
 
 /// The smoke scenario against a private copy of the platform (ports +10000, databases
-/// `shop_smoke_*`, Redis keys `smoke:*`, topics `smoke.*`), all removed afterwards. Postgres,
-/// Redis and the broker must be up.
-pub(crate) fn smoke_on_private_instance(state_dir: &Path) -> anyhow::Result<()> {
+/// `shop_smoke_*`, Redis keys `smoke:*`, topics `smoke.*` on `brokers`), all removed
+/// afterwards. Postgres, Redis and the broker must be up.
+pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyhow::Result<()> {
     let present = services::present();
     let instance = Instance {
         port_offset: 10_000,
@@ -150,6 +150,7 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path) -> anyhow::Result<()> 
         log_dir: Some(state_dir.join("smoke-logs")),
         release: false,
         extra_env: Vec::new(),
+        brokers: brokers.to_owned(),
     };
     if let Some(dir) = &instance.log_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -33,7 +33,7 @@ commands:
   render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
   deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
   promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
-  bench   measure every figure next to this machine's limits; writes docs/performance.md
+  bench   [--only reads,cart,saga,backlog,checkout]: measure every figure next to this machine's limits; writes docs/performance.md
   set-image <env> <service> <tag> [<digest>]: record the image an environment runs (CI)
   load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
 ";
@@ -72,6 +72,13 @@ fn main() -> ExitCode {
 /// The workspace root (the parent of xtask/).
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Where cargo puts the `profile` build's binaries: `CARGO_TARGET_DIR` if set (relative to
+/// the workspace), else target/.
+fn build_dir(profile: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), |dir| root().join(dir));
+    target.join(profile)
 }
 
 /// Where `up` keeps its state: the broker's data, the dev signing key, the lock file.

@@ -29,11 +29,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let result = (|| {
         started.extend(infra::ensure_postgres()?);
         started.extend(infra::ensure_redis()?);
-        started.extend(infra::ensure_broker(&dir.join("tansu-test.log"))?);
+        let brokers = infra::test_brokers();
+        started.extend(infra::ensure_broker_at(&brokers, "sqlite://tansu-test.db", &dir.join("tansu-test.log"))?);
         drop_leftover_test_databases()?;
         eprintln!("xtask: == k6 smoke (a private copy of the platform)");
-        crate::load::smoke_on_private_instance(&dir).context("the k6 smoke test failed")?;
-        step("tests", nextest(&passthrough))
+        crate::load::smoke_on_private_instance(&dir, &brokers).context("the k6 smoke test failed")?;
+        step("tests", nextest(&passthrough, &brokers))
     })();
     for thing in started.into_iter().rev() {
         thing.stop();
@@ -47,7 +48,7 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
-fn nextest(passthrough: &[&str]) -> Command {
+fn nextest(passthrough: &[&str], brokers: &str) -> Command {
     let has_nextest =
         Command::new(env!("CARGO")).args(["nextest", "--version"]).output().is_ok_and(|output| output.status.success());
     let mut command = if has_nextest {
@@ -60,7 +61,7 @@ fn nextest(passthrough: &[&str]) -> Command {
         .args(passthrough)
         .env("TEST_DATABASE_URL", infra::postgres_url())
         .env("TEST_REDIS_URL", infra::redis_url())
-        .env("KAFKA_BROKERS", infra::brokers());
+        .env("KAFKA_BROKERS", brokers);
     command
 }
 

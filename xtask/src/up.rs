@@ -127,6 +127,8 @@ pub(crate) struct Instance {
     pub(crate) release: bool,
     /// More environment for every service (after the defaults, so it wins).
     pub(crate) extra_env: Vec<(String, String)>,
+    /// The broker the services use (`KAFKA_BROKERS`).
+    pub(crate) brokers: String,
 }
 
 impl Instance {
@@ -140,6 +142,7 @@ impl Instance {
             log_dir: None,
             release: false,
             extra_env: Vec::new(),
+            brokers: infra::brokers(),
         }
     }
 
@@ -192,26 +195,32 @@ impl Instance {
 
     /// Removes what a private instance leaves: its databases, Redis keys and topics.
     pub(crate) fn remove_data(&self, present: &[&'static Service]) -> anyhow::Result<()> {
+        self.remove_stores(present)?;
+        infra::delete_topics(&self.brokers, &self.topic_prefix)
+    }
+
+    /// Removes its databases and Redis keys (an instance with a broker of its own removes
+    /// the broker's files instead of its topics).
+    pub(crate) fn remove_stores(&self, present: &[&'static Service]) -> anyhow::Result<()> {
         for service in present {
             if let Some(database) = self.database(service) {
                 infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
             }
         }
-        infra::delete_redis_keys(&self.redis_prefix)?;
-        infra::delete_topics(&self.topic_prefix)
+        infra::delete_redis_keys(&self.redis_prefix)
     }
 
     /// Starts one service with `overrides` on top of its environment.
     pub(crate) fn spawn(&self, service: &Service, color: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Child> {
         let profile = if self.release { "release" } else { "debug" };
-        let binary = crate::root().join("target").join(profile).join(service.binary());
+        let binary = crate::build_dir(profile).join(service.binary());
         let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
         let mut command = Command::new(&binary);
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port(service)))
             .env("REDIS_URL", infra::redis_url())
             .env("REDIS_KEY_PREFIX", &self.redis_prefix)
-            .env("KAFKA_BROKERS", infra::brokers())
+            .env("KAFKA_BROKERS", &self.brokers)
             .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
             .env("KAFKA_CREATE_TOPICS", "true")
             .env("JWKS_URL", format!("http://127.0.0.1:{user}/.well-known/jwks.json"))
@@ -286,7 +295,7 @@ impl Instance {
 /// Stops the children: SIGTERM to all, then each gets up to 25 s to drain.
 pub(crate) fn stop_all(children: Vec<(&'static Service, Child)>, quiet: bool) {
     for (_, child) in &children {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
     }
     for (service, mut child) in children {
         infra::terminate(&mut child, Duration::from_secs(25));
