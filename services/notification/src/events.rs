@@ -30,7 +30,9 @@ impl Handler for Events {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             let payload = event.payload.as_slice();
-            let (user, rendered) = match event.ce_type.as_str() {
+            // The order a message is about: one message per order and template (see the
+            // migration `one_notification_per_order`).
+            let (user, order, rendered) = match event.ce_type.as_str() {
                 "shop.user.v1.UserRegistered" => {
                     let user = UserRegistered::decode(payload).map_err(permanent)?;
                     let id = Uuid::parse_str(&user.user_id).map_err(permanent)?;
@@ -44,27 +46,29 @@ impl Handler for Events {
                     .execute(&mut *connection)
                     .await
                     .map_err(retryable)?;
-                    (user.user_id, templates::welcome(&user.name))
+                    (user.user_id, None, templates::welcome(&user.name))
                 }
                 "shop.order.v1.OrderConfirmed" => {
                     let order = OrderConfirmed::decode(payload).map_err(permanent)?;
                     let rendered = templates::order_confirmed(&order.order_id, &order.lines, order.total.as_ref());
-                    (order.user_id, rendered)
+                    (order.user_id, Some(order.order_id), rendered)
                 }
                 "shop.order.v1.OrderCancelled" => {
                     let order = OrderCancelled::decode(payload).map_err(permanent)?;
                     let rendered =
                         templates::order_cancelled(&order.order_id, &order.reason, order.refund, order.total.as_ref());
-                    (order.user_id, rendered)
+                    (order.user_id, Some(order.order_id), rendered)
                 }
                 "shop.payment.v1.PaymentRefunded" => {
                     let refund = PaymentRefunded::decode(payload).map_err(permanent)?;
-                    (refund.user_id.clone(), templates::payment_refunded(&refund.order_id, refund.amount.as_ref()))
+                    let rendered = templates::payment_refunded(&refund.order_id, refund.amount.as_ref());
+                    (refund.user_id, Some(refund.order_id), rendered)
                 }
                 _ => return Ok(()),
             };
             let user = Uuid::parse_str(&user).map_err(permanent)?;
-            self.store(connection, event.ce_id, user, &rendered).await
+            let order = order.map(|order| Uuid::parse_str(&order)).transpose().map_err(permanent)?;
+            self.store(connection, event.ce_id, user, order, &rendered).await
         })
     }
 }
@@ -75,6 +79,7 @@ impl Events {
         connection: &mut PgConnection,
         event_id: Uuid,
         user: Uuid,
+        order: Option<Uuid>,
         rendered: &Rendered,
     ) -> Result<(), HandleError> {
         let email: Option<String> = if self.email_enabled {
@@ -87,9 +92,11 @@ impl Events {
             None
         };
         let channel = if email.is_some() { "email" } else { "log" };
+        // Either key may conflict: the event was seen before (a redelivery the inbox did not
+        // catch) or the customer already has this message about this order.
         sqlx::query(
-            "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body, order_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(Uuid::now_v7())
         .bind(event_id)
@@ -99,6 +106,7 @@ impl Events {
         .bind(rendered.template)
         .bind(&rendered.subject)
         .bind(&rendered.body)
+        .bind(order)
         .execute(&mut *connection)
         .await
         .map_err(retryable)?;

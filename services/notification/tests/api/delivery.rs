@@ -8,7 +8,7 @@ use serde_json::Value;
 use shop_kit::{config::Vars, events::KafkaConfig};
 use shop_proto::shop::{
     common::v1::Money,
-    events::v1::{OrderConfirmed, OrderLine, UserRegistered},
+    events::v1::{OrderCancelled, OrderConfirmed, OrderLine, PaymentRefunded, UserRegistered},
 };
 use shop_testkit::{SmtpSink, TestDb, TestIssuer, TestServer, eventually, http_client};
 use uuid::Uuid;
@@ -217,4 +217,53 @@ async fn without_smtp_notifications_go_to_the_log() {
     assert_eq!(delivered.notification_id, stored[0]["id"].as_str().unwrap());
     assert_eq!(delivered.channel, "log");
     assert!(stored[0]["body"].as_str().unwrap().contains(&order.to_string()));
+}
+
+#[tokio::test]
+async fn an_order_cancelled_again_by_its_late_payment_is_announced_once_and_refunded_once() {
+    let app = spawn(None).await;
+    let (user, token) = app.issuer.customer();
+    let order = Uuid::now_v7();
+    let key = order.to_string();
+    let total = Some(Money { amount: 4000, currency: "USD".into() });
+    let cancelled = |reason: &str, refund: bool| OrderCancelled {
+        order_id: order.to_string(),
+        user_id: user.to_string(),
+        lines: Vec::new(),
+        total: total.clone(),
+        reason: reason.into(),
+        refund,
+    };
+    // The customer cancels while the payment is in flight; the payment then succeeds, so the
+    // order service cancels again with a refund, and payment refunds.
+    let by_user = cancelled("cancelled by user", false);
+    publish(&app, "shop.order.v1", "shop.order.v1.OrderCancelled", &key, Uuid::now_v7(), &by_user).await;
+    let late = cancelled("paid after cancellation", true);
+    publish(&app, "shop.order.v1", "shop.order.v1.OrderCancelled", &key, Uuid::now_v7(), &late).await;
+    let refunded = PaymentRefunded {
+        payment_id: Uuid::now_v7().to_string(),
+        order_id: order.to_string(),
+        user_id: user.to_string(),
+        amount: total.clone(),
+    };
+    publish(&app, "shop.payment.v1", "shop.payment.v1.PaymentRefunded", &key, Uuid::now_v7(), &refunded).await;
+    // A marker after both cancellations on the same partition: once it is stored, they were
+    // consumed.
+    let marker = Uuid::now_v7();
+    let marker_event = confirmed(marker, user);
+    publish(&app, "shop.order.v1", "shop.order.v1.OrderConfirmed", &key, Uuid::now_v7(), &marker_event).await;
+    let stored = eventually("the marker and the refund", Duration::from_secs(30), || async {
+        let stored = notifications(&app, &token).await;
+        let has = |template: &str| stored.iter().any(|n| n["template"] == template);
+        (has("order_confirmed") && has("payment_refunded")).then_some(stored)
+    })
+    .await;
+    let mut templates: Vec<&str> = stored.iter().map(|n| n["template"].as_str().unwrap()).collect();
+    templates.sort_unstable();
+    assert_eq!(templates, ["order_cancelled", "order_confirmed", "payment_refunded"], "{stored:#?}");
+    let cancellation = stored.iter().find(|n| n["template"] == "order_cancelled").unwrap();
+    assert!(
+        cancellation["body"].as_str().unwrap().contains("cancelled by user"),
+        "the first one is kept: {cancellation}"
+    );
 }
