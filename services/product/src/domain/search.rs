@@ -19,9 +19,11 @@ impl SearchTerms {
         }
         let words: Vec<String> = q
             .split(|c: char| !c.is_alphanumeric())
+            // Lower case can add a mark that is not a letter ("İ" becomes "i" and a combining
+            // dot): only letters and digits go on.
+            .map(|word| word.to_lowercase().chars().filter(|c| c.is_alphanumeric()).take(50).collect::<String>())
             .filter(|word| !word.is_empty())
             .take(MAX_WORDS)
-            .map(|word| word.to_lowercase().chars().take(50).collect())
             .collect();
         Ok((!words.is_empty()).then_some(Self(words)))
     }
@@ -45,6 +47,8 @@ mod tests {
             ("  LAMP ", Some("lamp:*")),
             ("lamp') | !(x", Some("lamp:* & x:*")),
             ("!!! & |", None),
+            ("İstanbul lamp", Some("istanbul:* & lamp:*")),
+            ("\u{307}", None),
             ("", None),
         ];
         for (q, expected) in cases {
