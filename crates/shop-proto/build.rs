@@ -40,9 +40,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let descriptor_path = out_dir.join("shop_descriptor.bin");
     fs::write(&descriptor_path, descriptors.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .skip_protoc_run()
-        .file_descriptor_set_path(&descriptor_path)
-        .compile_protos(&files, &[root])?;
+    // `prost::Name` on every message: the event contracts take their type from it.
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure().skip_protoc_run().file_descriptor_set_path(&descriptor_path).compile_with_config(
+        config,
+        &files,
+        &[root],
+    )?;
     Ok(())
 }

@@ -108,6 +108,10 @@ impl Caller {
     }
 }
 
+/// Where the user service publishes its keys when `JWKS_URL` is not set (the local layout of
+/// `cargo xtask up`).
+pub const DEFAULT_JWKS_URL: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
+
 /// Settings shared by every service that checks tokens.
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
@@ -129,6 +133,11 @@ impl AuthConfig {
             jwks_url: vars.optional("JWKS_URL")?,
             jwks_ttl: vars.or("JWKS_CACHE_TTL", HumanDuration(Duration::from_secs(300)))?.0,
         })
+    }
+
+    /// `JWKS_URL`, or [`DEFAULT_JWKS_URL`].
+    pub fn jwks_endpoint(&self) -> &str {
+        self.jwks_url.as_deref().unwrap_or(DEFAULT_JWKS_URL)
     }
 }
 

@@ -111,11 +111,32 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything a service's database needs before it serves: its own migrations, then the
-/// outbox and inbox tables of the messaging kit.
+/// Everything a service's database needs before it serves: its own migrations and the
+/// messaging kit's (the `outbox` and `inbox` tables), applied as one set under the migrator's
+/// lock.
 pub async fn prepare(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
-    migrate(pool, migrator).await?;
-    crate::events::ensure_tables(pool).await
+    migrate(pool, &with_events(migrator)?).await
+}
+
+/// `service`'s migrations together with [`crate::events::MIGRATOR`]'s, in version order.
+/// A version both use is refused: one of them would never run.
+pub fn with_events(service: &Migrator) -> anyhow::Result<Migrator> {
+    let events = &crate::events::MIGRATOR;
+    if let Some(clash) = service.iter().find(|migration| events.iter().any(|kit| kit.version == migration.version)) {
+        anyhow::bail!(
+            "migration {} ({}) has the version of one of shop-kit's event migrations; renumber it",
+            clash.version,
+            clash.description
+        );
+    }
+    let mut migrations: Vec<_> = events.iter().chain(service.iter()).cloned().collect();
+    migrations.sort_by_key(|migration| migration.version);
+    Ok(Migrator {
+        migrations: std::borrow::Cow::Owned(migrations),
+        ignore_missing: service.ignore_missing,
+        locking: service.locking,
+        no_tx: service.no_tx,
+    })
 }
 
 /// The `<service> migrate` command run by the deploy's migration Job: when the first argument

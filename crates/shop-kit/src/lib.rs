@@ -16,13 +16,8 @@
 //! - [`events`]: Kafka: the transactional outbox and its relay, the consumer runner with its
 //!   inbox, retries and dead-letter topics.
 //! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
+//! - [`service`]: the one start-up and shutdown path every service takes.
 #![forbid(unsafe_code)]
-
-/// Every binary that links shop-kit (the services, their tests) allocates with jemalloc:
-/// the read path allocates per request, and glibc malloc's arena locks cost it ~30% of its
-/// throughput under load (docs/performance.md has the profile and the measurement).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod api;
 pub mod auth;
@@ -34,4 +29,9 @@ pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod telemetry;
+
+/// For [`consumes!`]: the generated code decodes with the prost this crate uses.
+#[doc(hidden)]
+pub use prost as __prost;

@@ -18,49 +18,65 @@ use rdkafka::{
     message::Headers as _,
 };
 use shop_kit::events::{
-    ConsumerRunner, Event, HandleError, Handler, Incoming, KafkaConfig, Publisher, Relay, enqueue, ensure_tables,
-    ensure_topics,
+    ConsumerRunner, Event, HandleError, Handler, KafkaConfig, Publisher, Received, Relay, enqueue, ensure_topics,
 };
-use shop_proto::shop::events::v1::UserRegistered;
+use shop_proto::{contracts, shop::events::v1::UserRegistered};
 use shop_testkit::{TestDb, eventually};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
-fn kafka() -> KafkaConfig {
-    KafkaConfig::for_brokers(&std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+shop_kit::consumes! {
+    /// What the test handlers take: the user topic's one type.
+    enum Users {
+        Registered(UserRegistered),
+    }
+}
+
+/// A service's own migrations (the `effects` table), applied with the kit's.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/fixtures/migrations");
+
+/// The broker, with a prefix of the test's own: its topics and groups are its alone.
+fn kafka(prefix: &str) -> KafkaConfig {
+    let mut config =
+        KafkaConfig::for_brokers(&std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()));
+    config.topic_prefix = prefix.to_owned();
+    config
 }
 
 fn publisher() -> Publisher {
-    Publisher::new(&kafka()).unwrap()
+    Publisher::new(&kafka("")).unwrap()
 }
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}.{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn setup(topic: &str) -> (TestDb, sqlx::PgPool) {
+/// A fresh prefix, database and user topic; returns the prefix, the topic's full name, the
+/// database and its pool.
+async fn setup(name: &str) -> (String, String, TestDb, sqlx::PgPool) {
     shop_testkit::init_tracing();
+    let prefix = format!("{}.", unique(name));
+    let topic = kafka(&prefix).topics().name(contracts::USER);
     let db = TestDb::new().await;
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-    ensure_tables(&pool).await.unwrap();
-    sqlx::query("CREATE TABLE effects (ce_id uuid NOT NULL, key text NOT NULL)").execute(&pool).await.unwrap();
-    ensure_topics(&kafka(), &[topic], 3).await.unwrap();
-    (db, pool)
+    shop_kit::db::prepare(&pool, &MIGRATOR).await.unwrap();
+    ensure_topics(&kafka(&prefix), &[&topic], 3).await.unwrap();
+    (prefix, topic, db, pool)
 }
 
-fn event(topic: &str, user: &str) -> Event {
+fn event(prefix: &str, user: &str) -> Event {
     let message = UserRegistered {
         user_id: user.into(),
         email: format!("{user}@example.com"),
         name: user.into(),
         registered_at: None,
     };
-    Event::new(topic, user, "/shop/test", "UserRegistered", &message)
+    kafka(prefix).topics().event(user, &message)
 }
 
 /// Reads `count` messages from `topic` with a fresh group; (key, headers, payload) each.
 async fn read(topic: &str, count: usize) -> Vec<(String, HashMap<String, String>, Vec<u8>)> {
-    let consumer: StreamConsumer = kafka().consumer(&unique("reader")).unwrap();
+    let consumer: StreamConsumer = kafka("").consumer(&unique("reader")).unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut seen = Vec::new();
     while seen.len() < count {
@@ -85,18 +101,17 @@ async fn read(topic: &str, count: usize) -> Vec<(String, HashMap<String, String>
 
 #[tokio::test]
 async fn committed_events_are_published_with_cloudevents_headers_and_rolled_back_ones_never() {
-    let topic = unique("test.outbox");
-    let (_db, pool) = setup(&topic).await;
+    let (prefix, topic, _db, pool) = setup("outbox").await;
 
     let mut committed = pool.begin().await.unwrap();
     sqlx::query("INSERT INTO effects VALUES (gen_random_uuid(), 'ada')").execute(&mut *committed).await.unwrap();
-    let first = event(&topic, "ada");
-    let second = event(&topic, "ada");
+    let first = event(&prefix, "ada");
+    let second = event(&prefix, "ada");
     enqueue(&mut committed, &first).await.unwrap();
     enqueue(&mut committed, &second).await.unwrap();
     committed.commit().await.unwrap();
     let mut rolled_back = pool.begin().await.unwrap();
-    enqueue(&mut rolled_back, &event(&topic, "ghost")).await.unwrap();
+    enqueue(&mut rolled_back, &event(&prefix, "ghost")).await.unwrap();
     rolled_back.rollback().await.unwrap();
 
     let relay = Relay::new(pool.clone(), &publisher());
@@ -109,8 +124,8 @@ async fn committed_events_are_published_with_cloudevents_headers_and_rolled_back
     let (key, headers, payload) = &messages[0];
     assert_eq!(key, "ada");
     assert_eq!(headers["ce_specversion"], "1.0");
-    assert_eq!(headers["ce_type"], format!("{topic}.UserRegistered"), "no shop. prefix in this test topic");
-    assert_eq!(headers["ce_source"], "/shop/test");
+    assert_eq!(headers["ce_type"], "shop.user.v1.UserRegistered", "the type from the contract, without the prefix");
+    assert_eq!(headers["ce_source"], "/shop/user", "the topic's owner");
     assert_eq!(headers["content-type"], "application/protobuf");
     assert!(headers.contains_key("ce_time"));
     let decoded: UserRegistered = prost::Message::decode(payload.as_slice()).unwrap();
@@ -122,18 +137,26 @@ async fn committed_events_are_published_with_cloudevents_headers_and_rolled_back
 
 #[tokio::test]
 async fn the_relay_wakes_on_notify_and_replicas_publish_each_event_once() {
-    let topic = unique("test.relay");
-    let (_db, pool) = setup(&topic).await;
+    let (prefix, topic, _db, pool) = setup("relay").await;
     let shutdown = CancellationToken::new();
     for _ in 0..2 {
         let relay = Relay::new(pool.clone(), &publisher()).poll_interval(Duration::from_secs(60));
         tokio::spawn(relay.run(shutdown.clone()));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("both relays to LISTEN", Duration::from_secs(10), || async {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (listening == 2).then_some(())
+    })
+    .await;
     let mut ids = Vec::new();
     for index in 0..40 {
         let mut transaction = pool.begin().await.unwrap();
-        let event = event(&topic, &format!("user-{}", index % 4));
+        let event = event(&prefix, &format!("user-{}", index % 4));
         ids.push(event.id.to_string());
         enqueue(&mut transaction, &event).await.unwrap();
         transaction.commit().await.unwrap();
@@ -160,28 +183,29 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
+    type Event = Users;
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        event: &'a Incoming,
+        event: &'a Received<Users>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             if event.key == "poison" {
-                return Err(HandleError::Permanent(anyhow::anyhow!("cannot be applied")));
+                return Err(HandleError::permanent(anyhow::anyhow!("cannot be applied")));
             }
             let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
             sqlx::query("INSERT INTO effects VALUES ($1, $2)")
                 .bind(event.ce_id)
                 .bind(&event.key)
                 .execute(connection)
-                .await
-                .map_err(|error| HandleError::Retryable(error.into()))?;
+                .await?;
             if event.key == "flaky" && attempt <= self.fail_first {
                 // The effect above is rolled back with the transaction.
-                return Err(HandleError::Retryable(anyhow::anyhow!("transient failure {attempt}")));
+                return Err(HandleError::retryable(anyhow::anyhow!("transient failure {attempt}")));
             }
             if event.key == "broken" {
-                return Err(HandleError::Retryable(anyhow::anyhow!("always fails")));
+                return Err(HandleError::retryable(anyhow::anyhow!("always fails")));
             }
             Ok(())
         })
@@ -194,20 +218,20 @@ async fn effects(pool: &sqlx::PgPool, key: &str) -> i64 {
 
 #[tokio::test]
 async fn events_apply_exactly_once_with_retries_and_dead_letters() {
-    let topic = unique("test.consume");
-    let (_db, pool) = setup(&topic).await;
-    let group = unique("group");
+    let (prefix, topic, _db, pool) = setup("consume").await;
+    let service = "recorder";
+    let group = kafka(&prefix).group(service);
 
     let mut transaction = pool.begin().await.unwrap();
-    let duplicate = event(&topic, "dup");
+    let duplicate = event(&prefix, "dup");
     for event in [
-        event(&topic, "ok"),
+        event(&prefix, "ok"),
         duplicate.clone(),
         duplicate.clone(),
-        event(&topic, "flaky"),
-        event(&topic, "broken"),
-        event(&topic, "poison"),
-        event(&topic, "after"),
+        event(&prefix, "flaky"),
+        event(&prefix, "broken"),
+        event(&prefix, "poison"),
+        event(&prefix, "after"),
     ] {
         let mut event = event;
         if event.key == "dup" {
@@ -226,10 +250,9 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     shop_kit::metrics::handle();
     let attempts = Arc::new(AtomicU32::new(0));
     let runner = ConsumerRunner::new(
-        &kafka(),
+        &kafka(&prefix),
         &publisher(),
-        &group,
-        &[topic.as_str()],
+        service,
         pool.clone(),
         Recorder { fail_first: 2, attempts: Arc::clone(&attempts) },
     )
@@ -273,10 +296,9 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
 
     // A restart of the consumer resumes after the committed offsets: nothing applies twice.
     let again = ConsumerRunner::new(
-        &kafka(),
+        &kafka(&prefix),
         &publisher(),
-        &group,
-        &[topic.as_str()],
+        service,
         pool.clone(),
         Recorder { fail_first: 0, attempts: Arc::new(AtomicU32::new(0)) },
     )
@@ -284,7 +306,7 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(again.run(shutdown.clone()));
     let mut late = pool.begin().await.unwrap();
-    enqueue(&mut late, &event(&topic, "late")).await.unwrap();
+    enqueue(&mut late, &event(&prefix, "late")).await.unwrap();
     late.commit().await.unwrap();
     Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
     eventually("the late event", Duration::from_secs(60), || async {
@@ -301,10 +323,12 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
 struct TraceRecorder;
 
 impl Handler for TraceRecorder {
+    type Event = Users;
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        event: &'a Incoming,
+        event: &'a Received<Users>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             let trace = shop_kit::telemetry::trace_id(&tracing::Span::current()).unwrap_or_default();
@@ -312,8 +336,7 @@ impl Handler for TraceRecorder {
                 .bind(event.ce_id)
                 .bind(trace)
                 .execute(connection)
-                .await
-                .map_err(|error| HandleError::Retryable(error.into()))?;
+                .await?;
             Ok(())
         })
     }
@@ -321,14 +344,13 @@ impl Handler for TraceRecorder {
 
 #[tokio::test]
 async fn the_consumer_continues_the_producers_trace() {
-    let topic = unique("test.trace");
-    let (_db, pool) = setup(&topic).await;
+    let (prefix, topic, _db, pool) = setup("trace").await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut incoming = http::HeaderMap::new();
     incoming.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
     let span = tracing::info_span!("request");
     shop_kit::telemetry::continue_trace(&span, &incoming);
-    let event = event(&topic, "traced");
+    let event = event(&prefix, "traced");
     {
         let mut transaction = pool.begin().await.unwrap();
         use tracing::Instrument as _;
@@ -339,9 +361,7 @@ async fn the_consumer_continues_the_producers_trace() {
     let headers = &read(&topic, 1).await[0].1;
     assert!(headers["traceparent"].starts_with(&format!("00-{trace_id}-")), "{headers:?}");
 
-    let runner =
-        ConsumerRunner::new(&kafka(), &publisher(), &unique("group"), &[topic.as_str()], pool.clone(), TraceRecorder)
-            .unwrap();
+    let runner = ConsumerRunner::new(&kafka(&prefix), &publisher(), "tracer", pool.clone(), TraceRecorder).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(runner.run(shutdown.clone()));
     let recorded: String = eventually("the event to be consumed", Duration::from_secs(60), || async {
@@ -363,14 +383,16 @@ struct BatchRecorder {
 }
 
 impl Handler for BatchRecorder {
+    type Event = Users;
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        event: &'a Incoming,
+        event: &'a Received<Users>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             if event.key == "poison" {
-                return Err(HandleError::Permanent(anyhow::anyhow!("cannot be applied")));
+                return Err(HandleError::permanent(anyhow::anyhow!("cannot be applied")));
             }
             let trace = shop_kit::telemetry::trace_id(&tracing::Span::current()).unwrap_or_default();
             sqlx::query("INSERT INTO batch_effects VALUES ($1, $2, $3, txid_current())")
@@ -378,10 +400,9 @@ impl Handler for BatchRecorder {
                 .bind(&event.key)
                 .bind(trace)
                 .execute(connection)
-                .await
-                .map_err(|error| HandleError::Retryable(error.into()))?;
+                .await?;
             if event.key == "flaky" && !self.flaky_failed.swap(true, Ordering::SeqCst) {
-                return Err(HandleError::Retryable(anyhow::anyhow!("transient failure")));
+                return Err(HandleError::retryable(anyhow::anyhow!("transient failure")));
             }
             Ok(())
         })
@@ -390,8 +411,7 @@ impl Handler for BatchRecorder {
 
 #[tokio::test]
 async fn a_backlog_is_applied_in_batches_exactly_once_and_a_failed_batch_falls_back_to_one_at_a_time() {
-    let topic = unique("test.batch");
-    let (_db, pool) = setup(&topic).await;
+    let (prefix, topic, _db, pool) = setup("batch").await;
     sqlx::query(
         "CREATE TABLE batch_effects (ce_id uuid NOT NULL, key text NOT NULL, trace text NOT NULL, tx bigint NOT NULL)",
     )
@@ -402,10 +422,10 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_a_failed_batch_falls_b
     // backlog, which the client fetches many at a time.
     let mut expected_trace = HashMap::new();
     let mut transaction = pool.begin().await.unwrap();
-    let mut events: Vec<Event> = (0..60).map(|index| event(&topic, &format!("k{index}"))).collect();
+    let mut events: Vec<Event> = (0..60).map(|index| event(&prefix, &format!("k{index}"))).collect();
     // The same event twice (same ce_id), as after a relay crash, and two that fail.
-    let duplicate = event(&topic, "dup");
-    events.extend([duplicate.clone(), event(&topic, "poison"), event(&topic, "flaky"), duplicate]);
+    let duplicate = event(&prefix, "dup");
+    events.extend([duplicate.clone(), event(&prefix, "poison"), event(&prefix, "flaky"), duplicate]);
     sqlx::query("ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_id_key").execute(&mut *transaction).await.unwrap();
     for (index, event) in events.iter().enumerate() {
         let trace_id = format!("{:032x}", index + 1);
@@ -420,12 +440,10 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_a_failed_batch_falls_b
     transaction.commit().await.unwrap();
     Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
 
-    let group = unique("group");
     let runner = ConsumerRunner::new(
-        &kafka(),
+        &kafka(&prefix),
         &publisher(),
-        &group,
-        &[topic.as_str()],
+        "batcher",
         pool.clone(),
         BatchRecorder { flaky_failed: AtomicBool::new(false) },
     )
@@ -466,10 +484,9 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_a_failed_batch_falls_b
 
 #[tokio::test]
 async fn a_relay_session_frozen_mid_transaction_releases_its_topic_after_the_idle_timeout() {
-    let topic = unique("test.frozen");
-    let (db, pool) = setup(&topic).await;
+    let (prefix, topic, db, pool) = setup("frozen").await;
     let mut transaction = pool.begin().await.unwrap();
-    enqueue(&mut transaction, &event(&topic, "waiting")).await.unwrap();
+    enqueue(&mut transaction, &event(&prefix, "waiting")).await.unwrap();
     transaction.commit().await.unwrap();
 
     // A relay that took the topic's lock and then froze (its process stopped, its network
@@ -494,4 +511,92 @@ async fn a_relay_session_frozen_mid_transaction_releases_its_topic_after_the_idl
     assert_eq!(read(&topic, 1).await[0].0, "waiting");
     let error = sqlx::query("SELECT 1").execute(&mut *frozen).await.unwrap_err();
     assert!(error.to_string().contains("idle-in-transaction"), "the frozen session was ended by the timeout: {error}");
+}
+
+#[tokio::test]
+async fn an_unhandled_type_and_an_undecodable_payload_are_dead_lettered_with_the_reason() {
+    let (prefix, topic, _db, pool) = setup("refused").await;
+    let mut unknown = event(&prefix, "unknown");
+    unknown.ce_type = "shop.user.v1.UserDeleted".into();
+    let mut garbage = event(&prefix, "garbage");
+    garbage.payload = vec![0xff, 0xff, 0xff];
+    let mut transaction = pool.begin().await.unwrap();
+    for event in [&unknown, &garbage, &event(&prefix, "fine")] {
+        enqueue(&mut transaction, event).await.unwrap();
+    }
+    transaction.commit().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
+
+    let runner = ConsumerRunner::new(
+        &kafka(&prefix),
+        &publisher(),
+        "refuser",
+        pool.clone(),
+        Recorder { fail_first: 0, attempts: Arc::new(AtomicU32::new(0)) },
+    )
+    .unwrap();
+    assert_eq!(runner.topics(), std::slice::from_ref(&topic), "the topics come from the types the consumer names");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    eventually("the fine event", Duration::from_secs(60), || async {
+        (effects(&pool, "fine").await == 1).then_some(())
+    })
+    .await;
+    let dead = read(&format!("{topic}.dlq"), 2).await;
+    let reason = |key: &str| dead.iter().find(|(k, _, _)| k == key).map(|(_, headers, _)| headers["dlq_error"].clone());
+    let unknown_reason = reason("unknown").unwrap();
+    assert!(unknown_reason.contains("unhandled event type \"shop.user.v1.UserDeleted\""), "{unknown_reason}");
+    let garbage_reason = reason("garbage").unwrap();
+    assert!(
+        garbage_reason.starts_with("the payload of a shop.user.v1.UserRegistered event does not decode: "),
+        "{garbage_reason}"
+    );
+    assert_eq!(effects(&pool, "unknown").await + effects(&pool, "garbage").await, 0, "neither was applied");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// The `outbox` and `inbox` tables as start-up code made them before they were migrations.
+const TABLES_MADE_BY_CODE: &str = "CREATE TABLE outbox (
+        seq bigserial PRIMARY KEY, id uuid NOT NULL UNIQUE, topic text NOT NULL, key text NOT NULL,
+        ce_type text NOT NULL, ce_source text NOT NULL, payload bytea NOT NULL, traceparent text, tracestate text,
+        created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz);
+    CREATE INDEX outbox_pending_idx ON outbox (topic, seq) WHERE published_at IS NULL;
+    CREATE TABLE inbox (consumer text NOT NULL, ce_id uuid NOT NULL, processed_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer, ce_id));";
+
+#[tokio::test]
+async fn a_database_made_before_the_event_tables_were_migrations_migrates_cleanly() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    // The service's own migrations by sqlx, the event tables by code, with rows in them.
+    MIGRATOR.run(&pool).await.unwrap();
+    sqlx::raw_sql(TABLES_MADE_BY_CODE).execute(&pool).await.unwrap();
+    let mut transaction = pool.begin().await.unwrap();
+    enqueue(&mut transaction, &event("old.", "kept")).await.unwrap();
+    transaction.commit().await.unwrap();
+    sqlx::query("INSERT INTO inbox (consumer, ce_id) VALUES ('old', gen_random_uuid())").execute(&pool).await.unwrap();
+
+    shop_kit::db::prepare(&pool, &MIGRATOR).await.unwrap();
+    shop_kit::db::prepare(&pool, &MIGRATOR).await.unwrap();
+    let rows: (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM inbox)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, (1, 1), "the rows made before are kept");
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
+    let expected: Vec<i64> =
+        shop_kit::events::MIGRATOR.iter().chain(MIGRATOR.iter()).map(|migration| migration.version).collect();
+    let mut expected = expected;
+    expected.sort_unstable();
+    assert_eq!(versions, expected, "every migration recorded once");
+
+    // A fresh database gets the tables from the migration.
+    let fresh = TestDb::new().await;
+    let fresh_pool = sqlx::PgPool::connect(fresh.url()).await.unwrap();
+    shop_kit::db::prepare(&fresh_pool, &MIGRATOR).await.unwrap();
+    let mut transaction = fresh_pool.begin().await.unwrap();
+    enqueue(&mut transaction, &event("new.", "first")).await.unwrap();
+    transaction.commit().await.unwrap();
 }

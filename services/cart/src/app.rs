@@ -1,22 +1,26 @@
 //! Builds the service (state, product client, server) and runs it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use shop_kit::{
     api::Money,
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
-    server::{BoundServer, Check, Criticality, Server},
+    events::ConsumerRunner,
+    server::{Check, Criticality, Server},
+    service::{Service, ServiceConfig},
 };
-use shop_proto::shop::{
-    cart::v1::cart_service_server::CartServiceServer,
-    product::v1::{GetProductRequest, product_service_client::ProductServiceClient},
+use shop_proto::{
+    contracts,
+    shop::{
+        cart::v1::cart_service_server::CartServiceServer,
+        product::v1::{GetProductRequest, product_service_client::ProductServiceClient},
+    },
 };
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use utoipa::OpenApi as _;
 use uuid::Uuid;
 
-use crate::{config::Config, error::Error, store::CartStore};
+use crate::{SERVICE, config::Config, error::Error, store::CartStore};
 
 type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 type ProductClient = ProductServiceClient<InterceptedService<Channel, Interceptor>>;
@@ -72,60 +76,41 @@ impl AuthState for AppState {
     }
 }
 
-pub struct Application {
-    server: BoundServer,
-    consumer: shop_kit::events::ConsumerRunner<crate::events::OrderEvents>,
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &shop_kit::config::TelemetryConfig {
+        &self.telemetry
+    }
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let redis = shop_kit::cache::connect(&config.redis).await?;
-        let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
-        if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic], 3).await?;
-        }
-        // One producer for the outbox, dead letters and readiness.
-        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
-        let kafka_ready = Check::kafka(publisher.clone(), order_topic.clone());
-        let consumer = shop_kit::events::ConsumerRunner::with(
-            &config.kafka,
-            &publisher,
-            &config.kafka.topic("cart-service"),
-            &[&order_topic],
-            crate::events::OrderEvents::new(redis.clone(), config.redis.key_prefix.clone()),
-        )?;
-        let verifier = Arc::new(Verifier::new(
-            &config.auth,
-            KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-        ));
-        let channel = shop_kit::grpc::channel(&config.product_url, config.product_deadline)?;
-        let products = ProductServiceClient::with_interceptor(channel, shop_kit::grpc::propagate_trace as Interceptor);
-        let store = CartStore::new(redis.clone(), config.redis.key_prefix.clone(), config.idle_ttl, config.max_lines);
-        let state = AppState { inner: Arc::new(Inner { store, products, verifier: Arc::clone(&verifier) }) };
-        let grpc = GrpcAuth::new(CartServiceServer::new(crate::grpc::CartGrpc::new(state.clone())), verifier);
-        let server = Server::new("cart-service", config.http)
-            .rest(crate::http::router(state))
-            .grpc(grpc)
-            .check(Check::redis(redis, Criticality::Required))
-            .check(kafka_ready)
-            .openapi(&crate::http::ApiDoc::openapi())
-            .bind()
-            .await?;
-        Ok(Self { server, consumer })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves and consumes until `shutdown`, then drains both.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks = tokio_util::task::TaskTracker::new();
-        tasks.spawn(self.consumer.run(shutdown.clone()));
-        tasks.close();
-        let served = self.server.run(shutdown.clone()).await;
-        shutdown.cancel();
-        tasks.wait().await;
-        served
-    }
+/// Connects and binds; the service then runs with [`Service::run`] (the server and the
+/// order-events consumer).
+pub async fn build(config: Config) -> anyhow::Result<Service> {
+    let redis = shop_kit::cache::connect(&config.redis).await?;
+    // One producer for dead letters and readiness.
+    let publisher = shop_kit::service::broker(&config.kafka, &[contracts::ORDER]).await?;
+    let kafka_ready = Check::kafka(publisher.clone(), config.kafka.topics().name(contracts::ORDER));
+    let consumer = ConsumerRunner::with(
+        &config.kafka,
+        &publisher,
+        SERVICE,
+        crate::events::OrderEvents::new(redis.clone(), config.redis.key_prefix.clone()),
+    )?;
+    let verifier = Arc::new(Verifier::new(
+        &config.auth,
+        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
+    ));
+    let channel = shop_kit::grpc::channel(&config.product_url, config.product_deadline)?;
+    let products = ProductServiceClient::with_interceptor(channel, shop_kit::grpc::propagate_trace as Interceptor);
+    let store = CartStore::new(redis.clone(), config.redis.key_prefix.clone(), config.idle_ttl, config.max_lines);
+    let state = AppState { inner: Arc::new(Inner { store, products, verifier: Arc::clone(&verifier) }) };
+    let grpc = GrpcAuth::new(CartServiceServer::new(crate::grpc::CartGrpc::new(state.clone())), verifier);
+    let server = Server::new(SERVICE, config.http)
+        .rest(crate::http::router(state))
+        .grpc(grpc)
+        .check(Check::redis(redis, Criticality::Required))
+        .check(kafka_ready)
+        .openapi(&crate::http::ApiDoc::openapi())
+        .bind()
+        .await?;
+    Ok(Service::new(server).background(|shutdown| consumer.run(shutdown)))
 }

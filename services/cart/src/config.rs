@@ -42,7 +42,7 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let auth = AuthConfig::from_vars(vars)?;
-        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let jwks_url = auth.jwks_endpoint().to_owned();
         let product_url = vars.raw("PRODUCT_GRPC_URL").unwrap_or("http://127.0.0.1:8082").to_owned();
         if !(product_url.starts_with("http://") || product_url.starts_with("https://")) {
             return Err(vars.invalid("PRODUCT_GRPC_URL", "must be an http:// or https:// URL").into());
@@ -61,7 +61,7 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "cart-service")?,
+            telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             redis: RedisConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,

@@ -3,13 +3,20 @@
 //! redelivered event cannot remove lines the buyer has added since.
 
 use futures::future::BoxFuture;
-use prost::Message as _;
 use redis::{Script, aio::ConnectionManager};
 use shop_kit::{
     cache::KeyPrefix,
-    events::{ApplyError, ApplyOnce, HandleError, Incoming, Outcome},
+    events::{ApplyError, ApplyOnce, Outcome, Received},
 };
-use shop_proto::shop::events::v1::OrderPlaced;
+use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, OrderPlaced};
+
+shop_kit::consumes! {
+    /// The order event that empties carts.
+    pub enum OrderEvent {
+        Placed(OrderPlaced),
+    }
+    ignoring [OrderConfirmed, OrderCancelled]
+}
 
 /// KEYS[1] inbox key, KEYS[2] cart; ARGV: inbox ttl, product ids...
 const CLEAR_ONCE: &str = r"
@@ -37,13 +44,15 @@ impl OrderEvents {
 }
 
 impl ApplyOnce for OrderEvents {
-    fn apply<'a>(&'a self, consumer: &'a str, event: &'a Incoming) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
+    type Event = OrderEvent;
+
+    fn apply<'a>(
+        &'a self,
+        consumer: &'a str,
+        event: &'a Received<OrderEvent>,
+    ) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
         Box::pin(async move {
-            if event.ce_type != "shop.order.v1.OrderPlaced" {
-                return Ok(Outcome::Applied);
-            }
-            let placed = OrderPlaced::decode(event.payload.as_slice())
-                .map_err(|error| ApplyError::Handler(HandleError::Permanent(error.into())))?;
+            let OrderEvent::Placed(placed) = &event.message;
             let inbox = self.prefix.key(&["inbox", consumer, &event.ce_id.to_string()]);
             let cart = self.prefix.key(&["cart", &placed.user_id]);
             let mut invocation = self.script.key(inbox);

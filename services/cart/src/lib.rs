@@ -26,5 +26,5 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
-/// The topic this service consumes (OrderPlaced).
-pub const ORDER_TOPIC: &str = "shop.order.v1";
+/// This service's name: its telemetry, consumer group and server.
+pub const SERVICE: &str = "cart-service";

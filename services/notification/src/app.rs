@@ -1,17 +1,23 @@
 //! Builds the service (state, server, consumer, delivery worker) and runs it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use shop_kit::{
     auth::{AuthState, JwksClient, KeySource, Verifier},
-    events::{ConsumerRunner, PgInbox},
-    server::{BoundServer, Check, Server},
+    events::{ConsumerRunner, Consumes as _, Relay},
+    server::{Check, Server},
+    service::{Service, ServiceConfig},
 };
+use shop_proto::contracts;
 use sqlx::PgPool;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::OpenApi as _;
 
-use crate::{config::Config, delivery::Worker, events::Events};
+use crate::{
+    SERVICE,
+    config::Config,
+    delivery::Worker,
+    events::{Events, Notifiable},
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,72 +41,44 @@ impl AuthState for AppState {
     }
 }
 
-pub struct Application {
-    server: BoundServer,
-    consumer: ConsumerRunner<PgInbox<Events>>,
-    worker: Worker,
-    relay: shop_kit::events::Relay,
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &shop_kit::config::TelemetryConfig {
+        &self.telemetry
+    }
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shop_kit::db::connect(&config.database).await?;
-        if config.database.migrate_on_start {
-            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
-        }
-        let topics: Vec<String> = ["shop.user.v1", "shop.order.v1", "shop.payment.v1"]
-            .iter()
-            .map(|topic| config.kafka.topic(topic))
-            .collect();
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let own_topic = config.kafka.topic("shop.notification.v1");
-        if config.kafka.create_topics {
-            // One request for all of them: each call is an admin client and a broker round trip.
-            let all: Vec<&str> = topics.iter().copied().chain([own_topic.as_str()]).collect();
-            shop_kit::events::ensure_topics(&config.kafka, &all, 3).await?;
-        }
-        // One producer for the outbox, dead letters and readiness.
-        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
-        let kafka_ready = Check::kafka(publisher.clone(), own_topic.clone());
-        let consumer = ConsumerRunner::new(
-            &config.kafka,
-            &publisher,
-            &config.kafka.topic("notification-service"),
-            &topics,
-            pool.clone(),
-            Events { email_enabled: config.smtp.is_some() },
-        )?
-        // Each event only inserts rows: events may share a transaction.
-        .batch(config.kafka.consumer_batch);
-        let worker = Worker::new(pool.clone(), own_topic, config.smtp.as_ref(), config.max_attempts)?;
-        let relay = shop_kit::events::Relay::new(pool.clone(), &publisher);
-        let verifier =
-            Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
-        let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
-        let server = Server::new("notification-service", config.http)
-            .rest(crate::http::router(state))
-            .check(Check::postgres(pool))
-            .check(kafka_ready)
-            .openapi(&crate::http::ApiDoc::openapi())
-            .bind()
-            .await?;
-        Ok(Self { server, consumer, worker, relay })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves, consumes and delivers until `shutdown`, then drains all three.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks = TaskTracker::new();
-        tasks.spawn(self.consumer.run(shutdown.clone()));
-        tasks.spawn(self.worker.run(shutdown.clone()));
-        tasks.spawn(self.relay.run(shutdown.clone()));
-        tasks.close();
-        let served = self.server.run(shutdown.clone()).await;
-        shutdown.cancel();
-        tasks.wait().await;
-        served
-    }
+/// Connects, migrates, binds; the service then runs with [`Service::run`] (the server, the
+/// events consumer, the delivery worker and the outbox relay).
+pub async fn build(config: Config) -> anyhow::Result<Service> {
+    let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
+    // One request for all of them: each call is an admin client and a broker round trip.
+    let topics: Vec<_> = Notifiable::topics().into_iter().chain([contracts::NOTIFICATION]).collect();
+    // One producer for the outbox, dead letters and readiness.
+    let publisher = shop_kit::service::broker(&config.kafka, &topics).await?;
+    let kafka_ready = Check::kafka(publisher.clone(), config.kafka.topics().name(contracts::NOTIFICATION));
+    let consumer = ConsumerRunner::new(
+        &config.kafka,
+        &publisher,
+        SERVICE,
+        pool.clone(),
+        Events { email_enabled: config.smtp.is_some() },
+    )?
+    // Each event only inserts rows: events may share a transaction.
+    .batch(config.kafka.consumer_batch);
+    let worker = Worker::new(pool.clone(), config.kafka.topics(), config.smtp.as_ref(), config.max_attempts)?;
+    let relay = Relay::new(pool.clone(), &publisher);
+    let verifier =
+        Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
+    let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
+    let server = Server::new(SERVICE, config.http)
+        .rest(crate::http::router(state))
+        .check(Check::postgres(pool))
+        .check(kafka_ready)
+        .openapi(&crate::http::ApiDoc::openapi())
+        .bind()
+        .await?;
+    Ok(Service::new(server)
+        .background(|shutdown| consumer.run(shutdown))
+        .background(|shutdown| worker.run(shutdown))
+        .background(|shutdown| relay.run(shutdown)))
 }

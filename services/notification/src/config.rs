@@ -45,7 +45,7 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let auth = AuthConfig::from_vars(vars)?;
-        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let jwks_url = auth.jwks_endpoint().to_owned();
         let from = vars.raw("SMTP_FROM").unwrap_or("Shop <no-reply@shop.local>").to_owned();
         if from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(vars.invalid("SMTP_FROM", "must be an address like Shop <no-reply@example.com>").into());
@@ -66,7 +66,7 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "notification-service")?,
+            telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,

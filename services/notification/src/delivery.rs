@@ -4,6 +4,7 @@
 //! A crash between a successful send and its record can send that message again (SMTP
 //! gives no idempotency); every other path sends once.
 
+use shop_kit::events::Topics;
 use std::time::Duration;
 
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor, message::Mailbox};
@@ -17,7 +18,7 @@ use crate::config::SmtpConfig;
 pub struct Worker {
     pool: PgPool,
     /// Where `NotificationDelivered` goes (with any test prefix).
-    topic: String,
+    topics: Topics,
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     max_attempts: u32,
 }
@@ -35,7 +36,7 @@ struct Due {
 }
 
 impl Worker {
-    pub fn new(pool: PgPool, topic: String, smtp: Option<&SmtpConfig>, max_attempts: u32) -> anyhow::Result<Self> {
+    pub fn new(pool: PgPool, topics: Topics, smtp: Option<&SmtpConfig>, max_attempts: u32) -> anyhow::Result<Self> {
         let smtp = match smtp {
             None => None,
             Some(config) => {
@@ -47,7 +48,7 @@ impl Worker {
                 Some((transport, from))
             }
         };
-        Ok(Self { pool, topic, smtp, max_attempts })
+        Ok(Self { pool, topics, smtp, max_attempts })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -100,13 +101,7 @@ impl Worker {
                         template: notification.template.clone(),
                         channel: notification.channel.clone(),
                     };
-                    let event = shop_kit::events::Event::new(
-                        &self.topic,
-                        notification.id.to_string(),
-                        "/shop/notification",
-                        "NotificationDelivered",
-                        &delivered,
-                    );
+                    let event = self.topics.event(notification.id.to_string(), &delivered);
                     shop_kit::events::enqueue(&mut transaction, &event).await?;
                     metrics::counter!("notifications_sent_total", "channel" => notification.channel.clone())
                         .increment(1);

@@ -1,9 +1,10 @@
 //! What each event becomes: one notification, stored in the consumer's transaction.
 
 use futures::future::BoxFuture;
-use prost::Message as _;
-use shop_kit::events::{HandleError, Handler, Incoming};
-use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, PaymentRefunded, UserRegistered};
+use shop_kit::events::{HandleError, Handler, Received};
+use shop_proto::shop::events::v1::{
+    OrderCancelled, OrderConfirmed, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded, UserRegistered,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -14,28 +15,31 @@ pub struct Events {
     pub email_enabled: bool,
 }
 
-fn permanent(error: impl Into<anyhow::Error>) -> HandleError {
-    HandleError::Permanent(error.into())
-}
-
-fn retryable(error: sqlx::Error) -> HandleError {
-    HandleError::Retryable(error.into())
+shop_kit::consumes! {
+    /// The events that become a message to a customer.
+    pub enum Notifiable {
+        Registered(UserRegistered),
+        Confirmed(OrderConfirmed),
+        Cancelled(OrderCancelled),
+        Refunded(PaymentRefunded),
+    }
+    ignoring [OrderPlaced, PaymentSucceeded, PaymentFailed]
 }
 
 impl Handler for Events {
+    type Event = Notifiable;
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        event: &'a Incoming,
+        event: &'a Received<Notifiable>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            let payload = event.payload.as_slice();
             // The order a message is about: one message per order and template (see the
             // migration `one_notification_per_order`).
-            let (user, order, rendered) = match event.ce_type.as_str() {
-                "shop.user.v1.UserRegistered" => {
-                    let user = UserRegistered::decode(payload).map_err(permanent)?;
-                    let id = Uuid::parse_str(&user.user_id).map_err(permanent)?;
+            let (user, order, rendered) = match &event.message {
+                Notifiable::Registered(user) => {
+                    let id = Uuid::parse_str(&user.user_id)?;
                     sqlx::query(
                         "INSERT INTO recipients (user_id, email, name) VALUES ($1, $2, $3) \
                          ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name",
@@ -44,30 +48,25 @@ impl Handler for Events {
                     .bind(&user.email)
                     .bind(&user.name)
                     .execute(&mut *connection)
-                    .await
-                    .map_err(retryable)?;
-                    (user.user_id, None, templates::welcome(&user.name))
+                    .await?;
+                    (user.user_id.clone(), None, templates::welcome(&user.name))
                 }
-                "shop.order.v1.OrderConfirmed" => {
-                    let order = OrderConfirmed::decode(payload).map_err(permanent)?;
+                Notifiable::Confirmed(order) => {
                     let rendered = templates::order_confirmed(&order.order_id, &order.lines, order.total.as_ref());
-                    (order.user_id, Some(order.order_id), rendered)
+                    (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
-                "shop.order.v1.OrderCancelled" => {
-                    let order = OrderCancelled::decode(payload).map_err(permanent)?;
+                Notifiable::Cancelled(order) => {
                     let rendered =
                         templates::order_cancelled(&order.order_id, &order.reason, order.refund, order.total.as_ref());
-                    (order.user_id, Some(order.order_id), rendered)
+                    (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
-                "shop.payment.v1.PaymentRefunded" => {
-                    let refund = PaymentRefunded::decode(payload).map_err(permanent)?;
+                Notifiable::Refunded(refund) => {
                     let rendered = templates::payment_refunded(&refund.order_id, refund.amount.as_ref());
-                    (refund.user_id, Some(refund.order_id), rendered)
+                    (refund.user_id.clone(), Some(refund.order_id.clone()), rendered)
                 }
-                _ => return Ok(()),
             };
-            let user = Uuid::parse_str(&user).map_err(permanent)?;
-            let order = order.map(|order| Uuid::parse_str(&order)).transpose().map_err(permanent)?;
+            let user = Uuid::parse_str(&user)?;
+            let order = order.map(|order| Uuid::parse_str(&order)).transpose()?;
             self.store(connection, event.ce_id, user, order, &rendered).await
         })
     }
@@ -86,8 +85,7 @@ impl Events {
             sqlx::query_scalar("SELECT email FROM recipients WHERE user_id = $1")
                 .bind(user)
                 .fetch_optional(&mut *connection)
-                .await
-                .map_err(retryable)?
+                .await?
         } else {
             None
         };
@@ -108,9 +106,8 @@ impl Events {
         .bind(&rendered.body)
         .bind(order)
         .execute(&mut *connection)
-        .await
-        .map_err(retryable)?;
-        sqlx::query("SELECT pg_notify('shop_notifications', '')").execute(connection).await.map_err(retryable)?;
+        .await?;
+        sqlx::query("SELECT pg_notify('shop_notifications', '')").execute(connection).await?;
         Ok(())
     }
 }

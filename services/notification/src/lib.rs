@@ -24,5 +24,8 @@ pub mod events;
 pub mod http;
 pub mod templates;
 
+/// This service's name: its telemetry, consumer group and server.
+pub const SERVICE: &str = "notification-service";
+
 /// The embedded migrations of `shop_notification`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -12,8 +12,8 @@ use std::{str::FromStr as _, sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 use chrono::{SubsecRound as _, Utc};
 use order_service::{
-    domain::{OrderStatus, ShippingAddress},
-    store::{self, Order, OrderLine},
+    domain::{Order, OrderLine, OrderStatus, ShippingAddress},
+    events, store,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::time::Instant;
@@ -51,19 +51,9 @@ fn order() -> Order {
 
 async fn place_one(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     let order = order();
-    let placed = shop_proto::shop::events::v1::OrderPlaced {
-        order_id: order.id.to_string(),
-        user_id: order.user_id.to_string(),
-        card_token: "tok_visa".into(),
-        ..Default::default()
-    };
-    let event = shop_kit::events::Event::new(
-        "bench.shop.order.v1",
-        order.id.to_string(),
-        "/shop/order",
-        "OrderPlaced",
-        &placed,
-    );
+    let mut kafka = shop_kit::events::KafkaConfig::for_brokers("127.0.0.1:9092");
+    kafka.topic_prefix = "bench.".into();
+    let event = kafka.topics().event(order.id.to_string(), &events::placed(&order, "tok_visa"));
     let mut connection = pool.acquire().await?;
     store::place(&mut connection, &order, None, &event).await.map_err(|error| anyhow::anyhow!("{error}"))
 }

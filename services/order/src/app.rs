@@ -1,22 +1,26 @@
-//! Builds the service (state, clients, server, outbox relay) and runs it.
+//! Builds the service: state, clients of the cart and product services, server, outbox
+//! relay and the payment-events consumer.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
-    events::{ConsumerRunner, Relay},
-    server::{BoundServer, Check, Server},
+    events::{ConsumerRunner, Relay, Topics},
+    server::{Check, Server},
+    service::{Service, ServiceConfig},
 };
-use shop_proto::shop::{
-    cart::v1::cart_service_client::CartServiceClient, order::v1::order_service_server::OrderServiceServer,
-    product::v1::product_service_client::ProductServiceClient,
+use shop_proto::{
+    contracts,
+    shop::{
+        cart::v1::cart_service_client::CartServiceClient, order::v1::order_service_server::OrderServiceServer,
+        product::v1::product_service_client::ProductServiceClient,
+    },
 };
 use sqlx::PgPool;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use utoipa::OpenApi as _;
 
-use crate::config::Config;
+use crate::{SERVICE, config::Config};
 
 type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 pub type CartClient = CartServiceClient<InterceptedService<Channel, Interceptor>>;
@@ -32,7 +36,7 @@ struct Inner {
     verifier: Arc<Verifier>,
     cart: CartClient,
     products: ProductClient,
-    order_topic: String,
+    topics: Topics,
 }
 
 impl AppState {
@@ -48,9 +52,9 @@ impl AppState {
         self.inner.products.clone()
     }
 
-    /// The full name of the order topic (with any test prefix).
-    pub fn order_topic(&self) -> &str {
-        &self.inner.order_topic
+    /// The topics' names in this environment.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
     }
 }
 
@@ -60,75 +64,48 @@ impl AuthState for AppState {
     }
 }
 
-pub struct Application {
-    server: BoundServer,
-    relay: Relay,
-    consumer: ConsumerRunner<shop_kit::events::PgInbox<crate::events::PaymentEvents>>,
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &shop_kit::config::TelemetryConfig {
+        &self.telemetry
+    }
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shop_kit::db::connect(&config.database).await?;
-        if config.database.migrate_on_start {
-            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
-        }
-        let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
-        let payment_topic = config.kafka.topic(crate::PAYMENT_TOPIC);
-        if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &payment_topic], 3).await?;
-        }
-        // One producer for the outbox, dead letters and readiness.
-        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
-        let consumer = ConsumerRunner::new(
-            &config.kafka,
-            &publisher,
-            &config.kafka.topic("order-service"),
-            &[&payment_topic],
-            pool.clone(),
-            crate::events::PaymentEvents { order_topic: order_topic.clone() },
-        )?
-        // Each event locks one order row: events may share a transaction.
-        .batch(config.kafka.consumer_batch);
-        let kafka_ready = Check::kafka(publisher.clone(), order_topic.clone());
-        let verifier = Arc::new(Verifier::new(
-            &config.auth,
-            KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-        ));
-        let trace = shop_kit::grpc::propagate_trace as Interceptor;
-        let cart =
-            CartServiceClient::with_interceptor(shop_kit::grpc::channel(&config.cart_url, config.deadline)?, trace);
-        let products = ProductServiceClient::with_interceptor(
-            shop_kit::grpc::channel(&config.product_url, config.deadline)?,
-            trace,
-        );
-        let state = AppState {
-            inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier), cart, products, order_topic }),
-        };
-        let grpc = GrpcAuth::new(OrderServiceServer::new(crate::grpc::OrderGrpc::new(state.clone())), verifier);
-        let server = Server::new("order-service", config.http)
-            .rest(crate::http::router(state))
-            .grpc(grpc)
-            .check(Check::postgres(pool.clone()))
-            .check(kafka_ready)
-            .openapi(&crate::http::ApiDoc::openapi())
-            .bind()
-            .await?;
-        Ok(Self { server, relay: Relay::new(pool, &publisher), consumer })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves and relays the outbox until `shutdown`, then drains both.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks = TaskTracker::new();
-        tasks.spawn(self.relay.run(shutdown.clone()));
-        tasks.spawn(self.consumer.run(shutdown.clone()));
-        tasks.close();
-        let served = self.server.run(shutdown.clone()).await;
-        shutdown.cancel();
-        tasks.wait().await;
-        served
-    }
+/// Connects, migrates, binds; the service then runs with [`Service::run`].
+pub async fn build(config: Config) -> anyhow::Result<Service> {
+    let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
+    // One producer for the outbox, dead letters and readiness.
+    let publisher = shop_kit::service::broker(&config.kafka, &[contracts::ORDER, contracts::PAYMENT]).await?;
+    let topics = config.kafka.topics();
+    let consumer = ConsumerRunner::new(
+        &config.kafka,
+        &publisher,
+        SERVICE,
+        pool.clone(),
+        crate::events::payments::PaymentEvents { topics: topics.clone() },
+    )?
+    // Each event locks one order row: events may share a transaction.
+    .batch(config.kafka.consumer_batch);
+    let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::ORDER));
+    let verifier = Arc::new(Verifier::new(
+        &config.auth,
+        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
+    ));
+    let trace = shop_kit::grpc::propagate_trace as Interceptor;
+    let cart = CartServiceClient::with_interceptor(shop_kit::grpc::channel(&config.cart_url, config.deadline)?, trace);
+    let products =
+        ProductServiceClient::with_interceptor(shop_kit::grpc::channel(&config.product_url, config.deadline)?, trace);
+    let state = AppState {
+        inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier), cart, products, topics }),
+    };
+    let grpc = GrpcAuth::new(OrderServiceServer::new(crate::grpc::OrderGrpc::new(state.clone())), verifier);
+    let server = Server::new(SERVICE, config.http)
+        .rest(crate::http::router(state))
+        .grpc(grpc)
+        .check(Check::postgres(pool.clone()))
+        .check(kafka_ready)
+        .openapi(&crate::http::ApiDoc::openapi())
+        .bind()
+        .await?;
+    let relay = Relay::new(pool, &publisher);
+    Ok(Service::new(server).background(|shutdown| relay.run(shutdown)).background(|shutdown| consumer.run(shutdown)))
 }

@@ -39,7 +39,7 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let auth = AuthConfig::from_vars(vars)?;
-        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let jwks_url = auth.jwks_endpoint().to_owned();
         let url = |name: &str, default: &str| -> anyhow::Result<String> {
             let url = vars.raw(name).unwrap_or(default).to_owned();
             if url.starts_with("http://") || url.starts_with("https://") {
@@ -54,7 +54,7 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "order-service")?,
+            telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,

@@ -1,8 +1,11 @@
-//! Pure rules: the shipping address, the card token, and the order state machine.
+//! Pure rules: the order and its lines, the shipping address, the card token, and the
+//! order state machine.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_kit::error::FieldError;
+use shop_kit::{api::Money, error::FieldError};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Where an order goes. Every text is trimmed and bounded; `country` is ISO 3166-1 alpha-2.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -54,6 +57,49 @@ impl ShippingAddress {
             country,
         };
         if errors.is_empty() { Ok(clean) } else { Err(errors) }
+    }
+}
+
+/// One line of an order, priced when it was placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_amount: i64,
+    pub currency: String,
+}
+
+/// An order: what was bought, at which prices, by whom, and where it is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    pub total_amount: i64,
+    pub currency: String,
+    pub shipping_address: ShippingAddress,
+    pub failure_reason: Option<String>,
+    pub lines: Vec<OrderLine>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderLine {
+    pub fn unit_price(&self) -> Money {
+        Money { amount: self.unit_price_amount, currency: self.currency.clone() }
+    }
+
+    /// The unit price times the quantity (checked when the order was placed).
+    pub fn line_total(&self) -> Money {
+        let unit_price = self.unit_price();
+        unit_price.times(i64::from(self.quantity)).unwrap_or(Money { amount: 0, currency: unit_price.currency })
+    }
+}
+
+impl Order {
+    pub fn total(&self) -> Money {
+        Money { amount: self.total_amount, currency: self.currency.clone() }
     }
 }
 

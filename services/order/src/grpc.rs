@@ -1,11 +1,14 @@
 //! `shop.order.v1.OrderService`: a thin adapter for other services and tools.
 
 use shop_kit::auth::grpc_caller;
-use shop_proto::shop::order::v1::{self as pb, order_service_server::OrderService};
+use shop_proto::{
+    shop::order::v1::{self as pb, order_service_server::OrderService},
+    time::timestamp,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{app::AppState, error::Error, http::OrderResponse, store};
+use crate::{app::AppState, domain::Order, error::Error, store};
 
 pub struct OrderGrpc {
     state: AppState,
@@ -15,10 +18,6 @@ impl OrderGrpc {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 #[tonic::async_trait]
@@ -31,28 +30,28 @@ impl OrderService for OrderGrpc {
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
         let order = store::by_id(&mut connection, id).await?.ok_or(Error::OrderNotFound)?;
         caller.require_owner_or_admin(order.user_id).map_err(Error::from)?;
-        let order = OrderResponse::from(order);
-        let status = order.status.as_str().to_owned();
-        Ok(Response::new(pb::GetOrderResponse {
-            order: Some(pb::Order {
-                id: order.id.to_string(),
-                user_id: order.user_id.to_string(),
-                status,
-                items: order
-                    .items
-                    .into_iter()
-                    .map(|item| pb::OrderItem {
-                        product_id: item.product_id.to_string(),
-                        name: item.name,
-                        quantity: item.quantity,
-                        unit_price: Some(item.unit_price.into()),
-                    })
-                    .collect(),
-                total: Some(order.total.into()),
-                failure_reason: order.failure_reason.unwrap_or_default(),
-                created_at: Some(timestamp(order.created_at)),
-                updated_at: Some(timestamp(order.updated_at)),
-            }),
-        }))
+        Ok(Response::new(pb::GetOrderResponse { order: Some(to_proto(order)) }))
+    }
+}
+
+fn to_proto(order: Order) -> pb::Order {
+    pb::Order {
+        id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        status: order.status.as_str().to_owned(),
+        total: Some(order.total().into()),
+        items: order
+            .lines
+            .into_iter()
+            .map(|line| pb::OrderItem {
+                product_id: line.product_id.to_string(),
+                quantity: i64::from(line.quantity),
+                unit_price: Some(line.unit_price().into()),
+                name: line.name,
+            })
+            .collect(),
+        failure_reason: order.failure_reason.unwrap_or_default(),
+        created_at: Some(timestamp(order.created_at)),
+        updated_at: Some(timestamp(order.updated_at)),
     }
 }

@@ -1,7 +1,5 @@
 //! `/v1/orders`: checkout from the cart, list, read, cancel.
 
-use std::collections::HashMap;
-
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -9,30 +7,23 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::{SubsecRound as _, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use shop_kit::{
     api::{Money, Page, decode_cursor, encode_cursor, page_limit},
     auth::{Caller, bearer_token},
     error::{ApiJson, FieldError, Problem, parse_id},
-    events::Event,
-    grpc::with_bearer,
 };
-use shop_proto::shop::{
-    cart::v1::GetCartRequest,
-    events::v1 as events,
-    product::v1::{BatchGetProductsRequest, ReleaseStockRequest, ReserveStockRequest, StockLine},
-};
-use tonic::Code;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    domain::{OrderStatus, ShippingAddress, validate_card_token},
+    checkout::{self, Idempotency, NewOrder, Placed},
+    domain::{Order, OrderStatus, ShippingAddress, validate_card_token},
     error::Error,
-    store::{self, Claim, Order, OrderLine},
+    store,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -79,19 +70,13 @@ impl From<Order> for OrderResponse {
     fn from(order: Order) -> Self {
         let items = order
             .lines
-            .into_iter()
-            .map(|line| {
-                let unit_price = Money { amount: line.unit_price_amount, currency: line.currency };
-                let quantity = i64::from(line.quantity);
-                OrderItemResponse {
-                    product_id: line.product_id,
-                    name: line.name,
-                    quantity,
-                    line_total: unit_price
-                        .times(quantity)
-                        .unwrap_or(Money { amount: 0, currency: unit_price.currency.clone() }),
-                    unit_price,
-                }
+            .iter()
+            .map(|line| OrderItemResponse {
+                product_id: line.product_id,
+                name: line.name.clone(),
+                quantity: i64::from(line.quantity),
+                unit_price: line.unit_price(),
+                line_total: line.line_total(),
             })
             .collect();
         Self {
@@ -99,13 +84,18 @@ impl From<Order> for OrderResponse {
             user_id: order.user_id,
             status: order.status,
             items,
-            total: Money { amount: order.total_amount, currency: order.currency },
+            total: order.total(),
             shipping_address: order.shipping_address,
             failure_reason: order.failure_reason,
             created_at: order.created_at,
             updated_at: order.updated_at,
         }
     }
+}
+
+/// The stored answer of a placed order, replayed for its idempotency key.
+fn answer(order: &Order) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(OrderResponse::from(order.clone())).map_err(|error| Error::Internal(error.into()))
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -154,184 +144,23 @@ pub(crate) async fn place(
     let Some(address) = address.filter(|_| errors.is_empty()) else {
         return Err(Error::Validation(errors));
     };
-    let token = bearer_token(&headers)?.to_owned();
-    if let Some(key) = &key {
-        let hash = Sha256::digest(serde_json::to_vec(&body).map_err(|error| Error::Internal(error.into()))?).to_vec();
-        let mut connection = state.pool().acquire().await?;
-        match store::claim(&mut connection, caller.user_id, key, &hash).await? {
-            Claim::New => {}
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return Ok((status, [("idempotent-replayed", "true")], Json(body)).into_response());
-            }
-            Claim::Mismatch => return Err(Error::IdempotencyKeyReused),
-            Claim::InProgress => return Err(Error::RequestInProgress),
-        }
-    }
-    let placed = checkout(&state, caller, &token, address, &body.payment.card_token, key.as_deref()).await;
-    match placed {
-        Ok(order) => {
-            let location = format!("/v1/orders/{}", order.id);
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(order)).into_response())
-        }
-        Err(error) => {
-            if let Some(key) = &key {
-                // Only success is remembered: after a refusal the same key may try again.
-                let mut connection = state.pool().acquire().await?;
-                store::abandon(&mut connection, caller.user_id, key).await?;
-            }
-            Err(error)
-        }
-    }
-}
-
-fn dependency(service: &'static str, status: &tonic::Status) -> Error {
-    tracing::warn!(service, code = ?status.code(), message = status.message(), "dependency call failed");
-    Error::DependencyUnavailable { service }
-}
-
-/// The checkout itself: cart → current prices → stock hold → order + OrderPlaced.
-async fn checkout(
-    state: &AppState,
-    caller: Caller,
-    token: &str,
-    address: ShippingAddress,
-    card_token: &str,
-    idempotency_key: Option<&str>,
-) -> Result<OrderResponse, Error> {
-    let cart = state
-        .cart()
-        .get_cart(with_bearer(tonic::Request::new(GetCartRequest { user_id: caller.user_id.to_string() }), token))
-        .await
-        .map_err(|status| dependency("cart", &status))?
-        .into_inner()
-        .cart
-        .unwrap_or_default();
-    if cart.items.is_empty() {
-        return Err(Error::CartEmpty);
-    }
-    let ids: Vec<String> = cart.items.iter().map(|item| item.product_id.clone()).collect();
-    let products = state
-        .products()
-        .batch_get_products(BatchGetProductsRequest { product_ids: ids })
-        .await
-        .map_err(|status| dependency("product", &status))?
-        .into_inner()
-        .products;
-    let products: HashMap<String, _> = products.into_iter().map(|product| (product.id.clone(), product)).collect();
-
-    let mut lines = Vec::with_capacity(cart.items.len());
-    let mut total = 0_i64;
-    let mut currency: Option<String> = None;
-    for item in &cart.items {
-        let unavailable =
-            || Error::ProductUnavailable { detail: format!("product {} is no longer for sale", item.product_id) };
-        let product = products.get(&item.product_id).filter(|product| product.active).ok_or_else(unavailable)?;
-        let price = product.price.clone().ok_or_else(unavailable)?;
-        if currency.get_or_insert_with(|| price.currency.clone()) != &price.currency {
-            return Err(Error::ProductUnavailable { detail: "the cart mixes currencies".into() });
-        }
-        let quantity = i32::try_from(item.quantity).map_err(|_| unavailable())?;
-        total =
-            price.amount.checked_mul(item.quantity).and_then(|line| total.checked_add(line)).ok_or_else(unavailable)?;
-        lines.push(OrderLine {
-            product_id: Uuid::parse_str(&product.id).map_err(|_| unavailable())?,
-            name: product.name.clone(),
-            quantity,
-            unit_price_amount: price.amount,
-            currency: price.currency,
-        });
-    }
-    let currency = currency.unwrap_or_else(|| "USD".into());
-
-    let order_id = Uuid::now_v7();
-    let stock: Vec<StockLine> = lines
-        .iter()
-        .map(|line| StockLine { product_id: line.product_id.to_string(), quantity: i64::from(line.quantity) })
-        .collect();
-    let reserve = ReserveStockRequest { order_id: order_id.to_string(), items: stock };
-    match state.products().reserve_stock(with_bearer(tonic::Request::new(reserve), token)).await {
-        Ok(_) => {}
-        Err(status) if status.code() == Code::FailedPrecondition => {
-            return Err(Error::OutOfStock {
-                detail: status.message().split_once(": ").map_or(status.message(), |(_, detail)| detail).to_owned(),
-            });
-        }
-        Err(status) => return Err(dependency("product", &status)),
-    }
-
-    let now = Utc::now().trunc_subsecs(6);
-    let order = Order {
-        id: order_id,
-        user_id: caller.user_id,
-        status: OrderStatus::PendingPayment,
-        total_amount: total,
-        currency,
+    let token = bearer_token(&headers)?;
+    let request_hash = Sha256::digest(serde_json::to_vec(&body).map_err(|error| Error::Internal(error.into()))?);
+    let request = NewOrder {
         shipping_address: address,
-        failure_reason: None,
-        lines,
-        created_at: now,
-        updated_at: now,
+        card_token: &body.payment.card_token,
+        idempotency: key.as_deref().map(|key| Idempotency { key, request_hash: request_hash.to_vec() }),
     };
-    let response = OrderResponse::from(order.clone());
-    match store_order(state, &order, &response, card_token, idempotency_key).await {
-        Ok(()) => {
-            tracing::info!(order.id = %order.id, total = order.total_amount, "order placed");
-            Ok(response)
+    match checkout::place(&state, caller, token, request, answer).await? {
+        Placed::Created(order) => {
+            let location = format!("/v1/orders/{}", order.id);
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(OrderResponse::from(*order))).into_response())
         }
-        Err(error) => {
-            // Compensation: the order does not exist, so neither may its hold.
-            let release = ReleaseStockRequest { order_id: order_id.to_string() };
-            if let Err(status) = state.products().release_stock(with_bearer(tonic::Request::new(release), token)).await
-            {
-                tracing::warn!(order.id = %order_id, code = ?status.code(), "cannot release the hold; it will expire");
-            }
-            Err(error)
+        Placed::Replayed { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok((status, [("idempotent-replayed", "true")], Json(body)).into_response())
         }
     }
-}
-
-/// The lines of an order as events carry them.
-pub(crate) fn event_lines(order: &OrderResponse) -> Vec<events::OrderLine> {
-    order
-        .items
-        .iter()
-        .map(|item| events::OrderLine {
-            product_id: item.product_id.to_string(),
-            name: item.name.clone(),
-            quantity: item.quantity,
-            unit_price: Some(item.unit_price.clone().into()),
-        })
-        .collect()
-}
-
-/// The order, its OrderPlaced event and the idempotent answer, in one statement.
-async fn store_order(
-    state: &AppState,
-    order: &Order,
-    response: &OrderResponse,
-    card_token: &str,
-    idempotency_key: Option<&str>,
-) -> Result<(), Error> {
-    let placed = events::OrderPlaced {
-        order_id: order.id.to_string(),
-        user_id: order.user_id.to_string(),
-        lines: event_lines(response),
-        total: Some(response.total.clone().into()),
-        card_token: card_token.to_owned(),
-    };
-    let event = Event::new(state.order_topic(), order.id.to_string(), "/shop/order", "OrderPlaced", &placed);
-    let body = match idempotency_key {
-        Some(_) => Some(serde_json::to_value(response).map_err(|error| Error::Internal(error.into()))?),
-        None => None,
-    };
-    let answer = idempotency_key.zip(body.as_ref()).map(|(key, body)| store::StoredAnswer {
-        key,
-        status: StatusCode::CREATED.as_u16(),
-        body,
-    });
-    let mut connection = state.pool().acquire().await?;
-    store::place(&mut connection, order, answer, &event).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -394,30 +223,6 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<OrderResponse>, Error> {
     let id = parse_id(&id, "order_not_found")?;
-    let mut transaction = state.pool().begin().await?;
-    let owner = store::by_id(&mut transaction, id).await?.ok_or(Error::OrderNotFound)?.user_id;
-    caller.require_owner_or_admin(owner)?;
-    let before = store::transition(&mut transaction, id, OrderStatus::Cancelled, Some("cancelled by request")).await?;
-    let after = store::by_id(&mut transaction, id).await?.ok_or(Error::OrderNotFound)?;
-    let response = OrderResponse::from(after);
-    let cancelled = events::OrderCancelled {
-        order_id: id.to_string(),
-        user_id: owner.to_string(),
-        lines: event_lines(&response),
-        total: Some(response.total.clone().into()),
-        reason: "cancelled by request".into(),
-        refund: before.status == OrderStatus::Confirmed,
-    };
-    let event = Event::new(state.order_topic(), id.to_string(), "/shop/order", "OrderCancelled", &cancelled);
-    shop_kit::events::enqueue(&mut transaction, &event).await?;
-    transaction.commit().await?;
-    if before.status == OrderStatus::PendingPayment {
-        // Give the stock back now; the product service also does on OrderCancelled.
-        let token = bearer_token(&headers)?;
-        let release = ReleaseStockRequest { order_id: id.to_string() };
-        if let Err(status) = state.products().release_stock(with_bearer(tonic::Request::new(release), token)).await {
-            tracing::warn!(order.id = %id, code = ?status.code(), "cannot release the hold now; OrderCancelled will");
-        }
-    }
-    Ok(Json(response))
+    let token = bearer_token(&headers)?;
+    Ok(Json(checkout::cancel(&state, caller, token, id).await?.into()))
 }

@@ -8,16 +8,19 @@
 //!
 //! # Layout
 //! - [`config`]: environment variables.
-//! - [`app`]: state, clients of the cart and product services, server, outbox relay.
+//! - [`app`]: state, clients of the cart and product services, the start-up.
 //! - [`error`]: errors and their problems/statuses.
-//! - [`domain`]: addresses, card tokens, the order state machine.
-//! - [`events`]: what payment events do to orders (confirm, cancel, refund a late payment).
-//! - [`http`]: the REST routes under `/v1/orders`.
+//! - [`domain`]: the order and its lines, addresses, card tokens, the state machine.
+//! - [`checkout`]: placing and cancelling an order, whatever the transport.
+//! - [`events`]: every order event, built from the domain order; what payment events do to
+//!   orders (confirm, cancel, refund a late payment).
+//! - [`http`]: the REST routes under `/v1/orders`, a thin adapter over [`checkout`].
 //! - [`grpc`]: the gRPC adapter, `shop.order.v1.OrderService`.
 //! - [`store`]: SQL for orders, lines and idempotency keys.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod checkout;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -26,11 +29,8 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
-/// The topic of order events, key = order id.
-pub const ORDER_TOPIC: &str = "shop.order.v1";
-
-/// The topic of payment events, which this service consumes.
-pub const PAYMENT_TOPIC: &str = "shop.payment.v1";
+/// This service's name: its telemetry, consumer group and server.
+pub const SERVICE: &str = "order-service";
 
 /// The embedded migrations of `shop_order`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -2,38 +2,13 @@
 //! caller decides the transaction (the outbox write shares it).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{OrderStatus, ShippingAddress},
+    domain::{Order, OrderLine, OrderStatus, ShippingAddress},
     error::Error,
 };
-
-/// One line of an order, priced when it was placed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub product_id: Uuid,
-    pub name: String,
-    pub quantity: i32,
-    pub unit_price_amount: i64,
-    pub currency: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Order {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub status: OrderStatus,
-    pub total_amount: i64,
-    pub currency: String,
-    pub shipping_address: ShippingAddress,
-    pub failure_reason: Option<String>,
-    pub lines: Vec<OrderLine>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
 
 #[derive(sqlx::FromRow)]
 struct Row {

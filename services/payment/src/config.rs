@@ -34,14 +34,14 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let auth = AuthConfig::from_vars(vars)?;
-        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let jwks_url = auth.jwks_endpoint().to_owned();
         let charge_attempts: u32 = vars.or("PAYMENT_CHARGE_ATTEMPTS", 3)?;
         if !(1..=10).contains(&charge_attempts) {
             return Err(vars.invalid("PAYMENT_CHARGE_ATTEMPTS", "must be between 1 and 10").into());
         }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "payment-service")?,
+            telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,

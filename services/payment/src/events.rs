@@ -4,47 +4,43 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use prost::Message as _;
-use shop_kit::events::{Event, HandleError, Handler, Incoming, enqueue};
+use shop_kit::events::{HandleError, Handler, Received, Topics, enqueue};
 use shop_proto::shop::{
     common::v1::Money,
-    events::v1::{OrderCancelled, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded},
+    events::v1::{OrderCancelled, OrderConfirmed, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded},
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::provider::{Charge, PaymentProvider};
 
+shop_kit::consumes! {
+    /// The order events that charge and refund.
+    pub enum OrderEvent {
+        Placed(OrderPlaced),
+        Cancelled(OrderCancelled),
+    }
+    ignoring [OrderConfirmed]
+}
+
 pub struct OrderEvents {
     pub provider: Arc<dyn PaymentProvider>,
-    pub payment_topic: String,
+    pub topics: Topics,
     pub charge_attempts: u32,
 }
 
-fn permanent(error: impl Into<anyhow::Error>) -> HandleError {
-    HandleError::Permanent(error.into())
-}
-
-fn retryable(error: impl Into<anyhow::Error>) -> HandleError {
-    HandleError::Retryable(error.into())
-}
-
 impl Handler for OrderEvents {
+    type Event = OrderEvent;
+
     fn handle<'a>(
         &'a self,
         connection: &'a mut PgConnection,
-        event: &'a Incoming,
+        event: &'a Received<OrderEvent>,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            match event.ce_type.as_str() {
-                "shop.order.v1.OrderPlaced" => {
-                    self.placed(connection, OrderPlaced::decode(event.payload.as_slice()).map_err(permanent)?).await
-                }
-                "shop.order.v1.OrderCancelled" => {
-                    self.cancelled(connection, OrderCancelled::decode(event.payload.as_slice()).map_err(permanent)?)
-                        .await
-                }
-                _ => Ok(()),
+            match &event.message {
+                OrderEvent::Placed(placed) => self.placed(connection, placed.clone()).await,
+                OrderEvent::Cancelled(cancelled) => self.cancelled(connection, cancelled.clone()).await,
             }
         })
     }
@@ -52,14 +48,16 @@ impl Handler for OrderEvents {
 
 impl OrderEvents {
     async fn placed(&self, connection: &mut PgConnection, order: OrderPlaced) -> Result<(), HandleError> {
-        let order_id = Uuid::parse_str(&order.order_id).map_err(permanent)?;
-        let user_id = Uuid::parse_str(&order.user_id).map_err(permanent)?;
-        let total = order.total.clone().ok_or_else(|| permanent(anyhow::anyhow!("OrderPlaced without a total")))?;
+        let order_id = Uuid::parse_str(&order.order_id)?;
+        let user_id = Uuid::parse_str(&order.user_id)?;
+        let total = order
+            .total
+            .clone()
+            .ok_or_else(|| HandleError::permanent(anyhow::anyhow!("OrderPlaced without a total")))?;
         let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *connection)
-            .await
-            .map_err(retryable)?;
+            .await?;
         if exists.is_some() {
             return Ok(());
         }
@@ -83,8 +81,7 @@ impl OrderEvents {
         .bind(&reason)
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
         .execute(&mut *connection)
-        .await
-        .map_err(retryable)?;
+        .await?;
         let key = order_id.to_string();
         let event = match outcome {
             Charge::Succeeded => {
@@ -94,7 +91,7 @@ impl OrderEvents {
                     user_id: order.user_id,
                     amount: Some(total),
                 };
-                Event::new(&self.payment_topic, key, "/shop/payment", "PaymentSucceeded", &message)
+                self.topics.event(key, &message)
             }
             Charge::Declined { reason } => {
                 let message = PaymentFailed {
@@ -104,10 +101,10 @@ impl OrderEvents {
                     amount: Some(total),
                     reason,
                 };
-                Event::new(&self.payment_topic, key, "/shop/payment", "PaymentFailed", &message)
+                self.topics.event(key, &message)
             }
         };
-        enqueue(connection, &event).await.map_err(retryable)?;
+        enqueue(connection, &event).await?;
         tracing::info!(order.id = %order_id, payment.status = status, "payment taken");
         Ok(())
     }
@@ -136,29 +133,30 @@ impl OrderEvents {
         if !order.refund {
             return Ok(());
         }
-        let order_id = Uuid::parse_str(&order.order_id).map_err(permanent)?;
+        let order_id = Uuid::parse_str(&order.order_id)?;
         let payment: Option<(Uuid, i64, String)> = sqlx::query_as(
             "SELECT id, amount, currency FROM payments WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE",
         )
         .bind(order_id)
         .fetch_optional(&mut *connection)
-        .await
-        .map_err(retryable)?;
+        .await?;
         let Some((payment_id, amount, currency)) = payment else { return Ok(()) };
-        self.provider.refund(&format!("refund-{payment_id}"), amount, &currency).await.map_err(retryable)?;
+        self.provider
+            .refund(&format!("refund-{payment_id}"), amount, &currency)
+            .await
+            .map_err(HandleError::retryable)?;
         sqlx::query("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1")
             .bind(payment_id)
             .execute(&mut *connection)
-            .await
-            .map_err(retryable)?;
+            .await?;
         let message = PaymentRefunded {
             payment_id: payment_id.to_string(),
             order_id: order.order_id.clone(),
             user_id: order.user_id,
             amount: Some(Money { amount, currency }),
         };
-        let event = Event::new(&self.payment_topic, order.order_id, "/shop/payment", "PaymentRefunded", &message);
-        enqueue(connection, &event).await.map_err(retryable)?;
+        let event = self.topics.event(order.order_id, &message);
+        enqueue(connection, &event).await?;
         Ok(())
     }
 }

@@ -20,10 +20,8 @@ pub mod events;
 pub mod http;
 pub mod provider;
 
-/// The topic of payment events, key = order id.
-pub const PAYMENT_TOPIC: &str = "shop.payment.v1";
-/// The topic this service consumes.
-pub const ORDER_TOPIC: &str = "shop.order.v1";
+/// This service's name: its telemetry, consumer group and server.
+pub const SERVICE: &str = "payment-service";
 
 /// The embedded migrations of `shop_payment`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

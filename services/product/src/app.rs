@@ -1,18 +1,21 @@
 //! Builds the service (state, server, reservation sweeper) and runs it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
-    server::{BoundServer, Check, Criticality, Server},
+    events::{ConsumerRunner, Relay, Topics},
+    server::{Check, Criticality, Server},
+    service::{Service, ServiceConfig},
 };
-use shop_proto::shop::product::v1::product_service_server::ProductServiceServer;
+use shop_proto::{contracts, shop::product::v1::product_service_server::ProductServiceServer};
 use sqlx::PgPool;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::{
+    SERVICE,
     config::Config,
     error::Error,
     store::{
@@ -30,7 +33,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
-    product_topic: String,
+    topics: Topics,
     cache: ProductCache,
     verifier: Arc<Verifier>,
     reservation_ttl: Duration,
@@ -41,9 +44,9 @@ impl AppState {
         &self.inner.pool
     }
 
-    /// The full name of the product topic (with any test prefix).
-    pub fn product_topic(&self) -> &str {
-        &self.inner.product_topic
+    /// The topics' names in this environment.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
     }
 
     pub fn cache(&self) -> &ProductCache {
@@ -77,92 +80,69 @@ impl AuthState for AppState {
     }
 }
 
-pub struct Application {
-    server: BoundServer,
-    state: AppState,
-    sweep_interval: Duration,
-    consumer: shop_kit::events::ConsumerRunner<shop_kit::events::PgInbox<crate::events::OrderEvents>>,
-    relay: shop_kit::events::Relay,
-    redis: redis::Client,
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &shop_kit::config::TelemetryConfig {
+        &self.telemetry
+    }
 }
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shop_kit::db::connect(&config.database).await?;
-        if config.database.migrate_on_start {
-            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
-        }
-        let order_topic = config.kafka.topic(crate::ORDER_TOPIC);
-        let product_topic = config.kafka.topic(crate::PRODUCT_TOPIC);
-        if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&order_topic, &product_topic], 3).await?;
-        }
-        // One producer for the outbox, dead letters and readiness.
-        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
-        let kafka_ready = Check::kafka(publisher.clone(), product_topic.clone());
-        let redis = shop_kit::cache::connect(&config.redis).await?;
-        let verifier = Arc::new(Verifier::new(
-            &config.auth,
-            KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-        ));
-        let state = AppState {
-            inner: Arc::new(Inner {
-                pool: pool.clone(),
-                product_topic,
-                cache: ProductCache::new(
-                    redis.clone(),
-                    config.redis.key_prefix.clone(),
-                    config.cache_ttl,
-                    config.local_cache_ttl,
-                    config.redis.timeout,
-                ),
-                verifier: Arc::clone(&verifier),
-                reservation_ttl: config.reservation_ttl,
-            }),
-        };
-        let grpc =
-            GrpcAuth::optional(ProductServiceServer::new(crate::grpc::ProductGrpc::new(state.clone())), verifier);
-        let server = Server::new("product-service", config.http)
-            .rest(crate::http::router(state.clone()))
-            .grpc(grpc)
-            .check(Check::postgres(pool.clone()))
-            .check(kafka_ready)
-            .check(Check::redis(redis, Criticality::Optional))
-            .openapi(&crate::http::ApiDoc::openapi())
-            .bind()
-            .await?;
-        let consumer = shop_kit::events::ConsumerRunner::new(
-            &config.kafka,
-            &publisher,
-            &config.kafka.topic("product-service"),
-            &[&order_topic],
-            pool.clone(),
-            crate::events::OrderEvents { cache: state.cache().clone() },
-        )?;
-        // Not batched: stock rows are locked in product-id order so that concurrent
-        // reservations never deadlock, and a batch would lock several orders' rows out of order.
-        let relay = shop_kit::events::Relay::new(pool, &publisher);
-        let redis = shop_kit::cache::client(&config.redis)?;
-        Ok(Self { server, state, sweep_interval: config.sweep_interval, consumer, relay, redis })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves and sweeps lapsed reservations until `shutdown`, then drains both.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks = TaskTracker::new();
-        tasks.spawn(sweep_lapsed_reservations(self.state.clone(), self.sweep_interval, shutdown.clone()));
-        tasks.spawn(self.consumer.run(shutdown.clone()));
-        tasks.spawn(self.relay.run(shutdown.clone()));
-        tasks.spawn(self.state.cache().clone().subscribe_invalidations(self.redis, shutdown.clone()));
-        tasks.close();
-        let served = self.server.run(shutdown.clone()).await;
-        shutdown.cancel();
-        tasks.wait().await;
-        served
-    }
+/// Connects, migrates, binds; the service then runs with [`Service::run`]: the server, the
+/// order-events consumer, the outbox relay, the reservation sweeper and the cache's
+/// invalidation subscription.
+pub async fn build(config: Config) -> anyhow::Result<Service> {
+    let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
+    // One producer for the outbox, dead letters and readiness.
+    let publisher = shop_kit::service::broker(&config.kafka, &[contracts::ORDER, contracts::PRODUCT]).await?;
+    let topics = config.kafka.topics();
+    let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::PRODUCT));
+    let redis = shop_kit::cache::connect(&config.redis).await?;
+    let verifier = Arc::new(Verifier::new(
+        &config.auth,
+        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
+    ));
+    let state = AppState {
+        inner: Arc::new(Inner {
+            pool: pool.clone(),
+            topics,
+            cache: ProductCache::new(
+                redis.clone(),
+                config.redis.key_prefix.clone(),
+                config.cache_ttl,
+                config.local_cache_ttl,
+                config.redis.timeout,
+            ),
+            verifier: Arc::clone(&verifier),
+            reservation_ttl: config.reservation_ttl,
+        }),
+    };
+    // Not batched: stock rows are locked in product-id order so that concurrent
+    // reservations never deadlock, and a batch would lock several orders' rows out of order.
+    let consumer = ConsumerRunner::new(
+        &config.kafka,
+        &publisher,
+        SERVICE,
+        pool.clone(),
+        crate::events::OrderEvents { cache: state.cache().clone() },
+    )?;
+    let grpc = GrpcAuth::optional(ProductServiceServer::new(crate::grpc::ProductGrpc::new(state.clone())), verifier);
+    let server = Server::new(SERVICE, config.http)
+        .rest(crate::http::router(state.clone()))
+        .grpc(grpc)
+        .check(Check::postgres(pool.clone()))
+        .check(kafka_ready)
+        .check(Check::redis(redis, Criticality::Optional))
+        .openapi(&crate::http::ApiDoc::openapi())
+        .bind()
+        .await?;
+    let relay = Relay::new(pool, &publisher);
+    let subscriber = shop_kit::cache::client(&config.redis)?;
+    let sweep_interval = config.sweep_interval;
+    let cache = state.cache().clone();
+    Ok(Service::new(server)
+        .background(move |shutdown| sweep_lapsed_reservations(state, sweep_interval, shutdown))
+        .background(|shutdown| consumer.run(shutdown))
+        .background(|shutdown| relay.run(shutdown))
+        .background(move |shutdown| cache.subscribe_invalidations(subscriber, shutdown)))
 }
 
 /// Releases the holds of orders nobody confirmed in time, every `interval`.

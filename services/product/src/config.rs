@@ -45,7 +45,7 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let auth = AuthConfig::from_vars(vars)?;
-        let jwks_url = auth.jwks_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081/.well-known/jwks.json".into());
+        let jwks_url = auth.jwks_endpoint().to_owned();
         let positive = |name: &str, default: Duration| -> anyhow::Result<Duration> {
             let value = vars.or(name, HumanDuration(default))?.0;
             if value.is_zero() {
@@ -55,7 +55,7 @@ impl Config {
         };
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
-            telemetry: TelemetryConfig::from_vars(vars, "product-service")?,
+            telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
             redis: RedisConfig::from_vars(vars)?,
             auth,

@@ -1,5 +1,6 @@
 //! `shop.product.v1.ProductService`: reads for the cart and order services, and stock holds.
 
+use shop_proto::time::timestamp;
 use std::collections::BTreeMap;
 
 use chrono::{SubsecRound as _, Utc};
@@ -33,10 +34,6 @@ impl ProductGrpc {
 
 fn parse_uuid(text: &str, field: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(text).map_err(|_| Error::invalid(field, "must be a UUID"))
-}
-
-fn timestamp(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 fn to_proto(product: Product) -> pb::Product {

@@ -25,11 +25,8 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
-/// The topic of catalog events (ProductChanged, StockChanged), key = product id.
-pub const PRODUCT_TOPIC: &str = "shop.product.v1";
-
-/// The topic this service consumes (OrderConfirmed, OrderCancelled).
-pub const ORDER_TOPIC: &str = "shop.order.v1";
+/// This service's name: its telemetry, consumer group and server.
+pub const SERVICE: &str = "product-service";
 
 /// The embedded migrations of `shop_product`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

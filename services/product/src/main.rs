@@ -1,14 +1,13 @@
-//! The product service binary: configuration, telemetry, then the application until a signal.
+//! The product service binary: configuration, telemetry, then the service until a signal.
 
-use product_service::{app::Application, config::Config};
+/// jemalloc: the request path allocates per request, and glibc malloc's arena locks cost it
+/// ~30% of its throughput under load (docs/performance.md). Unprefixed, it is malloc for the
+/// C code too (librdkafka).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if let Some(migrated) = shop_kit::db::migrate_command("product-service", &product_service::MIGRATOR).await {
-        return migrated;
-    }
-    let config = Config::from_env()?;
-    let _telemetry = shop_kit::telemetry::init(&config.telemetry)?;
-    let application = Application::build(config).await?;
-    application.run(shop_kit::server::shutdown_on_signal()).await
+    use product_service::{MIGRATOR, SERVICE, app, config::Config};
+    shop_kit::service::main(SERVICE, Some(&MIGRATOR), Config::from_env, app::build).await
 }

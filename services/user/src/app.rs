@@ -1,20 +1,22 @@
 //! Builds the service (state, server) and runs it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::Utc;
 use shop_kit::{
     auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKey, Verifier},
-    server::{BoundServer, Check, Criticality, Server},
+    events::{Relay, Topics},
+    server::{Check, Criticality, Server},
+    service::{Service, ServiceConfig},
 };
-use shop_proto::shop::user::v1::user_service_server::UserServiceServer;
+use shop_proto::{contracts, shop::user::v1::user_service_server::UserServiceServer};
 use sqlx::{PgConnection, PgPool};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::{
+    SERVICE,
     config::{AdminAccount, Config},
     domain::{PasswordHasher, RefreshSecret, hash_is_current},
     error::Error,
@@ -38,7 +40,7 @@ struct Inner {
     audience: String,
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
-    user_topic: String,
+    topics: Topics,
 }
 
 impl AppState {
@@ -55,8 +57,8 @@ impl AppState {
     }
 
     /// The full name of the user topic (with any test prefix).
-    pub fn user_topic(&self) -> &str {
-        &self.inner.user_topic
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
     }
 
     pub fn jwks(&self) -> Jwks {
@@ -102,79 +104,58 @@ impl AuthState for AppState {
 }
 
 /// The built service: bound, ready to run.
-pub struct Application {
-    server: BoundServer,
-    relay: shop_kit::events::Relay,
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &shop_kit::config::TelemetryConfig {
+        &self.telemetry
+    }
 }
 
-impl Application {
-    /// Loads the key, connects, migrates, ensures the admin account and binds.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let signing_key = config.load_signing_key()?;
-        let pool = shop_kit::db::connect(&config.database).await?;
-        if config.database.migrate_on_start {
-            shop_kit::db::prepare(&pool, &crate::MIGRATOR).await?;
-        }
-        let user_topic = config.kafka.topic(crate::USER_TOPIC);
-        if config.kafka.create_topics {
-            shop_kit::events::ensure_topics(&config.kafka, &[&user_topic], 3).await?;
-        }
-        // One producer for the outbox, dead letters and readiness.
-        let publisher = shop_kit::events::Publisher::new(&config.kafka)?;
-        let kafka_ready = Check::kafka(publisher.clone(), user_topic.clone());
-        let redis = shop_kit::cache::connect(&config.redis).await?;
-        let hasher = PasswordHasher::new(config.hash_concurrency)?;
-        if let Some(admin) = &config.admin {
-            ensure_admin(&pool, &hasher, admin).await?;
-        }
-        let verifier =
-            Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&Jwks { keys: vec![signing_key.jwk()] })));
-        let state = AppState {
-            inner: Arc::new(Inner {
-                pool: pool.clone(),
-                hasher,
-                limiter: LoginLimiter::new(
-                    redis.clone(),
-                    config.redis.key_prefix.clone(),
-                    config.login_limits,
-                    config.redis.timeout,
-                ),
-                signing_key,
-                verifier: Arc::clone(&verifier),
-                issuer: config.auth.issuer.clone(),
-                audience: config.auth.audience.clone(),
-                access_token_ttl: config.access_token_ttl,
-                refresh_token_ttl: config.refresh_token_ttl,
-                user_topic,
-            }),
-        };
-        let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);
-        let server = Server::new("user-service", config.http)
-            .rest(crate::http::router(state))
-            .grpc(grpc)
-            .check(Check::postgres(pool.clone()))
-            .check(kafka_ready)
-            .check(Check::redis(redis, Criticality::Optional))
-            .openapi(&crate::http::ApiDoc::openapi())
-            .bind()
-            .await?;
-        Ok(Self { server, relay: shop_kit::events::Relay::new(pool, &publisher) })
+/// Loads the key, connects, migrates, ensures the admin account and binds; the service then
+/// runs with [`Service::run`] (the server and the outbox relay).
+pub async fn build(config: Config) -> anyhow::Result<Service> {
+    let signing_key = config.load_signing_key()?;
+    let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
+    // One producer for the outbox and readiness.
+    let publisher = shop_kit::service::broker(&config.kafka, &[contracts::USER]).await?;
+    let topics = config.kafka.topics();
+    let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::USER));
+    let redis = shop_kit::cache::connect(&config.redis).await?;
+    let hasher = PasswordHasher::new(config.hash_concurrency)?;
+    if let Some(admin) = &config.admin {
+        ensure_admin(&pool, &hasher, admin).await?;
     }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves and relays the outbox until `shutdown` is cancelled, then drains both.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tasks = TaskTracker::new();
-        tasks.spawn(self.relay.run(shutdown.clone()));
-        tasks.close();
-        let served = self.server.run(shutdown.clone()).await;
-        shutdown.cancel();
-        tasks.wait().await;
-        served
-    }
+    let verifier = Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&Jwks { keys: vec![signing_key.jwk()] })));
+    let state = AppState {
+        inner: Arc::new(Inner {
+            pool: pool.clone(),
+            hasher,
+            limiter: LoginLimiter::new(
+                redis.clone(),
+                config.redis.key_prefix.clone(),
+                config.login_limits,
+                config.redis.timeout,
+            ),
+            signing_key,
+            verifier: Arc::clone(&verifier),
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            access_token_ttl: config.access_token_ttl,
+            refresh_token_ttl: config.refresh_token_ttl,
+            topics,
+        }),
+    };
+    let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);
+    let server = Server::new(SERVICE, config.http)
+        .rest(crate::http::router(state))
+        .grpc(grpc)
+        .check(Check::postgres(pool.clone()))
+        .check(kafka_ready)
+        .check(Check::redis(redis, Criticality::Optional))
+        .openapi(&crate::http::ApiDoc::openapi())
+        .bind()
+        .await?;
+    let relay = Relay::new(pool, &publisher);
+    Ok(Service::new(server).background(|shutdown| relay.run(shutdown)))
 }
 
 /// Creates the configured admin account, or makes the existing account an admin with the

@@ -77,7 +77,7 @@ impl Config {
 
     pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
         let http = HttpConfig::from_vars(vars, DEFAULT_PORT)?;
-        let telemetry = TelemetryConfig::from_vars(vars, "user-service")?;
+        let telemetry = TelemetryConfig::from_vars(vars, crate::SERVICE)?;
         let database = DatabaseConfig::from_vars(vars)?;
         let redis = RedisConfig::from_vars(vars)?;
         let auth = AuthConfig::from_vars(vars)?;

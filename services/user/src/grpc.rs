@@ -3,6 +3,7 @@
 
 use shop_kit::auth::{Role, grpc_caller};
 use shop_proto::shop::user::v1::{self as pb, user_service_server::UserService};
+use shop_proto::time::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -45,10 +46,6 @@ impl UserService for UserGrpc {
         let caller = grpc_caller(&request)?;
         self.load(caller.user_id).await
     }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 fn to_proto(user: User) -> pb::User {

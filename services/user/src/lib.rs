@@ -25,8 +25,8 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
-/// The topic of user events (`UserRegistered`), key = user id.
-pub const USER_TOPIC: &str = "shop.user.v1";
+/// This service's name: its telemetry and server.
+pub const SERVICE: &str = "user-service";
 
 /// The embedded migrations of `shop_user`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

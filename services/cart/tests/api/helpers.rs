@@ -35,7 +35,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let product =
-        product_service::app::Application::build(product_service::config::Config::from_vars(&product_vars).unwrap())
+        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap())
             .await
             .unwrap();
     let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
@@ -50,7 +50,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let cart =
-        cart_service::app::Application::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
+        cart_service::app::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
             .await
             .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));

@@ -39,10 +39,9 @@ async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
     if let Some(smtp) = smtp {
         vars = vars.with("SMTP_URL", smtp.url());
     }
-    let app =
-        notification_service::app::Application::build(notification_service::config::Config::from_vars(&vars).unwrap())
-            .await
-            .unwrap();
+    let app = notification_service::app::build(notification_service::config::Config::from_vars(&vars).unwrap())
+        .await
+        .unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
     TestApp { server, issuer, prefix, _db: db }
 }

@@ -24,7 +24,7 @@ impl Crashable {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             let config = payment_service::config::Config::from_vars(&vars).unwrap();
-            let application = runtime.block_on(payment_service::app::Application::build(config)).unwrap();
+            let application = runtime.block_on(payment_service::app::build(config)).unwrap();
             runtime.spawn(application.run(tokio_util::sync::CancellationToken::new()));
             ready_tx.send(runtime).unwrap();
         });

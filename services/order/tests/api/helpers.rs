@@ -88,7 +88,7 @@ async fn start_user_service(topic_prefix: &str) -> (TestServer, TestDb, TestRedi
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let app =
-        user_service::app::Application::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
+        user_service::app::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
     (TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown)), db, redis)
 }
 
@@ -129,7 +129,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
         .with("KAFKA_CREATE_TOPICS", "true");
     let product =
-        product_service::app::Application::build(product_service::config::Config::from_vars(&product_vars).unwrap())
+        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap())
             .await
             .unwrap();
     let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
@@ -138,7 +138,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         .with("KAFKA_BROKERS", brokers())
         .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
         .with("KAFKA_CREATE_TOPICS", "true");
-    let cart = cart_service::app::Application::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
+    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
         .await
         .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
@@ -153,7 +153,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let order = order_service::app::Application::build(order_service::config::Config::from_vars(&order_vars).unwrap())
+    let order = order_service::app::build(order_service::config::Config::from_vars(&order_vars).unwrap())
         .await
         .unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
@@ -163,7 +163,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
             let config =
                 payment_service::config::Config::from_vars(&payment_vars(&payment_db, &jwks_url, &topic_prefix))
                     .unwrap();
-            let payment = payment_service::app::Application::build(config).await.unwrap();
+            let payment = payment_service::app::build(config).await.unwrap();
             Some(TestServer::spawn(payment.local_addr(), |shutdown| payment.run(shutdown)))
         }
     };
@@ -181,7 +181,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
             ]);
             extra_dbs.push(db);
             let config = notification_service::config::Config::from_vars(&vars).unwrap();
-            let app = notification_service::app::Application::build(config).await.unwrap();
+            let app = notification_service::app::build(config).await.unwrap();
             (Some(TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown))), Some(smtp))
         }
         Platform::Standard | Platform::WithoutPayment => (None, None),

@@ -43,13 +43,7 @@ async fn product_changed(
         active: product.active && !deleted,
         deleted,
     };
-    let event = shop_kit::events::Event::new(
-        state.product_topic(),
-        product.id.to_string(),
-        "/shop/product",
-        "ProductChanged",
-        &message,
-    );
+    let event = state.topics().event(product.id.to_string(), &message);
     shop_kit::events::enqueue(connection, &event).await?;
     Ok(())
 }
@@ -371,8 +365,7 @@ pub(super) async fn set_stock(
         on_hand: on_hand.get().into(),
         available: product.stock_available,
     };
-    let event =
-        shop_kit::events::Event::new(state.product_topic(), id.to_string(), "/shop/product", "StockChanged", &message);
+    let event = state.topics().event(id.to_string(), &message);
     shop_kit::events::enqueue(&mut transaction, &event).await?;
     transaction.commit().await?;
     state.cache().invalidate(&[id]).await;

@@ -1,4 +1,4 @@
-use product_service::{app::Application, config::Config};
+use product_service::{app, config::Config};
 use reqwest::Response;
 use serde_json::{Value, json};
 use shop_kit::config::Vars;
@@ -26,7 +26,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
     let db = TestDb::new().await;
     let redis = TestRedis::new();
     let vars = customize(vars_for(&db, &redis, &issuer, &topic_prefix));
-    let app = Application::build(Config::from_vars(&vars).unwrap()).await.unwrap();
+    let app = app::build(Config::from_vars(&vars).unwrap()).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
     let admin = issuer.admin();
     TestApp { server, client: http_client(), issuer, admin, db, redis, topic_prefix }
@@ -35,7 +35,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
 /// A second replica of `app`'s service: the same database, Redis keys, topics and keys.
 pub(crate) async fn spawn_replica(app: &TestApp, customize: impl FnOnce(Vars) -> Vars) -> TestServer {
     let vars = customize(vars_for(&app.db, &app.redis, &app.issuer, &app.topic_prefix));
-    let replica = Application::build(Config::from_vars(&vars).unwrap()).await.unwrap();
+    let replica = app::build(Config::from_vars(&vars).unwrap()).await.unwrap();
     TestServer::spawn(replica.local_addr(), |shutdown| replica.run(shutdown))
 }
 

@@ -9,7 +9,6 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_kit::events::Event;
 use shop_kit::{
     auth::{Caller, Role},
     error::{ApiJson, FieldError, Problem, parse_id},
@@ -99,12 +98,9 @@ pub(super) async fn register(
         user_id: user.id.to_string(),
         email: user.email.clone(),
         name: user.name.clone(),
-        registered_at: Some(prost_types::Timestamp {
-            seconds: user.created_at.timestamp(),
-            nanos: i32::try_from(user.created_at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        registered_at: Some(shop_proto::time::timestamp(user.created_at)),
     };
-    let event = Event::new(state.user_topic(), user.id.to_string(), "/shop/user", "UserRegistered", &event);
+    let event = state.topics().event(user.id.to_string(), &event);
     shop_kit::events::enqueue(&mut transaction, &event).await.map_err(Error::from)?;
     transaction.commit().await.map_err(Error::from)?;
     tracing::info!(user.id = %user.id, "account registered");

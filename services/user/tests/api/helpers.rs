@@ -2,7 +2,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use shop_kit::{auth::SigningKey, config::Vars};
 use shop_testkit::{TestDb, TestRedis, TestServer, http_client};
-use user_service::{app::Application, config::Config, http::TokenResponse};
+use user_service::{app, config::Config, http::TokenResponse};
 
 pub(crate) const ADMIN_EMAIL: &str = "admin@shop.test";
 pub(crate) const ADMIN_PASSWORD: &str = "admin-password";
@@ -42,7 +42,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let config = Config::from_vars(&customize(vars)).unwrap();
-    let app = Application::build(config).await.unwrap();
+    let app = app::build(config).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
     TestApp { server, client: http_client(), signing_pem, db, topic_prefix, _redis: redis }
 }

@@ -1,0 +1,381 @@
+//! The consumer runner: reads a group's topics, decodes each message into the handler's
+//! types, applies it exactly once, and commits offsets only after the effect.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures::FutureExt as _;
+use opentelemetry::propagation::Extractor;
+use rdkafka::{
+    Message as _,
+    consumer::{CommitMode, Consumer as _, StreamConsumer},
+    message::{BorrowedMessage, Headers as _},
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
+
+use super::{
+    ApplyError, ApplyOnce, Consumes, HandleError, Handler, KafkaConfig, PgInbox, Publisher, Received, backoff,
+    watchdog::{GroupProgress, WATCHDOG_INTERVAL},
+};
+
+/// How often a consumer commits the offsets of the events it has applied.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A consumed event and the span it is applied under (which continues the producer's
+/// trace, so the events its handler enqueues continue it too).
+pub struct Delivery<E> {
+    pub event: Received<E>,
+    pub span: tracing::Span,
+}
+
+/// What happened to one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    /// A type the consumer knowingly ignores (named in its `consumes!` enum).
+    Ignored,
+    DeadLettered,
+}
+
+impl Outcome {
+    /// The `outcome` label of `events_consumed_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "Applied",
+            Self::Duplicate => "Duplicate",
+            Self::Ignored => "Ignored",
+            Self::DeadLettered => "DeadLettered",
+        }
+    }
+}
+
+/// Runs a handler over its topics in a consumer group.
+pub struct ConsumerRunner<A> {
+    pub(super) name: String,
+    pub(super) config: KafkaConfig,
+    pub(super) topics: Vec<String>,
+    pub(super) consumer: Arc<StreamConsumer>,
+    /// For dead letters.
+    pub(super) publisher: Publisher,
+    apply: Arc<A>,
+    max_attempts: u32,
+    retry_base: Duration,
+    max_batch: usize,
+}
+
+impl<H: Handler> ConsumerRunner<PgInbox<H>> {
+    /// The consumer of `service` (its group and inbox name, with the environment's prefix),
+    /// applying `handler`'s effects in `pool`; dead letters go out through `publisher`.
+    pub fn new(
+        config: &KafkaConfig,
+        publisher: &Publisher,
+        service: &str,
+        pool: PgPool,
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        Self::with(config, publisher, service, PgInbox::new(pool, handler))
+    }
+}
+
+impl<A: ApplyOnce> ConsumerRunner<A> {
+    /// A runner whose exactly-once step is `apply` (a service without Postgres). It reads
+    /// the topics of the types `A::Event` names.
+    pub fn with(config: &KafkaConfig, publisher: &Publisher, service: &str, apply: A) -> anyhow::Result<Self> {
+        let name = config.group(service);
+        let topics: Vec<String> = A::Event::topics().into_iter().map(|topic| config.topics().name(topic)).collect();
+        let consumer = config.consumer(&name)?;
+        let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&subscribed).context("cannot subscribe")?;
+        Ok(Self {
+            name,
+            config: config.clone(),
+            topics,
+            consumer: Arc::new(consumer),
+            publisher: publisher.clone(),
+            apply: Arc::new(apply),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(100),
+            max_batch: 1,
+        })
+    }
+
+    /// The full names of the topics it reads.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Applies up to `max` events at a time (default 1): after each receive, the events the
+    /// client has already fetched are taken too, without waiting for more, and applied with
+    /// [`ApplyOnce::apply_batch`] (for [`PgInbox`], one transaction and one commit). Under a
+    /// backlog that is one WAL flush per batch instead of one per event; when events come
+    /// one at a time it changes nothing. A failed batch is applied again one event at a time.
+    ///
+    /// Only for handlers whose events may share a transaction: one that locks several rows
+    /// in a fixed order to avoid deadlocks (product's stock) would lock them out of order
+    /// across the events of a batch.
+    #[must_use]
+    pub fn batch(mut self, max: usize) -> Self {
+        self.max_batch = max.max(1);
+        self
+    }
+
+    /// Attempts per message before it is dead-lettered (default 5), and the first backoff.
+    #[must_use]
+    pub fn retries(mut self, max_attempts: u32, base: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.retry_base = base;
+        self
+    }
+
+    /// Consumes until `shutdown`; the message in hand is finished first. A watchdog rejoins
+    /// the group when the broker left it stuck (see the `watchdog` module).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        // Measured on the first message, then every 5 s at most.
+        let mut lag_measured: Option<std::time::Instant> = None;
+        let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stalled: Option<GroupProgress> = None;
+        let mut received_since_check = false;
+        // Offsets are committed a few times a second, not per event: a commit is a write on
+        // the broker, and per event they were most of its load. What a crash leaves
+        // uncommitted is redelivered and skipped by the inbox.
+        let mut commit = tokio::time::interval(COMMIT_INTERVAL);
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut uncommitted = false;
+        loop {
+            let consumer = Arc::clone(&self.consumer);
+            let message = tokio::select! {
+                () = shutdown.cancelled() => {
+                    // Leave with every processed event's offset stored.
+                    if uncommitted {
+                        let _ = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+                    }
+                    return;
+                }
+                _ = watchdog.tick() => {
+                    stalled = self.watch(stalled, std::mem::take(&mut received_since_check)).await;
+                    continue;
+                }
+                _ = commit.tick(), if uncommitted => {
+                    // The stored offsets: one past the last event applied in each partition.
+                    if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
+                        tracing::warn!(consumer = %self.name, %error, "cannot commit offsets; retrying");
+                    } else {
+                        uncommitted = false;
+                    }
+                    continue;
+                }
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.name, %error, "kafka receive failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            // What the client has fetched already comes along, up to the batch size; waiting
+            // for more would only add latency.
+            let mut messages = vec![message];
+            while messages.len() < self.max_batch {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(next)) => messages.push(next),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            for outcome in self.process_all(&messages).await {
+                metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "outcome" => outcome.as_str())
+                    .increment(1);
+            }
+            // The effects (or dead letters) are durable: their offsets may be committed at the
+            // next tick, and only theirs.
+            for message in &messages {
+                if let Err(error) = consumer.store_offset_from_message(message) {
+                    // The partition was revoked meanwhile: its new owner gets the event again
+                    // and the inbox skips it.
+                    tracing::debug!(consumer = %self.name, %error, "cannot store an applied offset");
+                }
+            }
+            uncommitted = true;
+            received_since_check = true;
+            if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                lag_measured = Some(std::time::Instant::now());
+                if let Some(last) = messages.last() {
+                    self.record_lag(last.topic().to_owned(), last.partition(), last.offset());
+                }
+            }
+        }
+    }
+
+    /// Applies `messages` (in the order received): as one batch when there are several and
+    /// it commits, otherwise one at a time.
+    async fn process_all(&self, messages: &[BorrowedMessage<'_>]) -> Vec<Outcome> {
+        if messages.len() > 1
+            && let Some(outcomes) = self.process_batch(messages).await
+        {
+            return outcomes;
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for message in messages {
+            outcomes.push(self.process(message).await);
+        }
+        outcomes
+    }
+
+    /// `None` when the batch did not apply as a whole: an unreadable message (it goes to the
+    /// DLQ on its own), a handler's refusal, or the database; the caller then applies each.
+    async fn process_batch(&self, messages: &[BorrowedMessage<'_>]) -> Option<Vec<Outcome>> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        // For each message, its delivery's index, or `None` for an ignored type.
+        let mut slots = Vec::with_capacity(messages.len());
+        for message in messages {
+            let headers = headers_of(message);
+            let Some(event) = receive::<A::Event>(message, &headers).ok()? else {
+                slots.push(None);
+                continue;
+            };
+            let span = self.span_for(message, &headers);
+            span.record("ce_type", event.ce_type.as_str());
+            slots.push(Some(deliveries.len()));
+            deliveries.push(Delivery { event, span });
+        }
+        let applied = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            match self.apply.apply_batch(&self.name, &deliveries).await {
+                Ok(outcomes) if outcomes.len() == deliveries.len() => {
+                    metrics::histogram!("kafka_consumer_batch_events", "consumer" => self.name.clone())
+                        .record(deliveries.len() as f64);
+                    outcomes
+                }
+                Ok(_) => return None,
+                Err(
+                    ApplyError::Infrastructure(error)
+                    | ApplyError::Handler(HandleError::Retryable(error) | HandleError::Permanent(error)),
+                ) => {
+                    tracing::info!(consumer = %self.name, events = deliveries.len(), error = format!("{error:#}"),
+                        "a batch did not apply; applying its events one at a time");
+                    return None;
+                }
+            }
+        };
+        Some(slots.into_iter().map(|slot| slot.map_or(Outcome::Ignored, |index| applied[index])).collect())
+    }
+
+    /// The span an event is applied under: a child of the producer's trace context.
+    fn span_for(&self, message: &BorrowedMessage<'_>, headers: &HashMap<String, String>) -> tracing::Span {
+        let span = tracing::info_span!("consume", messaging.destination = message.topic(), ce_type = tracing::field::Empty,
+            consumer = %self.name, otel.kind = "consumer");
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderMapExtractor(headers))
+        });
+        let _ = span.set_parent(parent);
+        span
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>) -> Outcome {
+        let headers = headers_of(message);
+        let span = self.span_for(message, &headers);
+        async {
+            let event = match receive::<A::Event>(message, &headers) {
+                Ok(Some(event)) => event,
+                Ok(None) => return Outcome::Ignored,
+                Err(error) => return self.dead_letter(message, &headers, &format!("{error:#}")).await,
+            };
+            tracing::Span::current().record("ce_type", event.ce_type.as_str());
+            let mut attempt = 0_u32;
+            loop {
+                attempt += 1;
+                match self.apply.apply(&self.name, &event).await {
+                    Ok(outcome) => return outcome,
+                    Err(ApplyError::Infrastructure(error)) => {
+                        // Not the message's fault: wait for the database, however long.
+                        tracing::warn!(error = format!("{error:#}"), "cannot reach the database; retrying the event");
+                        attempt = attempt.saturating_sub(1);
+                        tokio::time::sleep(backoff(2, self.retry_base.max(Duration::from_millis(250)))).await;
+                    }
+                    Err(ApplyError::Handler(HandleError::Permanent(error))) => {
+                        return self.dead_letter(message, &headers, &format!("{error:#}")).await;
+                    }
+                    Err(ApplyError::Handler(HandleError::Retryable(error))) if attempt >= self.max_attempts => {
+                        return self
+                            .dead_letter(message, &headers, &format!("after {attempt} attempts: {error:#}"))
+                            .await;
+                    }
+                    Err(ApplyError::Handler(HandleError::Retryable(error))) => {
+                        tracing::info!(attempt, error = format!("{error:#}"), "event failed; retrying");
+                        tokio::time::sleep(backoff(attempt, self.retry_base)).await;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `kafka_consumer_lag{consumer, topic, partition}`: messages behind the newest, measured
+    /// off the consume path (asking the broker for watermarks blocks).
+    fn record_lag(&self, topic: String, partition: i32, offset: i64) {
+        let consumer = Arc::clone(&self.consumer);
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1)) {
+                let lag = (high - offset - 1).max(0);
+                metrics::gauge!("kafka_consumer_lag", "consumer" => name, "topic" => topic, "partition" => partition.to_string())
+                    .set(lag as f64);
+            }
+        });
+    }
+}
+
+pub(super) fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|header| Some((header.key.to_owned(), String::from_utf8(header.value?.to_vec()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct HeaderMapExtractor<'a>(&'a HashMap<String, String>);
+
+impl Extractor for HeaderMapExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The message as the consumer's type: `None` for a type it ignores; an error (the reason
+/// for the dead letter) for missing headers, an unhandled type or a payload that does not
+/// decode.
+fn receive<E: Consumes>(
+    message: &BorrowedMessage<'_>,
+    headers: &HashMap<String, String>,
+) -> anyhow::Result<Option<Received<E>>> {
+    let ce_id = headers.get("ce_id").context("the message has no ce_id header")?;
+    let ce_id = Uuid::parse_str(ce_id).context("the ce_id header is not a UUID")?;
+    let ce_type = headers.get("ce_type").context("the message has no ce_type header")?.clone();
+    let Some(decoded) = E::decode(&ce_type, message.payload().unwrap_or_default())? else {
+        return Ok(None);
+    };
+    Ok(Some(Received {
+        ce_id,
+        ce_type,
+        topic: message.topic().to_owned(),
+        key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()).unwrap_or_default(),
+        message: decoded,
+    }))
+}
