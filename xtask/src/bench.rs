@@ -32,8 +32,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     infra,
+    platform::{self, Instance},
     services::{self, Service},
-    up::{self, Instance},
 };
 
 const AXUM_PORT: u16 = 29_000;
@@ -88,7 +88,6 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
             bail!("{tool} is not installed (it comes with the PostgreSQL / Redis server packages)");
         }
     }
-    let present = services::present();
     eprintln!("xtask: == release build");
     // The services on their own, as the Dockerfile builds them: features unify across every
     // package of one invocation, and xtask's dependencies or order-service's dev-dependencies
@@ -97,7 +96,7 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
     // both feature sets, so a repeated run builds nothing.
     let mut build = Command::new(env!("CARGO"));
     build.current_dir(crate::root()).args(["build", "--release", "--bins"]);
-    for service in &present {
+    for service in services::ALL {
         build.args(["-p", &service.binary()]);
     }
     if !build.status().context("cannot run cargo build")?.success() {
@@ -140,7 +139,7 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
     if let Some(logs) = &instance.log_dir {
         std::fs::create_dir_all(logs)?;
     }
-    let cleanup = || instance.remove_stores(&present);
+    let cleanup = || instance.remove_stores();
     cleanup()?;
     let (_stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut children: Vec<(&'static Service, Child)> = Vec::new();
@@ -149,7 +148,7 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
         // The first start creates the databases, applies the migrations and creates the
         // topics; the figure is a restart's, as in a rollout or a scale-out (in Kubernetes
         // the migrations run in a Job before the pods start).
-        instance.start(&present, &mut children, &stop_rx)?;
+        instance.start(&mut children, &stop_rx)?;
         let ready = restart_each(&instance, &mut children)?;
         baselines.push(spawn_baseline("axum", AXUM_PORT)?);
         baselines.push(spawn_baseline("tonic", TONIC_PORT)?);
@@ -163,14 +162,14 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
         let wants = |section: &str| only.is_none_or(|picked| picked.iter().any(|name| name == section));
         let figures = run_loads(&instance, &oha, &mut children, &broker, &wants)?;
         let peaks = sampler.stop();
-        let sizes: Vec<(&str, u64)> = present
+        let sizes: Vec<(&str, u64)> = services::ALL
             .iter()
             .map(|service| {
                 let path = crate::build_dir("release").join(service.binary());
                 (service.name, std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0))
             })
             .collect();
-        let report = write_report(&figures, &present, &ready, &idle, &peaks, &sizes, started, build_done)?;
+        let report = write_report(&figures, &ready, &idle, &peaks, &sizes, started, build_done)?;
         if only.is_some() {
             eprintln!("{report}\nxtask: a partial run (--only): docs/performance.md is left as it was");
             return Ok(());
@@ -180,7 +179,7 @@ fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Res
         eprintln!("xtask: wrote {}", path.display());
         Ok(())
     })();
-    up::stop_all(children, true);
+    platform::stop_all(children, true);
     for mut baseline in baselines {
         let _ = baseline.kill();
         let _ = baseline.wait();
@@ -603,8 +602,8 @@ fn k6_orders(instance: &Instance, settings: &[(&str, String)]) -> anyhow::Result
         .current_dir(&dir)
         .args(["run", "--no-usage-report", "--quiet", "scenarios/orders.js"])
         .env("RESULTS_DIR", "results")
-        .env("ADMIN_EMAIL", up::admin_email())
-        .env("ADMIN_PASSWORD", up::admin_password())
+        .env("ADMIN_EMAIL", platform::admin_email())
+        .env("ADMIN_PASSWORD", platform::admin_password())
         .stdout(Stdio::null());
     for (name, value) in settings {
         command.env(name, value);
@@ -1057,10 +1056,8 @@ impl RssSampler {
 
 // ---- the report
 
-#[expect(clippy::too_many_arguments, reason = "one report from every part of the run")]
 fn write_report(
     figures: &[Figure],
-    present: &[&'static Service],
     ready: &[Vec<Duration>],
     idle: &[(&str, u64)],
     peaks: &[(&str, u64)],
@@ -1123,7 +1120,7 @@ fn write_report(
         "| service | start → ready | RSS idle | RSS peak under the loads | stripped binary | met (≤ 250 ms · ≤ 15 MiB · ≤ 64 MiB · ≤ 15 MB) |"
     )?;
     writeln!(doc, "|---|---|---|---|---|---|")?;
-    for (index, service) in present.iter().enumerate() {
+    for (index, service) in services::ALL.iter().enumerate() {
         let starts_ms: Vec<f64> = ready
             .get(index)
             .map(|starts| starts.iter().map(|d| d.as_secs_f64() * 1000.0).collect())

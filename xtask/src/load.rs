@@ -21,8 +21,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     infra,
+    platform::{self, Instance},
     services::{self, Service},
-    up::{self, Instance},
 };
 
 const SCENARIOS: [&str; 9] = ["smoke", "browse", "checkout", "mixed", "stress", "spike", "soak", "grpc", "orders"];
@@ -140,7 +140,6 @@ pub(crate) fn k6() -> anyhow::Result<PathBuf> {
 /// `shop_smoke_*`, Redis keys `smoke:*`, topics `smoke.*` on `brokers`), all removed
 /// afterwards. Postgres, Redis and the broker must be up.
 pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyhow::Result<()> {
-    let present = services::present();
     let instance = Instance {
         port_offset: 10_000,
         database_infix: "smoke_".into(),
@@ -155,21 +154,21 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
     if let Some(dir) = &instance.log_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let cleanup = || instance.remove_data(&present);
+    let cleanup = || instance.remove_data();
     cleanup()?;
-    up::build(&present)?;
+    platform::build()?;
     let (_stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut children: Vec<(&'static Service, std::process::Child)> = Vec::new();
-    let result = instance.start(&present, &mut children, &stop_rx).and_then(|_| {
+    let result = instance.start(&mut children, &stop_rx).and_then(|_| {
         let mut env: Vec<(String, String)> = services::ALL
             .iter()
             .map(|service| (format!("{}_URL", service.name.to_uppercase()), instance.url(service)))
             .collect();
-        env.push(("ADMIN_EMAIL".into(), up::admin_email()));
-        env.push(("ADMIN_PASSWORD".into(), up::admin_password()));
+        env.push(("ADMIN_EMAIL".into(), platform::admin_email()));
+        env.push(("ADMIN_PASSWORD".into(), platform::admin_password()));
         k6_run("smoke", &env)
     });
-    up::stop_all(children, true);
+    platform::stop_all(children, true);
     let cleaned = cleanup();
     result.with_context(|| {
         format!("the smoke test failed; the services' logs are in {}", state_dir.join("smoke-logs").display())

@@ -14,6 +14,7 @@ mod deploy;
 mod dlq;
 mod infra;
 mod load;
+mod platform;
 mod promote;
 mod seed;
 mod services;
