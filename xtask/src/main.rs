@@ -10,6 +10,7 @@
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
 mod bench;
+mod color;
 mod deploy;
 mod dlq;
 mod infra;

@@ -16,13 +16,12 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    infra,
+    color, infra,
     services::{self, Service},
 };
 
 const ADMIN_EMAIL: &str = "admin@shop.local";
 const ADMIN_PASSWORD: &str = "admin-password-change-me";
-const COLORS: &[&str] = &["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[31m"];
 
 /// The services' binaries, built once.
 pub(crate) fn build() -> anyhow::Result<()> {
@@ -106,7 +105,7 @@ impl Instance {
         let mut ready_after = Vec::new();
         for (index, service) in services::ALL.iter().enumerate() {
             let spawned = Instant::now();
-            let child = self.spawn(service, COLORS[index % COLORS.len()], &[])?;
+            let child = self.spawn(service, color::SERVICES[index % color::SERVICES.len()], &[])?;
             children.push((service, child));
             if let Some((service, child)) = children.last_mut() {
                 self.wait_ready(service, child, stop)?;
@@ -138,7 +137,8 @@ impl Instance {
         infra::delete_redis_keys(&self.redis_prefix)
     }
 
-    /// Starts one service with `overrides` on top of its environment.
+    /// Starts one service with `overrides` on top of its environment. Its log lines on the
+    /// terminal start with its name in `color` (see [`color::on_stderr`]).
     pub(crate) fn spawn(&self, service: &Service, color: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Child> {
         let profile = if self.release { "release" } else { "debug" };
         let binary = crate::build_dir(profile).join(service.binary());
@@ -180,7 +180,7 @@ impl Instance {
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-        let prefix = format!("{color}{:>12} |\x1b[0m ", service.name);
+        let prefix = format!("{} ", color::on_stderr(color, &format!("{:>12} |", service.name)));
         if let Some(stdout) = child.stdout.take() {
             stream(prefix.clone(), stdout);
         }
