@@ -3,7 +3,7 @@
 
 use std::{process::Child, time::Duration};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use super::{
     AXUM_PORT, CONNECTIONS, Context, Figure, TONIC_PORT,
@@ -61,17 +61,7 @@ fn cache_miss(
     let Context { instance, oha, product_id: id, product_db, .. } = context;
     eprintln!("xtask: == product read, cache miss");
     let sql = crate::root().join("target").join("bench-select.sql");
-    std::fs::write(
-        &sql,
-        format!(
-            "SELECT p.id, p.sku, p.name, p.description, p.price_amount, p.currency, \
-             ARRAY(SELECT c.slug FROM product_categories pc JOIN categories c ON c.id = pc.category_id \
-             WHERE pc.product_id = p.id ORDER BY c.slug) AS categories, \
-             COALESCE(i.on_hand - i.reserved, 0)::bigint AS stock_available, p.image_url, p.active, p.created_at, \
-             p.updated_at FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
-             WHERE p.id = '{id}' AND p.deleted_at IS NULL;\n"
-        ),
-    )?;
+    std::fs::write(&sql, product_by_id_script(id)?)?;
     let pg_select = pgbench(product_db, &sql, CONNECTIONS)?;
     // The same service with a cache that stores nothing: every read misses (a Redis GET
     // that finds nothing, then Postgres).
@@ -101,6 +91,19 @@ fn cache_miss(
     Ok(vec![closed_loop, open_loop])
 }
 
+/// product-service's read by id (`store::products::by_id`): the file it compiles in, so pgbench
+/// runs exactly the service's statement. (xtask depends on no service crate; it reads the file.)
+const PRODUCT_BY_ID: &str = include_str!("../../../services/product/src/store/sql/product_by_id.sql");
+
+/// [`PRODUCT_BY_ID`] as a pgbench script: one line, the product id as a literal in place of `$1`.
+fn product_by_id_script(id: &str) -> anyhow::Result<String> {
+    if id.contains('\'') || !PRODUCT_BY_ID.contains("$1") || PRODUCT_BY_ID.contains("$2") {
+        bail!("cannot fill product_by_id.sql's parameter with {id:?}");
+    }
+    let statement = PRODUCT_BY_ID.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(format!("{};\n", statement.trim_end_matches(';').replace("$1", &format!("'{id}'"))))
+}
+
 fn grpc(context: &Context<'_>, product: &Service) -> anyhow::Result<Figure> {
     eprintln!("xtask: == gRPC GetProduct");
     let echo = grpc_load(&format!("http://127.0.0.1:{TONIC_PORT}"), &context.product_id)?;
@@ -113,4 +116,22 @@ fn grpc(context: &Context<'_>, product: &Service) -> anyhow::Result<Figure> {
         target: "≥ 0.5× tonic".into(),
         met: Some(grpc >= 0.5 * echo),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pgbench_script_is_the_services_statement_on_one_line() {
+        let id = "01900000-0000-7000-8000-000000000000";
+        let script = product_by_id_script(id).unwrap();
+        assert!(
+            script.starts_with("SELECT p.id, p.sku,") && script.ends_with(" AND p.deleted_at IS NULL;\n"),
+            "{script}"
+        );
+        assert_eq!(script.lines().count(), 1, "{script}");
+        assert!(script.contains(&format!("WHERE p.id = '{id}'")) && !script.contains('$'), "{script}");
+        assert!(product_by_id_script("x' OR true --").is_err());
+    }
 }
