@@ -10,6 +10,7 @@
 //! Few dependencies on purpose: this builds before anything else and must stay quick.
 
 mod bench;
+mod cli;
 mod color;
 mod deploy;
 mod dlq;
@@ -24,50 +25,42 @@ mod up;
 
 use std::{path::PathBuf, process::ExitCode};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+use clap::{CommandFactory as _, Parser as _};
 
-commands:
-  up      start Postgres/Redis/broker if needed and run every service; Ctrl-C stops it
-  test    fmt, clippy, then every test against real Postgres, Redis and the broker
-  seed    load the demo catalog into the product database (idempotent)
-  dlq     list <topic> | redrive <topic>: inspect or replay a topic's dead letters
-  render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
-  deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
-  promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
-  bench   [--only reads,cart,saga,backlog,checkout]: measure every figure next to this machine's limits; writes docs/performance.md
-  set-image <env> <service> <tag> [<digest>]: record the image an environment runs (CI)
-  load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
-";
+use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("up") => up::run(&args[1..]),
-        Some("test") => test::run(&args[1..]),
-        Some("seed") => seed::run(&args[1..]),
-        Some("dlq") => dlq::run(&args[1..]),
-        Some("render") => deploy::render(&args[1..]),
-        Some("deploy-check") => deploy::check(&args[1..]),
-        Some("promote") => promote::run(&args[1..]),
-        Some("set-image") => promote::set_image_command(&args[1..]),
-        Some("load") => load::run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
-        // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
-        Some("bench-server") => bench::server(&args[1..]),
-        Some("bench-grpc") => bench::grpc_client(&args[1..]),
-        Some("help" | "--help" | "-h") | None => {
-            eprint!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    let Some(command) = Cli::parse().command else {
+        // No command: the help, as `--help` prints it.
+        return match Cli::command().print_help() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     };
-    match result {
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("xtask: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up => up::run(),
+        Command::Test(args) => test::run(args),
+        Command::Seed => seed::run(),
+        Command::Dlq { action } => dlq::run(action),
+        Command::Render(args) => deploy::render(args),
+        Command::DeployCheck => deploy::check(),
+        Command::Promote(args) => promote::run(args),
+        Command::SetImage(args) => promote::set_image_command(args),
+        Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
+        // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
+        Command::BenchServer(args) => bench::server(args),
+        Command::BenchGrpc(args) => bench::grpc_client(args),
     }
 }
 

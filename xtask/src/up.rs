@@ -24,10 +24,7 @@ use crate::{
     services::{self, Service},
 };
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    if let Some(extra) = args.first() {
-        bail!("`up` takes no arguments (got {extra:?}); configure it with environment variables");
-    }
+pub(crate) fn run() -> anyhow::Result<()> {
     let dir = crate::state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = Lock::acquire(&dir.join("up.pid"))?;

@@ -14,7 +14,8 @@ use super::{CONNECTIONS, SECONDS};
 use crate::infra;
 
 /// Starts `bench-server <stack> <port>` from the release build.
-pub(super) fn spawn_baseline(stack: &str, port: u16) -> anyhow::Result<Child> {
+pub(super) fn spawn_baseline(stack: Stack, port: u16) -> anyhow::Result<Child> {
+    let stack = stack.as_str();
     Command::new(crate::build_dir("release").join("xtask"))
         .args(["bench-server", stack, &port.to_string()])
         .stdout(Stdio::null())
@@ -41,14 +42,41 @@ pub(super) fn grpc_load(url: &str, id: &str) -> anyhow::Result<f64> {
     String::from_utf8_lossy(&output.stdout).trim().parse().context("bench-grpc printed no rate")
 }
 
+/// `bench-server axum|tonic <port>`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// The stack to serve with.
+    #[arg(value_enum)]
+    stack: Stack,
+    /// The port on 127.0.0.1.
+    port: u16,
+}
+
+/// A bare server's stack.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(super) enum Stack {
+    /// axum: GET /json answers a fixed product as JSON.
+    Axum,
+    /// tonic: ProductService/GetProduct answers a fixed product.
+    Tonic,
+}
+
+impl Stack {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Axum => "axum",
+            Self::Tonic => "tonic",
+        }
+    }
+}
+
 /// `bench-server axum|tonic <port>`: the ceiling — a handler that only answers.
-pub(crate) fn server(args: &[String]) -> anyhow::Result<()> {
-    let [kind, port] = args else { bail!("usage: bench-server axum|tonic <port>") };
-    let address = SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>()?));
+pub(crate) fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let address = SocketAddr::from(([127, 0, 0, 1], args.port));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        match kind.as_str() {
-            "axum" => {
+        match args.stack {
+            Stack::Axum => {
                 let body = serde_json::json!({
                     "id": "01900000-0000-7000-8000-000000000000", "sku": "LAMP-001", "name": "Desk lamp",
                     "description": "A warm desk lamp with a linen shade and a brass stem, for long evenings.",
@@ -66,13 +94,12 @@ pub(crate) fn server(args: &[String]) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 axum::serve(listener, app).await?;
             }
-            "tonic" => {
+            Stack::Tonic => {
                 tonic::transport::Server::builder()
                     .add_service(shop_proto::shop::product::v1::product_service_server::ProductServiceServer::new(Echo))
                     .serve(address)
                     .await?;
             }
-            other => bail!("unknown baseline {other:?}"),
         }
         Ok(())
     })
@@ -126,11 +153,22 @@ impl shop_proto::shop::product::v1::product_service_server::ProductService for E
     }
 }
 
+/// `bench-grpc <url> <product id> <concurrency> <seconds>`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GrpcArgs {
+    /// The gRPC server, like http://127.0.0.1:29001.
+    url: String,
+    /// The product to get.
+    product_id: String,
+    /// Calls in flight at once.
+    concurrency: usize,
+    /// How long to call, s.
+    seconds: u64,
+}
+
 /// `bench-grpc <url> <product id> <concurrency> <seconds>`: prints successful calls per second.
-pub(crate) fn grpc_client(args: &[String]) -> anyhow::Result<()> {
-    let [url, id, concurrency, seconds] = args else { bail!("usage: bench-grpc <url> <id> <concurrency> <seconds>") };
-    let concurrency: usize = concurrency.parse()?;
-    let seconds: u64 = seconds.parse()?;
+pub(crate) fn grpc_client(args: GrpcArgs) -> anyhow::Result<()> {
+    let GrpcArgs { url, product_id: id, concurrency, seconds } = args;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let rate = runtime.block_on(async move {
         let channel = tonic::transport::Endpoint::from_shared(url.clone())?.connect().await?;

@@ -36,9 +36,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-pub(crate) use self::baseline::{grpc_client, server};
+pub(crate) use self::baseline::{GrpcArgs, ServerArgs, grpc_client, server};
 use self::{
-    baseline::{spawn_baseline, wait_port},
+    baseline::{Stack, spawn_baseline, wait_port},
     broker::{BENCH_BROKER, Broker},
     memory::{RssSampler, rss_kib},
     report::{Report, ServiceFigures},
@@ -69,29 +69,38 @@ struct Figure {
     met: Option<bool>,
 }
 
-/// The parts of the run, in order; `--only` picks some (and then prints the table instead of
-/// writing docs/performance.md, which always holds a whole run).
-const SECTIONS: [&str; 5] = ["reads", "cart", "saga", "backlog", "checkout"];
+/// `cargo xtask bench [--only <sections>]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Run only these sections (comma-separated) and print the report instead of writing
+    /// docs/performance.md, which always holds a whole run.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTIONS")]
+    pub(crate) only: Vec<Section>,
+}
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let only: Option<Vec<String>> = match args {
-        [] => None,
-        [flag, list] if flag == "--only" => {
-            let picked: Vec<String> = list.split(',').map(str::to_owned).collect();
-            if let Some(unknown) = picked.iter().find(|name| !SECTIONS.contains(&name.as_str())) {
-                bail!("unknown section {unknown:?}; the sections are {}", SECTIONS.join(", "));
-            }
-            Some(picked)
-        }
-        _ => bail!("usage: cargo xtask bench [--only {}]", SECTIONS.join(",")),
-    };
+/// The parts of the run, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Section {
+    /// Product reads by id: cache hit, cache miss (next to pgbench), gRPC.
+    Reads,
+    /// Cart reads and writes, next to redis-benchmark.
+    Cart,
+    /// Order placed → confirmed → notification stored, at a fixed rate.
+    Saga,
+    /// A 10,000-order backlog drained after a broker outage.
+    Backlog,
+    /// The checkout transaction as order-service runs it, next to pgbench.
+    Checkout,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = crate::state_dir();
     std::fs::create_dir_all(&dir)?;
     let mut infra_started = Vec::new();
     infra_started.extend(infra::ensure_postgres()?);
     infra_started.extend(infra::ensure_redis()?);
-    let result = measure(&dir, started, only.as_deref());
+    let result = measure(&dir, started, &args.only);
     for thing in infra_started.into_iter().rev() {
         thing.stop();
     }
@@ -103,22 +112,22 @@ struct Run<'a> {
     started: Instant,
     /// When the release build was done.
     build_done: Instant,
-    /// The sections `--only` picked; `None` for a whole run.
-    only: Option<&'a [String]>,
+    /// The sections `--only` picked; empty for a whole run.
+    only: &'a [Section],
 }
 
 impl Run<'_> {
-    fn wants(&self, section: &str) -> bool {
-        self.only.is_none_or(|picked| picked.iter().any(|name| name == section))
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
     }
 
     /// Whether `--only` left some sections out (the report is then printed, not written).
     fn is_partial(&self) -> bool {
-        self.only.is_some()
+        !self.only.is_empty()
     }
 }
 
-fn measure(dir: &Path, started: Instant, only: Option<&[String]>) -> anyhow::Result<()> {
+fn measure(dir: &Path, started: Instant, only: &[Section]) -> anyhow::Result<()> {
     let oha = generators::oha()?;
     for tool in ["pgbench", "redis-benchmark"] {
         if Command::new(tool).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
@@ -224,8 +233,8 @@ fn measure_on(
     let (_stop_tx, stop_rx) = mpsc::channel::<()>();
     instance.start(&mut processes.services, &stop_rx)?;
     let ready = restart_each(instance, &mut processes.services)?;
-    processes.baselines.push(spawn_baseline("axum", AXUM_PORT)?);
-    processes.baselines.push(spawn_baseline("tonic", TONIC_PORT)?);
+    processes.baselines.push(spawn_baseline(Stack::Axum, AXUM_PORT)?);
+    processes.baselines.push(spawn_baseline(Stack::Tonic, TONIC_PORT)?);
     wait_port(AXUM_PORT)?;
     wait_port(TONIC_PORT)?;
     thread::sleep(Duration::from_secs(2));
@@ -336,19 +345,19 @@ fn run_loads(
     run: &Run<'_>,
 ) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    if run.wants("reads") {
+    if run.wants(Section::Reads) {
         figures.extend(reads::measure(context, children)?);
     }
-    if run.wants("cart") {
+    if run.wants(Section::Cart) {
         figures.extend(cart::measure(context)?);
     }
-    if run.wants("saga") {
+    if run.wants(Section::Saga) {
         figures.extend(saga::measure(context)?);
     }
-    if run.wants("backlog") {
+    if run.wants(Section::Backlog) {
         figures.extend(backlog::measure(context, broker)?);
     }
-    if run.wants("checkout") {
+    if run.wants(Section::Checkout) {
         figures.extend(checkout::measure(context, children)?);
     }
     Ok(figures)
