@@ -1,13 +1,38 @@
-//! `cargo xtask`: the developer's one entry point.
+//! `cargo xtask`: the developer's one entry point. `cargo xtask --help` lists the commands,
+//! `cargo xtask <command> --help` their arguments.
 //!
 //! - `cargo xtask up`: runs the whole platform on this machine (see [`up`]).
 //! - `cargo xtask test`: every check CI runs (see [`test`]).
 //! - `cargo xtask seed`: the demo catalog (see [`seed`]).
+//! - `cargo xtask dlq list|redrive <topic>`: a topic's dead letters (see [`dlq`]).
 //! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
-//! - `cargo xtask promote`: a release moves dev → staging → prod (see [`promote`]).
+//! - `cargo xtask promote`, `set-image`: a release moves dev → staging → prod (see [`promote`]).
 //! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
+//! - `cargo xtask bench`: every figure next to this machine's limits (see [`bench`]).
 //!
-//! Few dependencies on purpose: this builds before anything else and must stay quick.
+//! Few dependencies on purpose: this builds before anything else and must stay quick. It
+//! depends on no service crate: what it shares with one (the SQL the benchmark compares
+//! against pgbench) it reads from the service's files.
+//!
+//! # Layout
+//!
+//! - `main.rs`: dispatch, and the paths every command shares (workspace root, build and
+//!   state directories).
+//! - [`cli`]: the command line (clap): every subcommand, its arguments and help.
+//! - [`platform`]: the platform as processes: an [`platform::Instance`] of the six services,
+//!   built, started, waited for until ready, stopped. Used by `up`, the smoke test and `bench`.
+//! - [`services`]: the six services, their ports and databases.
+//! - [`infra`]: Postgres, Redis and the broker: found, started when stopped, used.
+//! - [`color`]: ANSI colors, only on a terminal and never with `NO_COLOR`.
+//! - One module per command: [`up`], [`test`], [`seed`], [`dlq`], [`deploy`] (`render`,
+//!   `deploy-check`), [`promote`] (`promote`, `set-image`), [`load`] (also the smoke test
+//!   of `test`).
+//! - [`bench`]: the benchmark, one file per concern: `mod.rs` (the command, the run's order
+//!   and the private instance), one per measured area (`reads`, `cart`, `saga`, `backlog`,
+//!   `checkout`), `orders` (the k6 orders driver and the saga's rows), `generators` (oha,
+//!   pgbench, redis-benchmark), `baseline` (the bare axum/tonic servers and the gRPC client,
+//!   the hidden `bench-server` and `bench-grpc` commands), `broker` (its own broker behind a
+//!   proxy that can cut it), `memory` (RSS), `report` (docs/performance.md, with `notes.md`).
 
 mod bench;
 mod cli;
