@@ -12,35 +12,26 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-const ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
+use crate::cli::Environment;
 
-pub(crate) fn render(args: &[String]) -> anyhow::Result<()> {
-    let mut env = None;
-    let mut out = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--env" => env = args.next().cloned(),
-            "--out" => out = args.next().map(PathBuf::from),
-            other => {
-                bail!("unexpected argument {other:?}; usage: cargo xtask render --env <dev|staging|prod> --out <dir>")
-            }
-        }
-    }
-    let env = env.context("--env <dev|staging|prod> is required")?;
-    if !ENVIRONMENTS.contains(&env.as_str()) {
-        bail!("--env must be one of dev, staging, prod (not {env:?})");
-    }
-    let out = out.context("--out <dir> is required")?;
-    let out = if out.is_absolute() { out } else { std::env::current_dir()?.join(out) };
-    let python = venv()?;
-    run(Command::new(python).arg(script()).args(["render", "--env", &env, "--out"]).arg(&out), "render")
+/// `cargo xtask render --env <dev|staging|prod> --out <dir>`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RenderArgs {
+    /// The environment whose manifests to render.
+    #[arg(long, value_enum)]
+    pub(crate) env: Environment,
+    /// The directory to write them to (relative to the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
 }
 
-pub(crate) fn check(args: &[String]) -> anyhow::Result<()> {
-    if let Some(other) = args.first() {
-        bail!("unexpected argument {other:?}; usage: cargo xtask deploy-check");
-    }
+pub(crate) fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let out = if args.out.is_absolute() { args.out } else { std::env::current_dir()?.join(args.out) };
+    let python = venv()?;
+    run(Command::new(python).arg(script()).args(["render", "--env", args.env.as_str(), "--out"]).arg(&out), "render")
+}
+
+pub(crate) fn check() -> anyhow::Result<()> {
     let python = venv()?;
     run(Command::new(&python).arg(script()).arg("check"), "deploy-check")?;
     run(Command::new(&python).arg(script()).arg("selftest"), "deploy-check selftest (deliberate breaks must fail)")

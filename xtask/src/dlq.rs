@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use rdkafka::{
     ClientConfig, Message as _,
     consumer::{CommitMode, Consumer as _, StreamConsumer},
@@ -18,20 +18,34 @@ use rdkafka::{
 /// How long to wait for one more letter before deciding the DLQ is drained.
 const IDLE: Duration = Duration::from_secs(3);
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let (action, topic) = match args {
-        [action, topic] if action == "list" || action == "redrive" => {
-            (action.as_str(), topic.trim_end_matches(".dlq").to_owned())
-        }
-        _ => bail!("usage: cargo xtask dlq list <topic> | cargo xtask dlq redrive <topic>"),
-    };
+/// What to do with a topic's dead letters.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Action {
+    /// Print each dead letter of <TOPIC>: key, event type and id, the consumer that gave up,
+    /// and its error.
+    List {
+        /// The topic whose dead letters to read (`<topic>.dlq`; a trailing `.dlq` is ignored).
+        topic: String,
+    },
+    /// Publish each dead letter back to <TOPIC>, once.
+    ///
+    /// Each letter goes back without its `dlq_*` headers and keeps its `ce_id`, so consumers
+    /// that did apply it skip it; the progress is committed in the `shop-dlq-redrive` group.
+    Redrive {
+        /// The topic to replay into (its dead letters are `<topic>.dlq`; a trailing `.dlq` is
+        /// ignored).
+        topic: String,
+    },
+}
+
+pub(crate) fn run(action: Action) -> anyhow::Result<()> {
     let brokers = crate::infra::brokers();
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
     runtime.block_on(async move {
         match action {
-            "list" => list(&brokers, &topic).await,
-            _ => redrive(&brokers, &topic).await,
+            Action::List { topic } => list(&brokers, topic.trim_end_matches(".dlq")).await,
+            Action::Redrive { topic } => redrive(&brokers, topic.trim_end_matches(".dlq")).await,
         }
     })
 }

@@ -1,5 +1,5 @@
-//! `cargo xtask load <scenario> [--vus N] [--duration D] [--rate R]`: runs a k6 scenario of
-//! load-tests/ against a running `cargo xtask up` (or the URLs in `USER_URL` … /
+//! `cargo xtask load <scenario> [--vus N] [--duration D] [--rate R] [--users N]`: runs a k6
+//! scenario of load-tests/ against a running `cargo xtask up` (or the URLs in `USER_URL` … /
 //! `BASE_URL`), prints k6's summary and exits non-zero when a threshold fails. Results go to
 //! load-tests/results/<scenario>.{json,txt}.
 //!
@@ -21,37 +21,81 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     infra,
+    platform::{self, Instance},
     services::{self, Service},
-    up::{self, Instance},
 };
 
-const SCENARIOS: [&str; 9] = ["smoke", "browse", "checkout", "mixed", "stress", "spike", "soak", "grpc", "orders"];
+/// `cargo xtask load <scenario> [--vus N] [--duration D] [--rate R] [--users N]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The scenario: load-tests/scenarios/<SCENARIO>.js.
+    #[arg(value_enum)]
+    pub(crate) scenario: Scenario,
+    /// Virtual users (`VUS`) for the scenarios that have a fixed number of them.
+    #[arg(long, value_name = "N", value_parser = positive_integer)]
+    pub(crate) vus: Option<u32>,
+    /// How long the load runs (`DURATION`), like 30s, 5m or 1h.
+    #[arg(long, value_name = "D", value_parser = k6_duration)]
+    pub(crate) duration: Option<String>,
+    /// Arrivals per second (`RATE`) for the open-model scenarios.
+    #[arg(long, value_name = "R", value_parser = positive_integer)]
+    pub(crate) rate: Option<u32>,
+    /// The size of the user pool made in setup (`USERS`).
+    #[arg(long, value_name = "N", value_parser = positive_integer)]
+    pub(crate) users: Option<u32>,
+}
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage = format!("usage: cargo xtask load <{}> [--vus N] [--duration D] [--rate R]", SCENARIOS.join("|"));
-    let mut scenario = None;
-    let mut settings: Vec<(&str, String)> = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let name = match arg.as_str() {
-            "--vus" => "VUS",
-            "--duration" => "DURATION",
-            "--rate" => "RATE",
-            "--users" => "USERS",
-            flag if flag.starts_with('-') => bail!("unknown option {flag:?}\n{usage}"),
-            value if scenario.is_none() => {
-                scenario = Some(value.to_owned());
-                continue;
-            }
-            value => bail!("unexpected argument {value:?}\n{usage}"),
-        };
-        let value = args.next().with_context(|| format!("{arg} needs a value"))?;
-        validate(name, value)?;
-        settings.push((name, value.clone()));
+/// The k6 scenarios of load-tests/scenarios/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    /// One user walks every endpoint once, with strict checks (CI runs it on every change).
+    Smoke,
+    /// A storefront's read mix: list pages, searches, product details, categories.
+    Browse,
+    /// Registered users fill a cart, place an order and poll until it is confirmed.
+    Checkout,
+    /// An open model of a storefront at --rate journeys/s: 80% browse, 15% cart edits, 5%
+    /// checkouts.
+    Mixed,
+    /// Browse arrivals ramp up to --rate until errors or p99 latency break their limit.
+    Stress,
+    /// A steady browse load at --rate jumps to 10x for 30 s and drops back.
+    Spike,
+    /// The mixed journeys at a moderate rate for a long time (default 30 minutes).
+    Soak,
+    /// The product and cart services' gRPC APIs.
+    Grpc,
+    /// Orders placed without waiting for them (the driver of `cargo xtask bench`).
+    Orders,
+}
+
+impl Scenario {
+    /// The scenario's file name without `.js`.
+    pub(crate) fn file_stem(self) -> &'static str {
+        match self {
+            Self::Smoke => "smoke",
+            Self::Browse => "browse",
+            Self::Checkout => "checkout",
+            Self::Mixed => "mixed",
+            Self::Stress => "stress",
+            Self::Spike => "spike",
+            Self::Soak => "soak",
+            Self::Grpc => "grpc",
+            Self::Orders => "orders",
+        }
     }
-    let scenario = scenario.with_context(|| usage.clone())?;
-    if !SCENARIOS.contains(&scenario.as_str()) {
-        bail!("unknown scenario {scenario:?}\n{usage}");
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let numbers = [("VUS", args.vus), ("RATE", args.rate), ("USERS", args.users)];
+    for (name, value) in numbers {
+        if let Some(value) = value {
+            settings.push((name.to_owned(), value.to_string()));
+        }
+    }
+    if let Some(duration) = args.duration {
+        settings.push(("DURATION".to_owned(), duration));
     }
     let targets: Vec<(String, String)> = services::ALL
         .iter()
@@ -70,27 +114,23 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             bail!("nothing ready at {url} ({variable}): start the platform with `cargo xtask up` first");
         }
     }
-    let mut env: Vec<(String, String)> = settings.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-    env.extend(targets);
-    k6_run(&scenario, &env)
+    settings.extend(targets);
+    k6_run(args.scenario.file_stem(), &settings)
 }
 
-fn validate(name: &str, value: &str) -> anyhow::Result<()> {
-    let ok = match name {
-        "DURATION" => {
-            let digits = value.trim_end_matches(['s', 'm', 'h']);
-            !digits.is_empty() && digits.len() < value.len() && digits.chars().all(|c| c.is_ascii_digit())
-        }
-        _ => value.parse::<u32>().is_ok_and(|number| number > 0),
-    };
-    if !ok {
-        bail!(
-            "--{} {value:?}: expected {}",
-            name.to_lowercase(),
-            if name == "DURATION" { "a duration like 30s, 5m or 1h" } else { "a positive integer" }
-        );
+/// A positive integer (`--vus`, `--rate`, `--users`).
+fn positive_integer(value: &str) -> Result<u32, String> {
+    value.parse::<u32>().ok().filter(|number| *number > 0).ok_or_else(|| "expected a positive integer".to_owned())
+}
+
+/// A k6 duration: digits and one unit, like 30s, 5m or 1h (`--duration`).
+fn k6_duration(value: &str) -> Result<String, String> {
+    let digits = value.trim_end_matches(['s', 'm', 'h']);
+    if !digits.is_empty() && digits.len() < value.len() && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a duration like 30s, 5m or 1h".to_owned())
     }
-    Ok(())
 }
 
 /// `127.0.0.1:port` of a local URL (the readiness pre-check only probes local targets).
@@ -140,7 +180,6 @@ pub(crate) fn k6() -> anyhow::Result<PathBuf> {
 /// `shop_smoke_*`, Redis keys `smoke:*`, topics `smoke.*` on `brokers`), all removed
 /// afterwards. Postgres, Redis and the broker must be up.
 pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyhow::Result<()> {
-    let present = services::present();
     let instance = Instance {
         port_offset: 10_000,
         database_infix: "smoke_".into(),
@@ -155,21 +194,21 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
     if let Some(dir) = &instance.log_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let cleanup = || instance.remove_data(&present);
+    let cleanup = || instance.remove_data();
     cleanup()?;
-    up::build(&present)?;
+    platform::build()?;
     let (_stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut children: Vec<(&'static Service, std::process::Child)> = Vec::new();
-    let result = instance.start(&present, &mut children, &stop_rx).and_then(|_| {
+    let result = instance.start(&mut children, &stop_rx).and_then(|_| {
         let mut env: Vec<(String, String)> = services::ALL
             .iter()
             .map(|service| (format!("{}_URL", service.name.to_uppercase()), instance.url(service)))
             .collect();
-        env.push(("ADMIN_EMAIL".into(), up::admin_email()));
-        env.push(("ADMIN_PASSWORD".into(), up::admin_password()));
+        env.push(("ADMIN_EMAIL".into(), platform::admin_email()));
+        env.push(("ADMIN_PASSWORD".into(), platform::admin_password()));
         k6_run("smoke", &env)
     });
-    up::stop_all(children, true);
+    platform::stop_all(children, true);
     let cleaned = cleanup();
     result.with_context(|| {
         format!("the smoke test failed; the services' logs are in {}", state_dir.join("smoke-logs").display())

@@ -1,19 +1,47 @@
-//! `cargo xtask`: the developer's one entry point.
+//! `cargo xtask`: the developer's one entry point. `cargo xtask --help` lists the commands,
+//! `cargo xtask <command> --help` their arguments.
 //!
 //! - `cargo xtask up`: runs the whole platform on this machine (see [`up`]).
 //! - `cargo xtask test`: every check CI runs (see [`test`]).
 //! - `cargo xtask seed`: the demo catalog (see [`seed`]).
+//! - `cargo xtask dlq list|redrive <topic>`: a topic's dead letters (see [`dlq`]).
 //! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
-//! - `cargo xtask promote`: a release moves dev → staging → prod (see [`promote`]).
+//! - `cargo xtask promote`, `set-image`: a release moves dev → staging → prod (see [`promote`]).
 //! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
+//! - `cargo xtask bench`: every figure next to this machine's limits (see [`bench`]).
 //!
-//! Few dependencies on purpose: this builds before anything else and must stay quick.
+//! Few dependencies on purpose: this builds before anything else and must stay quick. It
+//! depends on no service crate: what it shares with one (the SQL the benchmark compares
+//! against pgbench) it reads from the service's files.
+//!
+//! # Layout
+//!
+//! - `main.rs`: dispatch, and the paths every command shares (workspace root, build and
+//!   state directories).
+//! - [`cli`]: the command line (clap): every subcommand, its arguments and help.
+//! - [`platform`]: the platform as processes: an [`platform::Instance`] of the six services,
+//!   built, started, waited for until ready, stopped. Used by `up`, the smoke test and `bench`.
+//! - [`services`]: the six services, their ports and databases.
+//! - [`infra`]: Postgres, Redis and the broker: found, started when stopped, used.
+//! - [`color`]: ANSI colors, only on a terminal and never with `NO_COLOR`.
+//! - One module per command: [`up`], [`test`], [`seed`], [`dlq`], [`deploy`] (`render`,
+//!   `deploy-check`), [`promote`] (`promote`, `set-image`), [`load`] (also the smoke test
+//!   of `test`).
+//! - [`bench`]: the benchmark, one file per concern: `mod.rs` (the command, the run's order
+//!   and the private instance), one per measured area (`reads`, `cart`, `saga`, `backlog`,
+//!   `checkout`), `orders` (the k6 orders driver and the saga's rows), `generators` (oha,
+//!   pgbench, redis-benchmark), `baseline` (the bare axum/tonic servers and the gRPC client,
+//!   the hidden `bench-server` and `bench-grpc` commands), `broker` (its own broker behind a
+//!   proxy that can cut it), `memory` (RSS), `report` (docs/performance.md, with `notes.md`).
 
 mod bench;
+mod cli;
+mod color;
 mod deploy;
 mod dlq;
 mod infra;
 mod load;
+mod platform;
 mod promote;
 mod seed;
 mod services;
@@ -22,50 +50,42 @@ mod up;
 
 use std::{path::PathBuf, process::ExitCode};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+use clap::{CommandFactory as _, Parser as _};
 
-commands:
-  up      start Postgres/Redis/broker if needed and run every service; Ctrl-C stops it
-  test    fmt, clippy, then every test against real Postgres, Redis and the broker
-  seed    load the demo catalog into the product database (idempotent)
-  dlq     list <topic> | redrive <topic>: inspect or replay a topic's dead letters
-  render  --env <dev|staging|prod> --out <dir>: the manifests Argo CD applies to an environment
-  deploy-check    helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline)
-  promote <from> <to> [--service S] [--tag T] [--dry-run]: copy image tags dev → staging → prod
-  bench   [--only reads,cart,saga,backlog,checkout]: measure every figure next to this machine's limits; writes docs/performance.md
-  set-image <env> <service> <tag> [<digest>]: record the image an environment runs (CI)
-  load    <smoke|browse|checkout|mixed|stress|spike|soak|grpc> [--vus N --duration D --rate R]: k6 against `up`
-";
+use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("up") => up::run(&args[1..]),
-        Some("test") => test::run(&args[1..]),
-        Some("seed") => seed::run(&args[1..]),
-        Some("dlq") => dlq::run(&args[1..]),
-        Some("render") => deploy::render(&args[1..]),
-        Some("deploy-check") => deploy::check(&args[1..]),
-        Some("promote") => promote::run(&args[1..]),
-        Some("set-image") => promote::set_image_command(&args[1..]),
-        Some("load") => load::run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
-        // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
-        Some("bench-server") => bench::server(&args[1..]),
-        Some("bench-grpc") => bench::grpc_client(&args[1..]),
-        Some("help" | "--help" | "-h") | None => {
-            eprint!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    let Some(command) = Cli::parse().command else {
+        // No command: the help, as `--help` prints it.
+        return match Cli::command().print_help() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     };
-    match result {
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("xtask: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up => up::run(),
+        Command::Test(args) => test::run(args),
+        Command::Seed => seed::run(),
+        Command::Dlq { action } => dlq::run(action),
+        Command::Render(args) => deploy::render(args),
+        Command::DeployCheck => deploy::check(),
+        Command::Promote(args) => promote::run(args),
+        Command::SetImage(args) => promote::set_image_command(args),
+        Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
+        // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
+        Command::BenchServer(args) => bench::server(args),
+        Command::BenchGrpc(args) => bench::grpc_client(args),
     }
 }
 

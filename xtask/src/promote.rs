@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::cli::Environment;
+
 const SERVICES: [&str; 6] = ["user", "product", "cart", "order", "payment", "notification"];
 const STEPS: [(&str, &str); 2] = [("dev", "staging"), ("staging", "prod")];
 
@@ -42,24 +44,31 @@ pub(crate) struct Request<'a> {
     pub(crate) write: bool,
 }
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: cargo xtask promote <dev|staging> <staging|prod> [--service S] [--tag T] [--dry-run]";
-    let mut positional = Vec::new();
-    let mut service = None;
-    let mut tag = None;
-    let mut write = true;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--service" => service = Some(args.next().context("--service needs a service name")?.clone()),
-            "--tag" => tag = Some(args.next().context("--tag needs a tag")?.clone()),
-            "--dry-run" => write = false,
-            flag if flag.starts_with('-') => bail!("unknown option {flag:?}\n{usage}"),
-            value => positional.push(value.to_owned()),
-        }
-    }
-    let [from, to] = positional.as_slice() else { bail!("{usage}") };
-    let request = Request { from, to, service: service.as_deref(), tag: tag.as_deref(), write };
+/// `cargo xtask promote <from> <to> [--service S] [--tag T] [--dry-run]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The environment whose images to copy (dev or staging).
+    #[arg(value_enum)]
+    pub(crate) from: Environment,
+    /// The next environment (staging or prod).
+    #[arg(value_enum)]
+    pub(crate) to: Environment,
+    /// Promote this service only (default: all six).
+    #[arg(long, value_name = "SERVICE", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
+    pub(crate) service: Option<String>,
+    /// Promote this earlier tag of <FROM> (a rollback of <TO>); needs --service and is
+    /// refused unless <FROM> ran that tag at some point (now or in its git history).
+    #[arg(long, value_name = "TAG")]
+    pub(crate) tag: Option<String>,
+    /// Print the diff and write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let (from, to) = (args.from.as_str(), args.to.as_str());
+    let write = !args.dry_run;
+    let request = Request { from, to, service: args.service.as_deref(), tag: args.tag.as_deref(), write };
     let changes = promote(&crate::root(), &request)?;
     eprint!("{}", diff(&changes));
     let changed = changes.iter().filter(|change| change.before != change.after).count();
@@ -71,29 +80,32 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask set-image <env> <service> <tag> [<digest>]`: records the image an environment
-/// runs (CI's GitOps commit for dev after a push; the staging load test's image). Every other
-/// line of the file is kept.
-pub(crate) fn set_image_command(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: cargo xtask set-image <env> <service|loadtest> <tag> [<sha256:digest>]";
-    let (env, service, tag, digest) = match args {
-        [env, service, tag] => (env, service, tag, None),
-        [env, service, tag, digest] => (env, service, tag, Some(digest.clone())),
-        _ => bail!("{usage}"),
-    };
-    if !["dev", "staging", "prod"].contains(&env.as_str()) {
-        bail!("unknown environment {env:?}\n{usage}");
-    }
-    if !SERVICES.contains(&service.as_str()) && service != "loadtest" {
-        bail!("unknown service {service:?}\n{usage}");
-    }
+/// `cargo xtask set-image <env> <service> <tag> [<digest>]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SetImageArgs {
+    /// The environment whose values file to change.
+    #[arg(value_enum)]
+    pub(crate) env: Environment,
+    /// The service, or `loadtest` (the staging load test's image).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(SERVICES.iter().copied().chain(["loadtest"])))]
+    pub(crate) service: String,
+    /// The image tag (immutable: not `latest`).
+    pub(crate) tag: String,
+    /// The image digest, `sha256:<64 hex digits>`.
+    pub(crate) digest: Option<String>,
+}
+
+/// `cargo xtask set-image`: records the image an environment runs (CI's GitOps commit for dev
+/// after a push; the staging load test's image). Every other line of the file is kept.
+pub(crate) fn set_image_command(args: SetImageArgs) -> anyhow::Result<()> {
+    let SetImageArgs { env, service, tag, digest } = args;
     if digest.as_ref().is_some_and(|digest| {
         !(digest.len() == 71 && digest.starts_with("sha256:") && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()))
     }) {
         bail!("the digest must be sha256:<64 hex digits>");
     }
-    let image = Image { tag: tag.clone(), digest };
-    let change = record(&crate::root(), env, service, &image)?;
+    let image = Image { tag, digest };
+    let change = record(&crate::root(), env.as_str(), &service, &image)?;
     eprint!("{}", diff(&[change]));
     Ok(())
 }

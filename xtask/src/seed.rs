@@ -10,10 +10,7 @@ use crate::infra;
 
 const DATABASE: &str = "shop_product";
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    if let Some(extra) = args.first() {
-        bail!("`seed` takes no arguments (got {extra:?})");
-    }
+pub(crate) fn run() -> anyhow::Result<()> {
     let migrated = psql_in(DATABASE, "SELECT to_regclass('public.products') IS NOT NULL").unwrap_or_default();
     if migrated != "t" {
         bail!("the product database is not set up yet: start the platform once with `cargo xtask up` (it migrates)");

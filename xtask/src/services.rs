@@ -23,8 +23,3 @@ pub(crate) const ALL: &[Service] = &[
     Service { name: "payment", port: 8085, database: Some("shop_payment") },
     Service { name: "notification", port: 8086, database: Some("shop_notification") },
 ];
-
-/// The services that exist in this checkout (services/<name>/Cargo.toml).
-pub(crate) fn present() -> Vec<&'static Service> {
-    ALL.iter().filter(|service| crate::root().join("services").join(service.name).join("Cargo.toml").exists()).collect()
-}

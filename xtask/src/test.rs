@@ -12,16 +12,20 @@ use anyhow::{Context as _, bail};
 
 use crate::infra;
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let passthrough: Vec<&str> = match args.split_first() {
-        None => Vec::new(),
-        Some((first, rest)) if first == "--" => rest.iter().map(String::as_str).collect(),
-        Some((other, _)) => bail!("unexpected argument {other:?}; pass test filters after `--`"),
-    };
+/// `cargo xtask test [-- <nextest arguments>]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Passed to nextest (or cargo test) as they are, e.g. `-E 'test(login)'`.
+    #[arg(last = true, value_name = "NEXTEST_ARGS")]
+    pub(crate) nextest: Vec<String>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let passthrough: Vec<&str> = args.nextest.iter().map(String::as_str).collect();
     step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     eprintln!("xtask: == deploy-check");
-    crate::deploy::check(&[])?;
+    crate::deploy::check()?;
 
     let dir = crate::state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

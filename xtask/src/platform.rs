@@ -1,0 +1,255 @@
+//! The platform as processes: one [`Instance`] of the six services, built, started on its
+//! ports, waited for until ready, and stopped again. `up` runs the development instance;
+//! the k6 smoke test of `test` (see [`crate::load`]) and `bench` run private ones beside it.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    color, infra,
+    services::{self, Service},
+};
+
+const ADMIN_EMAIL: &str = "admin@shop.local";
+const ADMIN_PASSWORD: &str = "admin-password-change-me";
+
+/// The services' binaries, built once.
+pub(crate) fn build() -> anyhow::Result<()> {
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(crate::root()).args(["build", "--bins"]);
+    for service in services::ALL {
+        build.args(["-p", &service.binary()]);
+    }
+    if !build.status().context("cannot run cargo build")?.success() {
+        bail!("the services do not build");
+    }
+    Ok(())
+}
+
+/// One running copy of the platform: `up`'s on the ports of ARCHITECTURE.md, or a second one
+/// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
+/// can run side by side.
+pub(crate) struct Instance {
+    /// Added to each service's port.
+    pub(crate) port_offset: u16,
+    /// Prepended to each database's name after `shop_` (`shop_smoke_user`); empty for `up`.
+    pub(crate) database_infix: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) redis_prefix: String,
+    pub(crate) signing_key: Option<PathBuf>,
+    /// Where each service's log goes: the terminal with a prefix, or `<dir>/<service>.log`.
+    pub(crate) log_dir: Option<PathBuf>,
+    /// Run the release binaries (the benchmark) instead of the debug ones.
+    pub(crate) release: bool,
+    /// More environment for every service (after the defaults, so it wins).
+    pub(crate) extra_env: Vec<(String, String)>,
+    /// The broker the services use (`KAFKA_BROKERS`).
+    pub(crate) brokers: String,
+}
+
+impl Instance {
+    /// `up`'s instance: the ports of ARCHITECTURE.md, the `shop_*` databases, logs on the
+    /// terminal.
+    pub(crate) fn development(signing_key: Option<PathBuf>) -> Self {
+        Self {
+            port_offset: 0,
+            database_infix: String::new(),
+            topic_prefix: String::new(),
+            redis_prefix: "shop:".into(),
+            signing_key,
+            log_dir: None,
+            release: false,
+            extra_env: Vec::new(),
+            brokers: infra::brokers(),
+        }
+    }
+
+    pub(crate) fn port(&self, service: &Service) -> u16 {
+        service.port + self.port_offset
+    }
+
+    pub(crate) fn url(&self, service: &Service) -> String {
+        format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    pub(crate) fn database(&self, service: &Service) -> Option<String> {
+        service.database.map(|name| match name.strip_prefix("shop_") {
+            Some(rest) if !self.database_infix.is_empty() => format!("shop_{}{rest}", self.database_infix),
+            _ => name.to_owned(),
+        })
+    }
+
+    /// Creates the databases, starts every service, waits until each is ready and seeds an
+    /// empty catalog. The children are pushed as they start, so the caller stops them even
+    /// when a later one fails. Returns how long each took from spawn to ready.
+    pub(crate) fn start(
+        &self,
+        children: &mut Vec<(&'static Service, Child)>,
+        stop: &mpsc::Receiver<()>,
+    ) -> anyhow::Result<Vec<Duration>> {
+        for service in services::ALL {
+            if let Some(database) = self.database(service) {
+                infra::ensure_database(&database)?;
+            }
+        }
+        let mut ready_after = Vec::new();
+        for (index, service) in services::ALL.iter().enumerate() {
+            let spawned = Instant::now();
+            let child = self.spawn(service, color::SERVICES[index % color::SERVICES.len()], &[])?;
+            children.push((service, child));
+            if let Some((service, child)) = children.last_mut() {
+                self.wait_ready(service, child, stop)?;
+            }
+            ready_after.push(spawned.elapsed());
+        }
+        if let Some(product) = services::ALL.iter().find(|service| service.name == "product")
+            && let Some(database) = self.database(product)
+        {
+            crate::seed::if_empty(&database)?;
+        }
+        Ok(ready_after)
+    }
+
+    /// Removes what a private instance leaves: its databases, Redis keys and topics.
+    pub(crate) fn remove_data(&self) -> anyhow::Result<()> {
+        self.remove_stores()?;
+        infra::delete_topics(&self.brokers, &self.topic_prefix)
+    }
+
+    /// Removes its databases and Redis keys (an instance with a broker of its own removes
+    /// the broker's files instead of its topics).
+    pub(crate) fn remove_stores(&self) -> anyhow::Result<()> {
+        for service in services::ALL {
+            if let Some(database) = self.database(service) {
+                infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
+            }
+        }
+        infra::delete_redis_keys(&self.redis_prefix)
+    }
+
+    /// Starts one service with `overrides` on top of its environment. Its log lines on the
+    /// terminal start with its name in `color` (see [`color::on_stderr`]).
+    pub(crate) fn spawn(&self, service: &Service, color: &str, overrides: &[(&str, &str)]) -> anyhow::Result<Child> {
+        let profile = if self.release { "release" } else { "debug" };
+        let binary = crate::build_dir(profile).join(service.binary());
+        let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
+        let mut command = Command::new(&binary);
+        command
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port(service)))
+            .env("REDIS_URL", infra::redis_url())
+            .env("REDIS_KEY_PREFIX", &self.redis_prefix)
+            .env("KAFKA_BROKERS", &self.brokers)
+            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
+            .env("KAFKA_CREATE_TOPICS", "true")
+            .env("JWKS_URL", format!("http://127.0.0.1:{user}/.well-known/jwks.json"))
+            .env("SHOP_DEV_MODE", "true")
+            .env("SHOP_ADMIN_EMAIL", admin_email())
+            .env("SHOP_ADMIN_PASSWORD", admin_password())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null());
+        for other in services::ALL {
+            command.env(format!("{}_GRPC_URL", other.name.to_uppercase()), self.url(other));
+        }
+        if let Some(database) = self.database(service) {
+            command.env("DATABASE_URL", infra::database_url(&database));
+        }
+        if let Some(key) = &self.signing_key {
+            command.env("JWT_SIGNING_KEY_FILE", key);
+        }
+        for (name, value) in &self.extra_env {
+            command.env(name, value);
+        }
+        for (name, value) in overrides {
+            command.env(name, value);
+        }
+        if let Some(dir) = &self.log_dir {
+            let log = dir.join(format!("{}.log", service.name));
+            let file = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            command.stdout(file.try_clone()?).stderr(file);
+            return command.spawn().with_context(|| format!("cannot start {}", binary.display()));
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let prefix = format!("{} ", color::on_stderr(color, &format!("{:>12} |", service.name)));
+        if let Some(stdout) = child.stdout.take() {
+            stream(prefix.clone(), stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            stream(prefix, stderr);
+        }
+        Ok(child)
+    }
+
+    /// Waits until `service` answers `/readyz` with 200; fails when it exits, when `stop`
+    /// says so, or after 90 s.
+    pub(crate) fn wait_ready(
+        &self,
+        service: &Service,
+        child: &mut Child,
+        stop: &mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port(service)));
+        let started = Instant::now();
+        let log = self.log_dir.as_ref().map_or("its log above".to_owned(), |dir| {
+            format!("{}", dir.join(format!("{}.log", service.name)).display())
+        });
+        loop {
+            if infra::http_status(address, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            // Polled often: the benchmark reports the time from start to ready.
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{} exited during start-up ({status}); see {log}", service.name);
+            }
+            if stop.try_recv().is_ok() {
+                bail!("interrupted while waiting for {}", service.name);
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                bail!("{} was not ready on {address} within 90s; see {log}", service.name);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Stops the children: SIGTERM to all, then each gets up to 25 s to drain.
+pub(crate) fn stop_all(children: Vec<(&'static Service, Child)>, quiet: bool) {
+    for (_, child) in &children {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
+    }
+    for (service, mut child) in children {
+        infra::terminate(&mut child, Duration::from_secs(25));
+        if !quiet {
+            eprintln!("xtask: {} stopped", service.name);
+        }
+    }
+}
+
+/// The development admin's email (`SHOP_ADMIN_EMAIL`).
+pub(crate) fn admin_email() -> String {
+    std::env::var("SHOP_ADMIN_EMAIL").unwrap_or_else(|_| ADMIN_EMAIL.into())
+}
+
+/// The development admin's password (`SHOP_ADMIN_PASSWORD`).
+pub(crate) fn admin_password() -> String {
+    std::env::var("SHOP_ADMIN_PASSWORD").unwrap_or_else(|_| ADMIN_PASSWORD.into())
+}
+
+/// Copies each line of `source` to standard error after `prefix`, on a thread of its own.
+fn stream(prefix: String, source: impl Read + Send + 'static) {
+    thread::spawn(move || {
+        for line in BufReader::new(source).lines().map_while(Result::ok) {
+            eprintln!("{prefix}{line}");
+        }
+    });
+}
