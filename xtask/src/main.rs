@@ -24,6 +24,8 @@
 //! - [`services`]: the six services, their ports and databases.
 //! - [`infra`]: Postgres, Redis and the broker: found, started when stopped, used.
 //! - [`color`]: ANSI colors, only on a terminal and never with `NO_COLOR`.
+//! - `tidy`: tests that keep the repository's shape (modules, lints, file sizes, crate
+//!   dependencies, topic names from the contracts).
 //! - One module per command: [`up`], [`test`], [`seed`], [`dlq`], [`deploy`] (`render`,
 //!   `deploy-check`), [`promote`] (`promote`, `set-image`), [`load`] (also the smoke test
 //!   of `test`).
@@ -46,6 +48,8 @@ mod promote;
 mod seed;
 mod services;
 mod test;
+#[cfg(test)]
+mod tidy;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode};

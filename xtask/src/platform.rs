@@ -36,7 +36,7 @@ pub(crate) fn build() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One running copy of the platform: `up`'s on the ports of ARCHITECTURE.md, or a second one
+/// One running copy of the platform: `up`'s on the ports of docs/architecture.md, or a second one
 /// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
 /// can run side by side.
 pub(crate) struct Instance {
@@ -58,7 +58,7 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    /// `up`'s instance: the ports of ARCHITECTURE.md, the `shop_*` databases, logs on the
+    /// `up`'s instance: the ports of docs/architecture.md, the `shop_*` databases, logs on the
     /// terminal.
     pub(crate) fn development(signing_key: Option<PathBuf>) -> Self {
         Self {

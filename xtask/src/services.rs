@@ -1,4 +1,4 @@
-//! The platform's services, as `up` runs them (ARCHITECTURE.md §2).
+//! The platform's services, as `up` runs them (docs/architecture.md).
 
 /// One service: its package/binary, its port, its database.
 pub(crate) struct Service {

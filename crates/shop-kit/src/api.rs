@@ -1,4 +1,4 @@
-//! The REST conventions every service shares (ARCHITECTURE.md §3): money as integer minor
+//! The REST conventions every service shares (docs/architecture.md): money as integer minor
 //! units of an ISO 4217 currency, list pages with opaque cursors, and page limits.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};

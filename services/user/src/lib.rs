@@ -12,6 +12,7 @@
 //! - [`error`]: the service's errors and the one place they become problems/statuses.
 //! - [`domain`]: pure rules: [`domain::Email`], [`domain::Password`], [`domain::UserName`],
 //!   password hashing, refresh-token secrets.
+//! - [`events`]: the events it publishes (`UserRegistered`), built from the domain user.
 //! - [`http`]: the REST routes, one module per resource.
 //! - [`grpc`]: `shop.user.v1.UserService`, a thin adapter over the store.
 //! - [`store`]: SQL (users, refresh tokens) and the Redis login limiter.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod store;

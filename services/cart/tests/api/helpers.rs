@@ -35,9 +35,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let product =
-        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap())
-            .await
-            .unwrap();
+        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap()).await.unwrap();
     let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
     let cart_vars = Vars::from_pairs([
         ("REDIS_URL", cart_redis.url()),
@@ -49,10 +47,9 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let cart =
-        cart_service::app::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
-            .await
-            .unwrap();
+    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
+        .await
+        .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let admin = issuer.admin();
     TestApp {

@@ -87,8 +87,7 @@ async fn start_user_service(topic_prefix: &str) -> (TestServer, TestDb, TestRedi
         ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let app =
-        user_service::app::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
+    let app = user_service::app::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
     (TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown)), db, redis)
 }
 
@@ -129,18 +128,14 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
         .with("KAFKA_CREATE_TOPICS", "true");
     let product =
-        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap())
-            .await
-            .unwrap();
+        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap()).await.unwrap();
     let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
     let cart_vars = common(&cart_redis)
         .with("PRODUCT_GRPC_URL", product.url(""))
         .with("KAFKA_BROKERS", brokers())
         .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
         .with("KAFKA_CREATE_TOPICS", "true");
-    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
-        .await
-        .unwrap();
+    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&cart_vars).unwrap()).await.unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let order_vars = Vars::from_pairs([
         ("DATABASE_URL", order_db.url().to_owned()),
@@ -153,9 +148,8 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let order = order_service::app::build(order_service::config::Config::from_vars(&order_vars).unwrap())
-        .await
-        .unwrap();
+    let order =
+        order_service::app::build(order_service::config::Config::from_vars(&order_vars).unwrap()).await.unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
     let payment = match platform {
         Platform::WithoutPayment => None,

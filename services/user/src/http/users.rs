@@ -13,7 +13,6 @@ use shop_kit::{
     auth::{Caller, Role},
     error::{ApiJson, FieldError, Problem, parse_id},
 };
-use shop_proto::shop::events::v1::UserRegistered;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -94,13 +93,7 @@ pub(super) async fn register(
     // The account and its UserRegistered event commit together, or not at all.
     let mut transaction = state.pool().begin().await.map_err(Error::from)?;
     let user = store::users::insert(&mut transaction, &new_user).await?;
-    let event = UserRegistered {
-        user_id: user.id.to_string(),
-        email: user.email.clone(),
-        name: user.name.clone(),
-        registered_at: Some(shop_proto::time::timestamp(user.created_at)),
-    };
-    let event = state.topics().event(user.id.to_string(), &event);
+    let event = state.topics().event(user.id.to_string(), &crate::events::registered(&user));
     shop_kit::events::enqueue(&mut transaction, &event).await.map_err(Error::from)?;
     transaction.commit().await.map_err(Error::from)?;
     tracing::info!(user.id = %user.id, "account registered");

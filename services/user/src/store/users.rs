@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use crate::error::Error;
 
-/// An account, as the service works with it.
-#[derive(Clone, Debug)]
+/// An account, as the service works with it. Its `Debug` shows no password hash and no
+/// personal data.
+#[derive(Clone)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -17,6 +18,21 @@ pub struct User {
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &"[redacted]")
+            .field("name", &"[redacted]")
+            .field("role", &self.role)
+            .field("password_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -110,4 +126,27 @@ pub(crate) async fn update(connection: &mut PgConnection, id: Uuid, changes: &Us
     .fetch_optional(connection)
     .await?;
     row.ok_or(Error::UserNotFound)?.try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_password_hash_and_no_personal_data() {
+        let user = User {
+            id: Uuid::now_v7(),
+            email: "ada@example.com".into(),
+            name: "Ada Lovelace".into(),
+            role: Role::Customer,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let shown = format!("{user:?}");
+        for secret in ["argon2id", "ada@example.com", "Lovelace"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
+        assert!(shown.contains(&user.id.to_string()), "{shown}");
+    }
 }
