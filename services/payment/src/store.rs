@@ -78,9 +78,8 @@ pub async fn insert(connection: &mut PgConnection, payment: &NewPayment) -> Resu
 /// The order's succeeded payment, locked for the rest of the transaction (so a refund
 /// happens once).
 pub async fn succeeded_for_order(connection: &mut PgConnection, order_id: Uuid) -> Result<Option<Payment>, Error> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE order_id = $1 AND status = $2 FOR UPDATE"))
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE"))
         .bind(order_id)
-        .bind(PaymentStatus::Succeeded.as_str())
         .fetch_optional(connection)
         .await?;
     row.map(Payment::try_from).transpose()
