@@ -4,16 +4,19 @@
 //! A crash between a successful send and its record can send that message again (SMTP
 //! gives no idempotency); every other path sends once.
 
-use shop_kit::events::Topics;
 use std::time::Duration;
 
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor, message::Mailbox};
 use rand::Rng as _;
+use shop_kit::events::Topics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::config::SmtpConfig;
+use crate::{
+    config::SmtpConfig,
+    domain::{Channel, DeliveryStatus, Notification},
+    store,
+};
 
 pub struct Worker {
     pool: PgPool,
@@ -21,18 +24,6 @@ pub struct Worker {
     topics: Topics,
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     max_attempts: u32,
-}
-
-#[derive(sqlx::FromRow)]
-struct Due {
-    id: Uuid,
-    user_id: Uuid,
-    channel: String,
-    recipient: Option<String>,
-    template: String,
-    subject: String,
-    body: String,
-    attempts: i32,
 }
 
 impl Worker {
@@ -68,58 +59,37 @@ impl Worker {
     /// Delivers up to 20 due notifications; returns how many were attempted.
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
         let mut transaction = self.pool.begin().await?;
-        let due: Vec<Due> = sqlx::query_as(
-            "SELECT id, user_id, channel, recipient, template, subject, body, attempts FROM notifications \
-             WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED",
-        )
-        .fetch_all(&mut *transaction)
-        .await?;
+        let due = store::lock_due(&mut transaction, 20).await?;
         for notification in &due {
-            let attempt = notification.attempts + 1;
+            let attempt = notification.attempts.saturating_add(1);
             let outcome = self.send(notification).await;
-            sqlx::query(
-                "INSERT INTO delivery_attempts (notification_id, attempt, succeeded, error) VALUES ($1, $2, $3, $4)",
+            store::record_attempt(
+                &mut transaction,
+                notification.id,
+                attempt,
+                outcome.as_ref().err().map(String::as_str),
             )
-            .bind(notification.id)
-            .bind(attempt)
-            .bind(outcome.is_ok())
-            .bind(outcome.as_ref().err())
-            .execute(&mut *transaction)
             .await?;
             match outcome {
                 Ok(()) => {
-                    sqlx::query(
-                        "UPDATE notifications SET status = 'sent', attempts = $2, sent_at = now() WHERE id = $1",
-                    )
-                    .bind(notification.id)
-                    .bind(attempt)
-                    .execute(&mut *transaction)
-                    .await?;
+                    store::mark_sent(&mut transaction, notification.id, attempt).await?;
                     let delivered = shop_proto::shop::events::v1::NotificationDelivered {
                         notification_id: notification.id.to_string(),
                         user_id: notification.user_id.to_string(),
                         template: notification.template.clone(),
-                        channel: notification.channel.clone(),
+                        channel: notification.channel.as_str().to_owned(),
                     };
                     let event = self.topics.event(notification.id.to_string(), &delivered);
                     shop_kit::events::enqueue(&mut transaction, &event).await?;
-                    metrics::counter!("notifications_sent_total", "channel" => notification.channel.clone())
+                    metrics::counter!("notifications_sent_total", "channel" => notification.channel.as_str())
                         .increment(1);
                 }
                 Err(error) => {
-                    let failed = u32::try_from(attempt).unwrap_or(u32::MAX) >= self.max_attempts;
+                    let status = DeliveryStatus::after_failed_attempt(attempt, self.max_attempts);
+                    let failed = status == DeliveryStatus::Failed;
                     let pause = backoff(attempt);
                     tracing::warn!(notification.id = %notification.id, attempt, failed, %error, "notification not delivered");
-                    sqlx::query(
-                        "UPDATE notifications SET attempts = $2, status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END, \
-                         next_attempt_at = now() + $4 * interval '1 millisecond' WHERE id = $1",
-                    )
-                    .bind(notification.id)
-                    .bind(attempt)
-                    .bind(failed)
-                    .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
-                    .execute(&mut *transaction)
-                    .await?;
+                    store::mark_unsent(&mut transaction, notification.id, attempt, status, pause).await?;
                 }
             }
         }
@@ -127,9 +97,9 @@ impl Worker {
         Ok(due.len())
     }
 
-    async fn send(&self, notification: &Due) -> Result<(), String> {
-        match (notification.channel.as_str(), &self.smtp, &notification.recipient) {
-            ("email", Some((transport, from)), Some(recipient)) => {
+    async fn send(&self, notification: &Notification) -> Result<(), String> {
+        match (notification.channel, &self.smtp, &notification.recipient) {
+            (Channel::Email, Some((transport, from)), Some(recipient)) => {
                 let to: Mailbox = recipient.parse().map_err(|error| format!("bad recipient: {error}"))?;
                 let message = Message::builder()
                     .from(from.clone())
@@ -149,8 +119,21 @@ impl Worker {
 }
 
 /// 200 ms × 2^(attempt-1), at most 5 minutes, ±50 % jitter.
-fn backoff(attempt: i32) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(12);
+fn backoff(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(12);
     let pause = Duration::from_millis(200).saturating_mul(2_u32.pow(exponent)).min(Duration::from_secs(300));
     pause.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for (attempt, base) in [(1, 200), (2, 400), (3, 800), (30, 300_000)] {
+            let pause = backoff(attempt).as_millis();
+            assert!(base / 2 <= pause && pause <= base * 3 / 2, "attempt {attempt}: {pause} ms");
+        }
+    }
 }

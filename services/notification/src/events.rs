@@ -8,7 +8,11 @@ use shop_proto::shop::events::v1::{
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::templates::{self, Rendered};
+use crate::{
+    domain::{Channel, NewNotification},
+    store,
+    templates::{self, Rendered},
+};
 
 pub struct Events {
     /// Whether email can be sent at all (SMTP configured).
@@ -40,15 +44,9 @@ impl Handler for Events {
             let (user, order, rendered) = match &event.message {
                 Notifiable::Registered(user) => {
                     let id = Uuid::parse_str(&user.user_id)?;
-                    sqlx::query(
-                        "INSERT INTO recipients (user_id, email, name) VALUES ($1, $2, $3) \
-                         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name",
-                    )
-                    .bind(id)
-                    .bind(&user.email)
-                    .bind(&user.name)
-                    .execute(&mut *connection)
-                    .await?;
+                    store::save_recipient(connection, id, &user.email, &user.name)
+                        .await
+                        .map_err(HandleError::retryable)?;
                     (user.user_id.clone(), None, templates::welcome(&user.name))
                 }
                 Notifiable::Confirmed(order) => {
@@ -67,47 +65,37 @@ impl Handler for Events {
             };
             let user = Uuid::parse_str(&user)?;
             let order = order.map(|order| Uuid::parse_str(&order)).transpose()?;
-            self.store(connection, event.ce_id, user, order, &rendered).await
+            self.save(connection, event.ce_id, user, order, &rendered).await
         })
     }
 }
 
 impl Events {
-    async fn store(
+    async fn save(
         &self,
         connection: &mut PgConnection,
         event_id: Uuid,
-        user: Uuid,
-        order: Option<Uuid>,
+        user_id: Uuid,
+        order_id: Option<Uuid>,
         rendered: &Rendered,
     ) -> Result<(), HandleError> {
-        let email: Option<String> = if self.email_enabled {
-            sqlx::query_scalar("SELECT email FROM recipients WHERE user_id = $1")
-                .bind(user)
-                .fetch_optional(&mut *connection)
-                .await?
+        let recipient = if self.email_enabled {
+            store::recipient_email(connection, user_id).await.map_err(HandleError::retryable)?
         } else {
             None
         };
-        let channel = if email.is_some() { "email" } else { "log" };
-        // Either key may conflict: the event was seen before (a redelivery the inbox did not
-        // catch) or the customer already has this message about this order.
-        sqlx::query(
-            "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body, order_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(Uuid::now_v7())
-        .bind(event_id)
-        .bind(user)
-        .bind(channel)
-        .bind(&email)
-        .bind(rendered.template)
-        .bind(&rendered.subject)
-        .bind(&rendered.body)
-        .bind(order)
-        .execute(&mut *connection)
-        .await?;
-        sqlx::query("SELECT pg_notify('shop_notifications', '')").execute(connection).await?;
+        let notification = NewNotification {
+            id: Uuid::now_v7(),
+            event_id,
+            user_id,
+            order_id,
+            channel: Channel::for_recipient(recipient.as_deref()),
+            recipient,
+            template: rendered.template.to_owned(),
+            subject: rendered.subject.clone(),
+            body: rendered.body.clone(),
+        };
+        store::insert(connection, &notification).await.map_err(HandleError::retryable)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use shop_kit::{auth::Caller, error::Problem};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::app::AppState;
+use crate::{app::AppState, domain::Notification, error::Error, store};
 
 pub fn router(state: AppState) -> Router {
     Router::new().route("/v1/notifications", get(list)).with_state(state)
@@ -17,7 +17,7 @@ pub fn router(state: AppState) -> Router {
 #[openapi(info(title = "Shop notification service", version = "1.0.0"), paths(list), components(schemas(Problem)))]
 pub struct ApiDoc;
 
-#[derive(Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct NotificationResponse {
     pub id: Uuid,
     /// email or log.
@@ -31,6 +31,21 @@ pub struct NotificationResponse {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<Notification> for NotificationResponse {
+    fn from(notification: Notification) -> Self {
+        Self {
+            id: notification.id,
+            channel: notification.channel.as_str().to_owned(),
+            template: notification.template,
+            subject: notification.subject,
+            body: notification.body,
+            status: notification.status.as_str().to_owned(),
+            attempts: i32::try_from(notification.attempts).unwrap_or(i32::MAX),
+            created_at: notification.created_at,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct Notifications {
     pub items: Vec<NotificationResponse>,
@@ -41,14 +56,8 @@ pub struct Notifications {
     (status = 200, body = Notifications),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Notifications>, Problem> {
-    let items = sqlx::query_as(
-        "SELECT id, channel, template, subject, body, status, attempts, created_at FROM notifications \
-         WHERE user_id = $1 ORDER BY id DESC LIMIT 100",
-    )
-    .bind(caller.user_id)
-    .fetch_all(state.pool())
-    .await
-    .map_err(|error| Problem::internal(&error.into()))?;
-    Ok(Json(Notifications { items }))
+pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Notifications>, Error> {
+    let mut connection = state.pool().acquire().await?;
+    let notifications = store::list_for_user(&mut connection, caller.user_id).await?;
+    Ok(Json(Notifications { items: notifications.into_iter().map(NotificationResponse::from).collect() }))
 }

@@ -11,17 +11,23 @@
 //! # Layout
 //! - [`config`]: environment variables.
 //! - [`app`]: state, server, consumer, delivery worker.
+//! - [`error`]: the service's errors and the one place they become problems.
+//! - [`domain`]: the notification, its [`domain::Channel`] and [`domain::DeliveryStatus`].
 //! - [`templates`]: subject and text body per template.
 //! - [`events`]: what each event turns into.
 //! - [`delivery`]: channels (SMTP, log) and the worker.
-//! - [`http`]: `GET /v1/notifications`.
+//! - [`http`]: `GET /v1/notifications`, a thin adapter over [`store`].
+//! - [`store`]: SQL for recipients, notifications and delivery attempts.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod domain;
+pub mod error;
 pub mod events;
 pub mod http;
+pub mod store;
 pub mod templates;
 
 /// This service's name: its telemetry, consumer group and server.

@@ -12,7 +12,11 @@ use shop_proto::shop::{
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::provider::{Charge, PaymentProvider};
+use crate::{
+    domain::{NewPayment, PaymentStatus},
+    provider::{Charge, PaymentProvider},
+    store,
+};
 
 shop_kit::consumes! {
     /// The order events that charge and refund.
@@ -54,34 +58,24 @@ impl OrderEvents {
             .total
             .clone()
             .ok_or_else(|| HandleError::permanent(anyhow::anyhow!("OrderPlaced without a total")))?;
-        let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *connection)
-            .await?;
-        if exists.is_some() {
+        if store::exists_for_order(connection, order_id).await.map_err(HandleError::retryable)? {
             return Ok(());
         }
         let payment_id = Uuid::now_v7();
         // Keyed by the order, so a redelivered event reuses the provider's idempotency key.
         let (outcome, attempts) = self.charge(&format!("charge-{order_id}"), &order.card_token, &total).await;
-        let (status, reason) = match &outcome {
-            Charge::Succeeded => ("succeeded", None),
-            Charge::Declined { reason } => ("failed", Some(reason.clone())),
+        let (status, failure_reason) = PaymentStatus::of_charge(&outcome);
+        let payment = NewPayment {
+            id: payment_id,
+            order_id,
+            user_id,
+            amount: total.amount,
+            currency: total.currency.clone(),
+            status,
+            failure_reason,
+            attempts,
         };
-        sqlx::query(
-            "INSERT INTO payments (id, order_id, user_id, amount, currency, status, failure_reason, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(payment_id)
-        .bind(order_id)
-        .bind(user_id)
-        .bind(total.amount)
-        .bind(&total.currency)
-        .bind(status)
-        .bind(&reason)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .execute(&mut *connection)
-        .await?;
+        store::insert(connection, &payment).await.map_err(HandleError::retryable)?;
         let key = order_id.to_string();
         let event = match outcome {
             Charge::Succeeded => {
@@ -105,7 +99,7 @@ impl OrderEvents {
             }
         };
         enqueue(connection, &event).await?;
-        tracing::info!(order.id = %order_id, payment.status = status, "payment taken");
+        tracing::info!(order.id = %order_id, payment.status = status.as_str(), "payment taken");
         Ok(())
     }
 
@@ -134,26 +128,20 @@ impl OrderEvents {
             return Ok(());
         }
         let order_id = Uuid::parse_str(&order.order_id)?;
-        let payment: Option<(Uuid, i64, String)> = sqlx::query_as(
-            "SELECT id, amount, currency FROM payments WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *connection)
-        .await?;
-        let Some((payment_id, amount, currency)) = payment else { return Ok(()) };
+        let Some(payment) = store::succeeded_for_order(connection, order_id).await.map_err(HandleError::retryable)?
+        else {
+            return Ok(());
+        };
         self.provider
-            .refund(&format!("refund-{payment_id}"), amount, &currency)
+            .refund(&format!("refund-{}", payment.id), payment.amount, &payment.currency)
             .await
             .map_err(HandleError::retryable)?;
-        sqlx::query("UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1")
-            .bind(payment_id)
-            .execute(&mut *connection)
-            .await?;
+        store::set_status(connection, payment.id, PaymentStatus::Refunded).await.map_err(HandleError::retryable)?;
         let message = PaymentRefunded {
-            payment_id: payment_id.to_string(),
+            payment_id: payment.id.to_string(),
             order_id: order.order_id.clone(),
             user_id: order.user_id,
-            amount: Some(Money { amount, currency }),
+            amount: Some(Money { amount: payment.amount, currency: payment.currency }),
         };
         let event = self.topics.event(order.order_id, &message);
         enqueue(connection, &event).await?;

@@ -9,16 +9,22 @@
 //! # Layout
 //! - [`config`]: environment variables.
 //! - [`app`]: state, server, outbox relay, the order-event consumer.
+//! - [`error`]: the service's errors and the one place they become problems.
+//! - [`domain`]: the payment and its status ([`domain::PaymentStatus`]).
 //! - [`provider`]: the provider trait and the test provider.
-//! - [`events`]: what each order event does.
-//! - [`http`]: `GET /v1/payments`.
+//! - [`events`]: what each order event does (charge, refund) and the payment events.
+//! - [`http`]: `GET /v1/payments`, a thin adapter over [`store`].
+//! - [`store`]: SQL for payments.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod domain;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod provider;
+pub mod store;
 
 /// This service's name: its telemetry, consumer group and server.
 pub const SERVICE: &str = "payment-service";
