@@ -1,18 +1,26 @@
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use shop_kit::config::Vars;
-use shop_testkit::{TestIssuer, TestRedis, TestServer, http_client};
+use shop_testkit::{TestIssuer, TestRedis, TestServer, http_client, standins::Catalog};
 
+/// The cart service alone, pricing from a stand-in catalog.
 pub(crate) struct TestApp {
     pub(crate) cart: TestServer,
+    pub(crate) catalog: Catalog,
     pub(crate) client: reqwest::Client,
     pub(crate) issuer: TestIssuer,
-    _cart_redis: TestRedis,
+    pub(crate) admin: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) cart_redis: TestRedis,
 }
 
-/// The cart service alone; `customize` sets its product service (`PRODUCT_GRPC_URL`).
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(|vars| vars).await
+}
+
 pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
     let issuer = TestIssuer::start().await;
+    let catalog = Catalog::start();
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let cart_redis = TestRedis::new();
     let cart_vars = Vars::from_pairs([
@@ -20,8 +28,9 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("REDIS_KEY_PREFIX", cart_redis.prefix().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
+        ("PRODUCT_GRPC_URL", catalog.url()),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", topic_prefix),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let cart =
@@ -29,7 +38,8 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
             .await
             .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
-    TestApp { cart, client: http_client(), issuer, _cart_redis: cart_redis }
+    let admin = issuer.admin();
+    TestApp { cart, catalog, client: http_client(), issuer, admin, topic_prefix, cart_redis }
 }
 
 impl TestApp {
@@ -52,6 +62,17 @@ impl TestApp {
             Some(json!({"quantity": quantity})),
         )
         .await
+    }
+
+    pub(crate) async fn view(&self, token: &str) -> Value {
+        let response = self.cart(Method::GET, "/v1/cart", Some(token), None).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// A product for sale in the stand-in catalog; returns its id.
+    pub(crate) fn product(&self, sku: &str, amount: i64, currency: &str) -> String {
+        self.catalog.add(&format!("Product {sku}"), amount, currency, 100)
     }
 }
 

@@ -9,17 +9,12 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     pub(crate) issuer: TestIssuer,
     pub(crate) admin: String,
-    pub(crate) topic_prefix: String,
     _db: TestDb,
-    _product_redis: TestRedis,
-    pub(crate) cart_redis: TestRedis,
+    _redis: (TestRedis, TestRedis),
 }
 
+/// The cart and product services, the cart pricing from the product service.
 pub(crate) async fn spawn_app() -> TestApp {
-    spawn_with(|vars| vars).await
-}
-
-pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
     let issuer = TestIssuer::start().await;
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let db = TestDb::new().await;
@@ -46,26 +41,15 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("JWKS_URL", issuer.jwks_url()),
         ("PRODUCT_GRPC_URL", product.url("")),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
+        ("KAFKA_TOPIC_PREFIX", topic_prefix),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let cart =
-        cart_service::app::Application::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
-            .await
-            .unwrap();
+    let cart = cart_service::app::Application::build(cart_service::config::Config::from_vars(&cart_vars).unwrap())
+        .await
+        .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let admin = issuer.admin();
-    TestApp {
-        cart,
-        product,
-        client: http_client(),
-        issuer,
-        admin,
-        topic_prefix,
-        _db: db,
-        _product_redis: product_redis,
-        cart_redis,
-    }
+    TestApp { cart, product, client: http_client(), issuer, admin, _db: db, _redis: (product_redis, cart_redis) }
 }
 
 impl TestApp {

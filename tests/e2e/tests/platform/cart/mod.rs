@@ -1,6 +1,6 @@
-//! The cart with the real product service behind it: lines priced from the catalog, the
-//! catalog's refusals (unknown, inactive, deleted, other currency) as the cart's problems,
-//! and the cart's gRPC and events with real products in it.
+//! The cart with the real product service behind it: lines priced from the catalog, and the
+//! catalog's refusals (unknown, inactive, deleted, other currency) as the cart's problems.
+//! The cart's own behaviour is tested in its own package, against a stand-in catalog.
 
 mod helpers;
 mod lines;
