@@ -1,0 +1,111 @@
+//! Checkout against stand-ins: the cart's lines, the catalog's prices and stock holds.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{address, assert_problem, order_body, spawn_app};
+
+#[tokio::test]
+async fn checkout_prices_the_cart_from_the_catalog_and_holds_its_stock() {
+    let app = spawn_app().await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 10);
+    let mug = app.catalog.add("Mug", 1250, "USD", 10);
+    let (buyer_id, buyer) = app.issuer.customer();
+    app.carts.put(buyer_id, &lamp, 2);
+    app.carts.put(buyer_id, &mug, 1);
+
+    let response = app.place(&buyer, &order_body("tok_visa"), None).await;
+    assert_eq!(response.status(), 201);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(order["user_id"], buyer_id.to_string());
+    assert_eq!(order["total"], json!({"amount": 2 * 2999 + 1250, "currency": "USD"}));
+    assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    let id = order["id"].as_str().unwrap();
+    let mut held = app.catalog.held_for(id);
+    held.sort();
+    let mut expected = vec![(lamp.clone(), 2), (mug.clone(), 1)];
+    expected.sort();
+    assert_eq!(held, expected, "the order's lines are held");
+    assert_eq!(app.catalog.available(&lamp), 8);
+
+    let read: Value = app.call(Method::GET, &format!("/v1/orders/{id}"), Some(&buyer)).await.json().await.unwrap();
+    assert_eq!(read["id"], id);
+    let (_, stranger) = app.issuer.customer();
+    let not_yours = app.call(Method::GET, &format!("/v1/orders/{id}"), Some(&stranger)).await;
+    assert_problem(not_yours, 403, "forbidden", "not yours").await;
+    let all: Value = app.call(Method::GET, "/v1/orders", Some(&app.admin)).await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "admins see every order");
+
+    let cancelled: Value =
+        app.call(Method::POST, &format!("/v1/orders/{id}/cancel"), Some(&buyer)).await.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(app.catalog.held_for(id).is_empty(), "cancelling a pending order releases its hold");
+    assert_eq!(app.catalog.available(&lamp), 10);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let app = spawn_app().await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 10);
+    let (buyer_id, buyer) = app.issuer.customer();
+    app.carts.put(buyer_id, &lamp, 1);
+    let first = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    for attempt in 1..=3 {
+        let retry = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+        assert_eq!(retry.status(), 201, "retry {attempt}");
+        assert_eq!(retry.headers()["idempotent-replayed"], "true", "retry {attempt}");
+        let retry: Value = retry.json().await.unwrap();
+        assert_eq!(retry["id"], first["id"], "retry {attempt}: the same order comes back");
+    }
+    assert_eq!(app.orders_in_db().await, 1);
+    assert_eq!(app.catalog.available(&lamp), 9, "held once");
+    let other_body = app.place(&buyer, &order_body("tok_chargeDeclined"), Some("key-1")).await;
+    assert_problem(other_body, 422, "idempotency_key_reused", "same key, other body").await;
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_and_hold_nothing() {
+    let app = spawn_app().await;
+    let scarce = app.catalog.add("Scarce", 500, "USD", 1);
+    let retired = app.catalog.add("Retired", 500, "USD", 5);
+    app.catalog.set_active(&retired, false);
+    let (empty_id, empty) = app.issuer.customer();
+    let (short_id, short) = app.issuer.customer();
+    app.carts.put(short_id, &scarce, 2);
+    let (retired_id, retired_buyer) = app.issuer.customer();
+    app.carts.put(retired_id, &retired, 1);
+    let (unknown_id, unknown_buyer) = app.issuer.customer();
+    app.carts.put(unknown_id, &uuid::Uuid::now_v7().to_string(), 1);
+    let refusals = [
+        ("empty cart", &empty, 409, "cart_empty"),
+        ("short stock", &short, 409, "out_of_stock"),
+        ("off sale", &retired_buyer, 409, "product_unavailable"),
+        ("not in the catalog", &unknown_buyer, 409, "product_unavailable"),
+    ];
+    for (case, token, status, code) in refusals {
+        assert_problem(app.place(token, &order_body("tok_visa"), None).await, status, code, case).await;
+    }
+    assert_eq!(app.catalog.available(&scarce), 1, "a refused order holds nothing");
+    assert!(app.carts.lines(empty_id).is_empty());
+
+    let mut bad_country = order_body("tok_visa");
+    bad_country["shipping_address"]["country"] = json!("United Kingdom");
+    let mut missing_postcode = order_body("tok_visa");
+    missing_postcode["shipping_address"].as_object_mut().unwrap().remove("postal_code");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("bad country", bad_country, "shipping_address.country"),
+        ("missing postal code", missing_postcode, "shipping_address.postal_code"),
+        ("card number instead of token", order_body("4242 4242 4242 4242"), "payment.card_token"),
+        ("no payment", json!({"shipping_address": address()}), "payment"),
+    ];
+    for (case, body, field) in cases {
+        let problem = assert_problem(app.place(&short, &body, None).await, 422, "validation_failed", case).await;
+        assert_eq!(problem["errors"][0]["field"], field, "case {case}: {problem}");
+    }
+    let anonymous = app.client.post(app.order.url("/v1/orders")).json(&order_body("tok_visa")).send().await.unwrap();
+    assert_problem(anonymous, 401, "unauthenticated", "no token").await;
+    assert_eq!(app.orders_in_db().await, 0);
+}
