@@ -8,12 +8,16 @@
 //! - [`TestRedis`]: a unique key prefix per test; its keys are deleted on drop.
 //! - [`TestServer`]: a service running in-process on an ephemeral port, stopped on drop.
 //! - [`eventually`]: wait for a condition with a deadline instead of a fixed sleep.
+//! - [`standins`]: in-memory gRPC stand-ins for Shop's own services, so that a service's
+//!   tests start only that service.
 //!
 //! Where the infrastructure lives: `TEST_DATABASE_URL` (an admin URL; default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`). `cargo xtask test` makes sure both are up.
 #![forbid(unsafe_code)]
 #![expect(clippy::expect_used, clippy::panic, reason = "test support: a broken fixture should fail the test loudly")]
+
+pub mod standins;
 
 use std::{future::Future, net::SocketAddr, sync::OnceLock, time::Duration};
 

@@ -8,10 +8,10 @@ use tonic::Code;
 use crate::helpers::{assert_problem, spawn_app, spawn_with};
 
 #[tokio::test]
-async fn a_cart_is_priced_by_the_product_service_and_private_to_its_owner() {
+async fn a_cart_is_priced_from_the_catalog_and_private_to_its_owner() {
     let app = spawn_app().await;
-    let lamp = app.product("LAMP", 2999, "USD").await;
-    let mug = app.product("MUG", 1250, "USD").await;
+    let lamp = app.product("LAMP", 2999, "USD");
+    let mug = app.product("MUG", 1250, "USD");
     let (_, ada) = app.issuer.customer();
     let (_, bob) = app.issuer.customer();
 
@@ -55,12 +55,12 @@ async fn a_cart_is_priced_by_the_product_service_and_private_to_its_owner() {
 #[tokio::test]
 async fn every_bad_input_gets_a_clear_problem() {
     let app = spawn_app().await;
-    let lamp = app.product("LAMP", 2999, "USD").await;
-    let euro = app.product("EURO", 1000, "EUR").await;
-    let hidden = app.product("HIDDEN", 1000, "USD").await;
-    let gone = app.product("GONE", 1000, "USD").await;
-    app.admin_product(Method::PATCH, &format!("/v1/products/{hidden}"), Some(json!({"active": false}))).await;
-    app.admin_product(Method::DELETE, &format!("/v1/products/{gone}"), None).await;
+    let lamp = app.product("LAMP", 2999, "USD");
+    let euro = app.product("EURO", 1000, "EUR");
+    let hidden = app.product("HIDDEN", 1000, "USD");
+    let gone = app.product("GONE", 1000, "USD");
+    app.catalog.set_active(&hidden, false);
+    app.catalog.remove(&gone);
     let (_, ada) = app.issuer.customer();
     app.set(&ada, &lamp, json!(1)).await;
 
@@ -115,7 +115,7 @@ async fn concurrent_changes_to_one_cart_are_never_lost() {
     let app = spawn_app().await;
     let mut products = Vec::new();
     for index in 0..20 {
-        products.push(app.product(&format!("P-{index}"), 100 + index, "USD").await);
+        products.push(app.product(&format!("P-{index}"), 100 + index, "USD"));
     }
     let (_, ada) = app.issuer.customer();
     let writes =
@@ -143,8 +143,7 @@ async fn concurrent_changes_to_one_cart_are_never_lost() {
 #[tokio::test]
 async fn carts_are_bounded_and_expire_when_left_alone() {
     let app = spawn_with(|vars| vars.with("CART_MAX_LINES", "2").with("CART_IDLE_TTL", "1s")).await;
-    let (a, b, c) =
-        (app.product("A", 1, "USD").await, app.product("B", 1, "USD").await, app.product("C", 1, "USD").await);
+    let (a, b, c) = (app.product("A", 1, "USD"), app.product("B", 1, "USD"), app.product("C", 1, "USD"));
     let (ada_id, ada) = app.issuer.customer();
     app.set(&ada, &a, json!(1)).await;
     app.set(&ada, &b, json!(1)).await;
@@ -177,7 +176,7 @@ async fn a_product_service_outage_is_a_503_and_reads_still_work() {
 #[tokio::test]
 async fn the_order_service_reads_and_clears_carts_over_grpc() {
     let app = spawn_app().await;
-    let lamp = app.product("LAMP", 2999, "USD").await;
+    let lamp = app.product("LAMP", 2999, "USD");
     let (ada_id, ada) = app.issuer.customer();
     let (_, bob) = app.issuer.customer();
     app.set(&ada, &lamp, json!(2)).await;
@@ -241,8 +240,7 @@ async fn order_placed(app: &crate::helpers::TestApp, ce_id: uuid::Uuid, user: uu
 #[tokio::test]
 async fn order_placed_removes_the_ordered_lines_exactly_once() {
     let app = spawn_app().await;
-    let (a, b, c) =
-        (app.product("A", 100, "USD").await, app.product("B", 200, "USD").await, app.product("C", 300, "USD").await);
+    let (a, b, c) = (app.product("A", 100, "USD"), app.product("B", 200, "USD"), app.product("C", 300, "USD"));
     let (user, token) = app.issuer.customer();
     app.set(&token, &a, json!(1)).await;
     app.set(&token, &b, json!(1)).await;

@@ -1,17 +1,16 @@
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use shop_kit::config::Vars;
-use shop_testkit::{TestDb, TestIssuer, TestRedis, TestServer, http_client};
+use shop_testkit::{TestIssuer, TestRedis, TestServer, http_client, standins::Catalog};
 
+/// The cart service alone, pricing from a stand-in catalog.
 pub(crate) struct TestApp {
     pub(crate) cart: TestServer,
-    pub(crate) product: TestServer,
+    pub(crate) catalog: Catalog,
     pub(crate) client: reqwest::Client,
     pub(crate) issuer: TestIssuer,
     pub(crate) admin: String,
     pub(crate) topic_prefix: String,
-    _db: TestDb,
-    _product_redis: TestRedis,
     pub(crate) cart_redis: TestRedis,
 }
 
@@ -21,28 +20,15 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
     let issuer = TestIssuer::start().await;
+    let catalog = Catalog::start();
     let topic_prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
-    let db = TestDb::new().await;
-    let (product_redis, cart_redis) = (TestRedis::new(), TestRedis::new());
-    let product_vars = Vars::from_pairs([
-        ("DATABASE_URL", db.url().to_owned()),
-        ("REDIS_URL", product_redis.url()),
-        ("REDIS_KEY_PREFIX", product_redis.prefix().to_owned()),
-        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("JWKS_URL", issuer.jwks_url()),
-        ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
-        ("KAFKA_CREATE_TOPICS", "true".to_owned()),
-    ]);
-    let product =
-        product_service::app::build(product_service::config::Config::from_vars(&product_vars).unwrap()).await.unwrap();
-    let product = TestServer::spawn(product.local_addr(), |shutdown| product.run(shutdown));
+    let cart_redis = TestRedis::new();
     let cart_vars = Vars::from_pairs([
         ("REDIS_URL", cart_redis.url()),
         ("REDIS_KEY_PREFIX", cart_redis.prefix().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
-        ("PRODUCT_GRPC_URL", product.url("")),
+        ("PRODUCT_GRPC_URL", catalog.url()),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
@@ -52,17 +38,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let admin = issuer.admin();
-    TestApp {
-        cart,
-        product,
-        client: http_client(),
-        issuer,
-        admin,
-        topic_prefix,
-        _db: db,
-        _product_redis: product_redis,
-        cart_redis,
-    }
+    TestApp { cart, catalog, client: http_client(), issuer, admin, topic_prefix, cart_redis }
 }
 
 impl TestApp {
@@ -93,27 +69,9 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// A product for sale; returns its id.
-    pub(crate) async fn product(&self, sku: &str, amount: i64, currency: &str) -> String {
-        let body = json!({"sku": sku, "name": format!("Product {sku}"), "price": {"amount": amount, "currency": currency}, "stock": 100});
-        let response = self
-            .client
-            .post(self.product.url("/v1/products"))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "create {sku}");
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-    }
-
-    pub(crate) async fn admin_product(&self, method: Method, path: &str, body: Option<Value>) {
-        let mut request = self.client.request(method, self.product.url(path)).bearer_auth(&self.admin);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        assert!(request.send().await.unwrap().status().is_success());
+    /// A product for sale in the stand-in catalog; returns its id.
+    pub(crate) fn product(&self, sku: &str, amount: i64, currency: &str) -> String {
+        self.catalog.add(&format!("Product {sku}"), amount, currency, 100)
     }
 }
 
