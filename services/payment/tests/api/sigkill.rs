@@ -51,6 +51,10 @@ fn start(db: &TestDb, prefix: &str) -> Service {
         .env("KAFKA_BROKERS", brokers())
         .env("KAFKA_TOPIC_PREFIX", prefix)
         .env("KAFKA_CREATE_TOPICS", "true")
+        // Small batches commit one after another, so the kill lands between two commits with
+        // the next batch in flight. With the default (100) a fetch that brings all 40 events
+        // at once applies them in one transaction, and the count jumps from 0 to 40.
+        .env("KAFKA_CONSUMER_BATCH", "4")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
