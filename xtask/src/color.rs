@@ -14,8 +14,13 @@ const RESET: &str = "\x1b[0m";
 /// `text` in `color` when it is for standard error and that is a terminal a person can read
 /// colors on; otherwise `text` as it is (also when `color` is empty).
 pub(crate) fn on_stderr(color: &str, text: &str) -> String {
-    let wanted = wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    paint(wanted, color, text)
+    paint(for_stderr(), color, text)
+}
+
+/// Whether what goes to standard error may carry colors. The services' own log lines go
+/// there through `up` too, so it passes them `NO_COLOR` when this says no.
+pub(crate) fn for_stderr() -> bool {
+    wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
 }
 
 /// Whether to print colors: only to a terminal, and never when `NO_COLOR` holds a value.

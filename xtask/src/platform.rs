@@ -166,6 +166,10 @@ impl Instance {
         if let Some(key) = &self.signing_key {
             command.env("JWT_SIGNING_KEY_FILE", key);
         }
+        if self.log_dir.is_some() || !color::for_stderr() {
+            // The services' log lines (tracing) are colored unless NO_COLOR says otherwise.
+            command.env("NO_COLOR", "1");
+        }
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
