@@ -20,6 +20,7 @@ fn config() -> HttpConfig {
         request_timeout: Duration::from_millis(500),
         body_limit_bytes: 1024,
         shutdown_grace: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(10),
         trusted_proxy_hops: 0,
     }
 }
