@@ -218,3 +218,106 @@ impl Drop for ServiceProcess {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// The dependency a stop test makes unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    Broker,
+    Postgres,
+    Redis,
+}
+
+/// The `SHUTDOWN_TIMEOUT` the stop tests give a service.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `url` with its host and port replaced by `proxy`'s, and the host and port it named
+/// (`default_port` when it has none): the proxy's target.
+pub fn through(url: &str, proxy: SocketAddr, default_port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (user, host) = authority.rsplit_once('@').map_or(("", authority), |(user, host)| (user, host));
+    let target = if host.contains(':') { host.to_owned() } else { format!("{host}:{default_port}") };
+    let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+    (target, format!("{scheme}://{user}{proxy}{path}"))
+}
+
+/// The stop test every service runs: starts `binary` (the real service, a child process)
+/// with a fresh database when `database`, a private broker and a Redis key prefix, each
+/// behind a proxy, plus `env`; once it is ready, makes `outage`'s dependency unreachable,
+/// waits until `/readyz` reports it failing, sends SIGTERM, and checks the process exits 0
+/// within [`STOP_DEADLINE`] with a `stopped` line. Returns how long the stop took.
+pub async fn sigterm_during(outage: Outage, binary: &str, database: bool, env: &[(&str, String)]) -> Duration {
+    let broker = TestBroker::start().await;
+    let db = if database { Some(crate::TestDb::new().await) } else { None };
+    let redis = crate::TestRedis::new();
+    let postgres_proxy = TcpProxy::start(&through(&crate::postgres_admin_url(), broker.proxy.address(), 5432).0).await;
+    let (redis_target, _) = through(&redis.url(), broker.proxy.address(), 6379);
+    let redis_proxy = TcpProxy::start(&redis_target).await;
+    let mut vars: Vec<(&str, String)> = vec![
+        ("KAFKA_BROKERS", broker.address()),
+        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
+        ("KAFKA_CREATE_TOPICS", "true".into()),
+        ("REDIS_URL", through(&redis.url(), redis_proxy.address(), 6379).1),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("SHUTDOWN_TIMEOUT", format!("{}s", STOP_DEADLINE.as_secs())),
+        ("SHUTDOWN_GRACE", "2s".into()),
+        ("RUST_LOG", "info".into()),
+    ];
+    if let Some(db) = &db {
+        vars.push(("DATABASE_URL", through(db.url(), postgres_proxy.address(), 5432).1));
+    }
+    vars.extend(env.iter().cloned());
+    let mut service = ServiceProcess::start(binary, &vars);
+    let readiness = |service: &ServiceProcess| {
+        let url = service.url("/readyz");
+        async move {
+            let response = crate::http_client().get(url).send().await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.text().await.unwrap_or_default()))
+        }
+    };
+    let started = Instant::now();
+    loop {
+        if let Some((200, body)) = readiness(&service).await
+            && !body.contains("failing")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{binary} not ready in 30 s; log:\n{}", service.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match outage {
+        Outage::Broker => broker.cut(),
+        Outage::Postgres => postgres_proxy.cut(),
+        Outage::Redis => redis_proxy.cut(),
+    }
+    let check = match outage {
+        Outage::Broker => "\"kafka\":",
+        Outage::Postgres => "\"postgres\":",
+        Outage::Redis => "\"redis\":",
+    };
+    // The check's own entry in the report, up to its closing brace, says "failing".
+    let failing = |body: &str| {
+        body.split_once(check)
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .is_some_and(|(entry, _)| entry.contains("failing"))
+    };
+    let cut = Instant::now();
+    loop {
+        if readiness(&service).await.is_some_and(|(_, body)| failing(&body)) {
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(15), "{binary}: readiness never reported {outage:?} down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = service.terminate(STOP_DEADLINE + Duration::from_secs(5)).await;
+    let log = service.log();
+    let Some((status, took)) = exited else { panic!("{binary}: no exit within {STOP_DEADLINE:?}; log:\n{log}") };
+    assert!(status.success(), "{binary}: exit status {status}; log:\n{log}");
+    assert!(took < STOP_DEADLINE, "{binary}: took {took:?}, over {STOP_DEADLINE:?}; log:\n{log}");
+    assert!(log.contains("stopped"), "{binary}: no stopped line; log:\n{log}");
+    for line in log.lines().filter(|line| line.contains("stopp")) {
+        eprintln!("{outage:?} down: {line}");
+    }
+    took
+}

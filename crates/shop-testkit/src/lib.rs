@@ -22,7 +22,7 @@
 mod faults;
 pub mod standins;
 
-pub use faults::{ServiceProcess, TcpProxy, TestBroker};
+pub use faults::{Outage, STOP_DEADLINE, ServiceProcess, TcpProxy, TestBroker, sigterm_during, through};
 
 use std::{future::Future, net::SocketAddr, sync::OnceLock, time::Duration};
 

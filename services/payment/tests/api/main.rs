@@ -3,3 +3,4 @@
 
 mod shutdown;
 mod sigkill;
+mod stop;

@@ -18,17 +18,21 @@ use shop_proto::shop::{
     common::v1::Money,
     events::v1::{OrderPlaced, PaymentFailed, PaymentSucceeded},
 };
-use shop_testkit::{ServiceProcess, TestBroker, TestDb, eventually, http_client};
+use shop_testkit::{ServiceProcess, TcpProxy, TestBroker, TestDb, eventually, http_client, through};
 use uuid::Uuid;
 
 /// The service's `SHUTDOWN_TIMEOUT` in these tests.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn start(db: &TestDb, broker: &TestBroker, prefix: &str) -> ServiceProcess {
+    start_with(db.url(), broker, prefix)
+}
+
+fn start_with(database_url: &str, broker: &TestBroker, prefix: &str) -> ServiceProcess {
     ServiceProcess::start(
         env!("CARGO_BIN_EXE_payment-service"),
         &[
-            ("DATABASE_URL", db.url().to_owned()),
+            ("DATABASE_URL", database_url.to_owned()),
             ("KAFKA_BROKERS", broker.address()),
             ("KAFKA_TOPIC_PREFIX", prefix.to_owned()),
             ("KAFKA_CREATE_TOPICS", "true".to_owned()),
@@ -165,4 +169,52 @@ async fn sigterm_with_the_broker_unreachable_exits_in_time_and_applies_nothing_t
     // With everything up, the stop is quick.
     let took = stop_within_deadline(&mut service, "everything up").await;
     eprintln!("payment-service stopped in {took:?} with everything up");
+}
+
+#[tokio::test]
+async fn sigterm_with_postgres_unreachable_and_an_event_in_hand_exits_in_time_and_applies_it_once() {
+    shop_testkit::init_tracing();
+    let db = TestDb::new().await;
+    let broker = TestBroker::start().await;
+    let prefix = format!("t{}.", Uuid::now_v7().simple());
+    let kafka = KafkaConfig::for_brokers(&broker.address());
+    let orders_topic = format!("{prefix}shop.order.v1");
+    ensure_topics(&kafka, &[&orders_topic, &format!("{prefix}shop.payment.v1")], 3).await.unwrap();
+    let producer = kafka.producer().unwrap();
+    let (target, _) = through(db.url(), "127.0.0.1:1".parse().unwrap(), 5432);
+    let proxy = TcpProxy::start(&target).await;
+    let (_, proxied) = through(db.url(), proxy.address(), 5432);
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let payments =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments").fetch_one(&pool).await.unwrap_or(0) };
+
+    let mut orders = place(&producer, &orders_topic, 3).await;
+    let mut service = start_with(&proxied, &broker, &prefix);
+    eventually("the first orders paid", Duration::from_secs(25), || async { (payments().await == 3).then_some(()) })
+        .await;
+
+    // Postgres goes away, then an event arrives: the consumer holds it, retrying.
+    proxy.cut();
+    orders.extend(place(&producer, &orders_topic, 1).await);
+    eventually("the consumer retrying the event", Duration::from_secs(15), || async {
+        service.log().contains("cannot reach the database; retrying the event").then_some(())
+    })
+    .await;
+    let took = stop_within_deadline(&mut service, "postgres unreachable, an event in hand").await;
+    eprintln!("payment-service stopped in {took:?} with Postgres unreachable and an event in hand");
+
+    proxy.restore();
+    let mut service = start_with(&proxied, &broker, &prefix);
+    eventually("the held event applied after the restart", Duration::from_secs(25), || async {
+        (payments().await == 4).then_some(())
+    })
+    .await;
+    let per_order: Vec<(String, i64)> =
+        sqlx::query_as("SELECT order_id::text, count(*) FROM payments GROUP BY order_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(per_order.iter().all(|(id, count)| *count == 1 && orders.contains(id)), "none applied twice");
+    assert_eq!(per_order.len(), orders.len(), "none lost");
+    stop_within_deadline(&mut service, "everything up").await;
 }
