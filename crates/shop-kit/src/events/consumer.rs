@@ -171,7 +171,13 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = watchdog.tick() => {
-                    stalled = self.watch(stalled, std::mem::take(&mut received_since_check)).await;
+                    // Its broker calls can take seconds while the broker is away: a stop
+                    // does not wait for them.
+                    let (before, received) = (stalled.take(), std::mem::take(&mut received_since_check));
+                    tokio::select! {
+                        checked = self.watch(before, received) => stalled = checked,
+                        () = shutdown.cancelled() => break,
+                    }
                     continue;
                 }
                 _ = commit.tick(), if uncommitted => {
