@@ -247,6 +247,15 @@ pub(crate) fn stop_all(
     quiet: bool,
     interrupt: Option<&mpsc::Receiver<()>>,
 ) -> Stopped {
+    stop_within(children, quiet, interrupt, STOP_GRACE)
+}
+
+fn stop_within(
+    children: Vec<(&'static Service, Child)>,
+    quiet: bool,
+    interrupt: Option<&mpsc::Receiver<()>>,
+    grace: Duration,
+) -> Stopped {
     let started = Instant::now();
     for (_, child) in &children {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
@@ -266,7 +275,7 @@ pub(crate) fn stop_all(
             Err(_) => false,
         });
         forced = interrupt.is_some_and(|interrupt| interrupt.try_recv().is_ok());
-        if forced || started.elapsed() > STOP_GRACE {
+        if forced || started.elapsed() > grace {
             for (service, mut child) in running.drain(..) {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -297,4 +306,36 @@ fn stream(prefix: String, source: impl Read + Send + 'static) {
             eprintln!("{prefix}{line}");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(script: &str) -> Child {
+        Command::new("sh").args(["-c", script]).process_group(0).spawn().unwrap()
+    }
+
+    #[test]
+    fn a_stop_terminates_kills_what_ignores_sigterm_and_says_so() {
+        let polite = spawn("exec sleep 30");
+        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
+        let children = vec![(&services::ALL[0], polite), (&services::ALL[1], stubborn)];
+        let stopped = stop_within(children, true, None, Duration::from_millis(500));
+        assert_eq!(stopped.killed, vec![services::ALL[1].name]);
+        assert!(!stopped.forced);
+        assert!(stopped.took < Duration::from_secs(5), "{:?}", stopped.took);
+    }
+
+    #[test]
+    fn a_second_interrupt_kills_everything_at_once() {
+        let (interrupt, interrupted) = mpsc::channel();
+        interrupt.send(()).unwrap();
+        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
+        let stopped =
+            stop_within(vec![(&services::ALL[0], stubborn)], true, Some(&interrupted), Duration::from_secs(60));
+        assert!(stopped.forced);
+        assert_eq!(stopped.killed, vec![services::ALL[0].name]);
+        assert!(stopped.took < Duration::from_secs(5), "{:?}", stopped.took);
+    }
 }

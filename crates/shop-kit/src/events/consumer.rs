@@ -195,8 +195,10 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(consumer = %self.name, %error, "kafka receive failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
                 }
             };
             // What the client has fetched already comes along, up to the batch size; waiting
