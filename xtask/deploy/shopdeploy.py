@@ -336,6 +336,33 @@ def check_workload(env: str, manifest: Manifest, report: Report) -> None:
                     report.fail(f"{name}: the liveness probe must GET /healthz")
                 if container.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
                     report.fail(f"{name}: the readiness probe must GET /readyz")
+                check_shutdown_deadline(name, spec, container, report)
+
+
+def _seconds(text: str) -> float | None:
+    """A HumanDuration (`20s`, `500ms`, `1m`) in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|m)", text.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[match.group(2)]
+
+
+def check_shutdown_deadline(name: str, spec: dict[str, Any], container: dict[str, Any], report: Report) -> None:
+    """The service's whole stop ends before the kubelet's SIGKILL: its SHUTDOWN_TIMEOUT must be
+    shorter than terminationGracePeriodSeconds minus the preStop sleep (the grace period runs
+    from the start of the sleep, and SIGTERM comes after it)."""
+    env = {item.get("name"): item.get("value") for item in container.get("env", [])}
+    timeout = _seconds(str(env.get("SHUTDOWN_TIMEOUT") or ""))
+    if timeout is None:
+        report.fail(f"{name}: the chart must set SHUTDOWN_TIMEOUT (shutdownTimeoutSeconds)")
+        return
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    if not timeout < grace - sleep:
+        report.fail(
+            f"{name}: shutdown deadline < terminationGracePeriodSeconds - preStopSleepSeconds does not hold "
+            f"({timeout:g}s >= {grace}s - {sleep}s)"
+        )
 
 
 def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
@@ -528,6 +555,11 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "skaffold drifting from Argo CD",
         _edit("skaffold.yaml", "argocd/envs/prod/values.yaml", "argocd/envs/staging/values.yaml"),
         "valuesFiles",
+    ),
+    (
+        "a shutdown deadline past the kubelet's SIGKILL",
+        _edit("helm/shop-service/values.yaml", "shutdownTimeoutSeconds: 20\n", "shutdownTimeoutSeconds: 26\n"),
+        "shutdown deadline < terminationGracePeriodSeconds - preStopSleepSeconds",
     ),
     (
         "the network policies turned off",

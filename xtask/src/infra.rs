@@ -1,6 +1,7 @@
 //! The infrastructure a run needs: Postgres, Redis and a Kafka-protocol broker, found at
 //! their configured addresses or started here (and then stopped again by whoever asked).
 
+use std::os::unix::process::CommandExt as _;
 use std::{
     fs,
     io::{Read as _, Write as _},
@@ -73,6 +74,17 @@ impl Started {
             Self::Broker(mut child) => {
                 terminate(&mut child, Duration::from_secs(5));
             }
+        }
+    }
+
+    /// Stops it at once: a broker is killed (SIGKILL); Postgres and Redis stop as usual.
+    pub(crate) fn kill(self) {
+        match self {
+            Self::Broker(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            other => other.stop(),
         }
     }
 }
@@ -211,7 +223,10 @@ pub(crate) fn spawn_tansu_advertising(
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
+    // Its own process group: a terminal's Ctrl-C reaches only xtask, which stops the
+    // broker after the services that use it.
     let mut child = Command::new(binary)
+        .process_group(0)
         .args(["broker", "--listener-url", &format!("tcp://{address}")])
         .args(["--advertised-listener-url", &format!("tcp://{advertised}"), "--storage-engine", storage])
         .current_dir(dir)

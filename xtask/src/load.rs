@@ -208,7 +208,7 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
         env.push(("ADMIN_PASSWORD".into(), platform::admin_password()));
         k6_run("smoke", &env)
     });
-    platform::stop_all(children, true);
+    platform::stop_all(children, true, None);
     let cleaned = cleanup();
     result.with_context(|| {
         format!("the smoke test failed; the services' logs are in {}", state_dir.join("smoke-logs").display())

@@ -2,6 +2,7 @@
 //! ports, waited for until ready, and stopped again. `up` runs the development instance;
 //! the k6 smoke test of `test` (see [`crate::load`]) and `bench` run private ones beside it.
 
+use std::os::unix::process::CommandExt as _;
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read},
@@ -144,7 +145,10 @@ impl Instance {
         let binary = crate::build_dir(profile).join(service.binary());
         let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
         let mut command = Command::new(&binary);
+        // Its own process group: a terminal's Ctrl-C reaches only xtask, which stops the
+        // services first and the broker last.
         command
+            .process_group(0)
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port(service)))
             .env("REDIS_URL", infra::redis_url())
             .env("REDIS_KEY_PREFIX", &self.redis_prefix)
@@ -226,17 +230,67 @@ impl Instance {
     }
 }
 
-/// Stops the children: SIGTERM to all, then each gets up to 25 s to drain.
-pub(crate) fn stop_all(children: Vec<(&'static Service, Child)>, quiet: bool) {
+/// How long the services get to stop after SIGTERM before they are killed: above their
+/// `SHUTDOWN_TIMEOUT` (20 s by default).
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
+/// How a stop went.
+pub(crate) struct Stopped {
+    pub(crate) took: Duration,
+    /// The services that had to be killed (SIGKILL).
+    pub(crate) killed: Vec<&'static str>,
+    /// A second Ctrl-C asked to kill everything at once.
+    pub(crate) forced: bool,
+}
+
+/// Stops the children: SIGTERM to all at once, then they get [`STOP_GRACE`] together to
+/// exit; any still running then is killed, and so is every one left when `interrupt` (a
+/// second Ctrl-C) fires meanwhile.
+pub(crate) fn stop_all(
+    children: Vec<(&'static Service, Child)>,
+    quiet: bool,
+    interrupt: Option<&mpsc::Receiver<()>>,
+) -> Stopped {
+    stop_within(children, quiet, interrupt, STOP_GRACE)
+}
+
+fn stop_within(
+    children: Vec<(&'static Service, Child)>,
+    quiet: bool,
+    interrupt: Option<&mpsc::Receiver<()>>,
+    grace: Duration,
+) -> Stopped {
+    let started = Instant::now();
     for (_, child) in &children {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
     }
-    for (service, mut child) in children {
-        infra::terminate(&mut child, Duration::from_secs(25));
-        if !quiet {
-            eprintln!("xtask: {} stopped", service.name);
+    let mut running = children;
+    let mut killed = Vec::new();
+    let mut forced = false;
+    while !running.is_empty() {
+        running.retain_mut(|(service, child)| match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                if !quiet {
+                    eprintln!("xtask: {} stopped ({status}) after {:.1?}", service.name, started.elapsed());
+                }
+                false
+            }
+            Err(_) => false,
+        });
+        forced = interrupt.is_some_and(|interrupt| interrupt.try_recv().is_ok());
+        if forced || started.elapsed() > grace {
+            for (service, mut child) in running.drain(..) {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("xtask: {} killed after {:.1?}", service.name, started.elapsed());
+                killed.push(service.name);
+            }
+            break;
         }
+        thread::sleep(Duration::from_millis(20));
     }
+    Stopped { took: started.elapsed(), killed, forced }
 }
 
 /// The development admin's email (`SHOP_ADMIN_EMAIL`).
@@ -256,4 +310,36 @@ fn stream(prefix: String, source: impl Read + Send + 'static) {
             eprintln!("{prefix}{line}");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(script: &str) -> Child {
+        Command::new("sh").args(["-c", script]).process_group(0).spawn().unwrap()
+    }
+
+    #[test]
+    fn a_stop_terminates_kills_what_ignores_sigterm_and_says_so() {
+        let polite = spawn("exec sleep 30");
+        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
+        let children = vec![(&services::ALL[0], polite), (&services::ALL[1], stubborn)];
+        let stopped = stop_within(children, true, None, Duration::from_millis(500));
+        assert_eq!(stopped.killed, vec![services::ALL[1].name]);
+        assert!(!stopped.forced);
+        assert!(stopped.took < Duration::from_secs(5), "{:?}", stopped.took);
+    }
+
+    #[test]
+    fn a_second_interrupt_kills_everything_at_once() {
+        let (interrupt, interrupted) = mpsc::channel();
+        interrupt.send(()).unwrap();
+        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
+        let stopped =
+            stop_within(vec![(&services::ALL[0], stubborn)], true, Some(&interrupted), Duration::from_secs(60));
+        assert!(stopped.forced);
+        assert_eq!(stopped.killed, vec![services::ALL[0].name]);
+        assert!(stopped.took < Duration::from_secs(5), "{:?}", stopped.took);
+    }
 }

@@ -5,15 +5,19 @@
 //! sqlite storage under target/shop-dev), creates the databases, builds and starts every
 //! service (each applies its own migrations; see [`crate::platform`]), waits until each is
 //! ready, prints the URLs and a first request, and streams the logs with a service prefix.
-//! Ctrl-C stops everything it started, and nothing else. A second `up` while one runs
-//! says so and exits.
+//! Ctrl-C stops everything it started, and nothing else: the services and the broker run in
+//! process groups of their own, so the terminal's Ctrl-C reaches only `up`, which sends
+//! SIGTERM to every service, waits for them (killing any still running after 25 s), and
+//! stops the broker last. A second Ctrl-C kills everything at once. It prints how long the
+//! stop took and which service, if any, had to be killed. A second `up` while one runs says
+//! so and exits.
 
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -37,10 +41,23 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let mut started: Vec<Started> = Vec::new();
     let mut children: Vec<(&'static Service, Child)> = Vec::new();
     let result = start_and_wait(&dir, &mut started, &mut children, &stop_rx);
-    eprintln!("\nxtask: stopping {} service(s) and what `up` started", children.len());
-    platform::stop_all(children, false);
+    eprintln!(
+        "\nxtask: stopping {} service(s), then what `up` started (Ctrl-C again kills everything at once)",
+        children.len()
+    );
+    let stopped = platform::stop_all(children, false, Some(&stop_rx));
+    let forced = stopped.forced || stop_rx.try_recv().is_ok();
+    let broker_started = Instant::now();
     for thing in started.into_iter().rev() {
-        thing.stop();
+        if forced { thing.kill() } else { thing.stop() }
+    }
+    let took = stopped.took + broker_started.elapsed();
+    match (stopped.killed.as_slice(), forced) {
+        (_, true) => eprintln!("xtask: killed everything at a second Ctrl-C, after {took:.1?}"),
+        ([], false) => eprintln!("xtask: stopped in {took:.1?}; every service exited on its own"),
+        (killed, false) => {
+            eprintln!("xtask: stopped in {took:.1?}; killed after the grace period: {}", killed.join(", "))
+        }
     }
     result
 }

@@ -182,9 +182,13 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// `BODY_LIMIT_BYTES`: the largest request body accepted (413 beyond).
     pub body_limit_bytes: usize,
-    /// `SHUTDOWN_GRACE`: how long in-flight requests may finish after a stop signal. Keep it
-    /// shorter than Kubernetes' `terminationGracePeriodSeconds`.
+    /// `SHUTDOWN_GRACE`: how long in-flight requests may finish after a stop signal (10 s by
+    /// default); shorter than `shutdown_timeout`.
     pub shutdown_grace: Duration,
+    /// `SHUTDOWN_TIMEOUT`: the whole stop, from the signal to the exit (20 s by default):
+    /// requests, background tasks, producer flush, pool close, telemetry flush. Keep it
+    /// shorter than Kubernetes' `terminationGracePeriodSeconds` minus the preStop sleep.
+    pub shutdown_timeout: Duration,
     /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to `X-Forwarded-For`;
     /// 0 (the default) uses the peer address as the client address.
     pub trusted_proxy_hops: usize,
@@ -197,11 +201,17 @@ impl HttpConfig {
         if body_limit_bytes == 0 {
             return Err(vars.invalid("BODY_LIMIT_BYTES", "must be greater than zero"));
         }
+        let shutdown_grace = vars.or("SHUTDOWN_GRACE", HumanDuration(Duration::from_secs(10)))?.0;
+        let shutdown_timeout = vars.or("SHUTDOWN_TIMEOUT", HumanDuration(Duration::from_secs(20)))?.0;
+        if shutdown_grace >= shutdown_timeout {
+            return Err(vars.invalid("SHUTDOWN_GRACE", "must be shorter than SHUTDOWN_TIMEOUT"));
+        }
         Ok(Self {
             listen_addr: vars.or("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
             request_timeout: vars.or("REQUEST_TIMEOUT", HumanDuration(Duration::from_secs(15)))?.0,
             body_limit_bytes,
-            shutdown_grace: vars.or("SHUTDOWN_GRACE", HumanDuration(Duration::from_secs(20)))?.0,
+            shutdown_grace,
+            shutdown_timeout,
             trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
         })
     }
@@ -301,6 +311,12 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(15));
         let zero = HttpConfig::from_vars(&Vars::from_pairs([("BODY_LIMIT_BYTES", "0")]), 1).unwrap_err();
         assert!(zero.to_string().contains("BODY_LIMIT_BYTES"));
+        assert_eq!(
+            (config.shutdown_grace, config.shutdown_timeout),
+            (Duration::from_secs(10), Duration::from_secs(20))
+        );
+        let late = Vars::from_pairs([("SHUTDOWN_GRACE", "20s"), ("SHUTDOWN_TIMEOUT", "20s")]);
+        assert!(HttpConfig::from_vars(&late, 1).unwrap_err().to_string().contains("SHUTDOWN_GRACE"));
         let format = TelemetryConfig::from_vars(&Vars::from_pairs([("LOG_FORMAT", "xml")]), "x").unwrap_err();
         assert!(format.to_string().contains("LOG_FORMAT"));
     }

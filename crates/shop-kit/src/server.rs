@@ -223,8 +223,10 @@ impl Server {
             .context("cannot build gRPC reflection (v1alpha)")?;
         let grpc = self.grpc.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
 
-        let router = assemble(self.rest, grpc.into_axum_router(), self.checks, self.openapi, &self.config);
-        Ok(BoundServer { name: self.name, listener, local_addr, router, health, config: self.config })
+        let stopping = CancellationToken::new();
+        let router =
+            assemble(self.rest, grpc.into_axum_router(), self.checks, self.openapi, &self.config, stopping.clone());
+        Ok(BoundServer { name: self.name, listener, local_addr, router, health, config: self.config, stopping })
     }
 }
 
@@ -236,6 +238,8 @@ pub struct BoundServer {
     router: Router,
     health: tonic_health::server::HealthReporter,
     config: HttpConfig,
+    /// Cancelled once the server stops: `/readyz` then answers 503 `stopping`.
+    stopping: CancellationToken,
 }
 
 impl BoundServer {
@@ -244,17 +248,24 @@ impl BoundServer {
         self.local_addr
     }
 
+    /// The server's settings.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests for at most
-    /// the configured grace period.
+    /// the configured grace period. From the signal on, `/readyz` answers 503 and the gRPC
+    /// health service `NOT_SERVING`, so a load balancer that still routes here drains it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { name, listener, local_addr, router, health, config } = self;
+        let Self { name, listener, local_addr, router, health, config, stopping } = self;
         tracing::info!(service = name, address = %local_addr, "serving REST and gRPC");
         let signal = shutdown.clone();
         let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 signal.cancelled().await;
+                stopping.cancel();
                 health.set_service_status("", ServingStatus::NotServing).await;
-                tracing::info!(service = name, "stopping: draining in-flight requests");
+                tracing::info!(service = name, "stopping: readiness answers 503, draining in-flight requests");
             });
         let mut serve = std::pin::pin!(serve.into_future());
         tokio::select! {
@@ -267,18 +278,25 @@ impl BoundServer {
                 tracing::warn!(service = name, grace = ?config.shutdown_grace, "drain timed out; closing open requests")
             }
         }
-        tracing::info!(service = name, "stopped");
+        tracing::info!(service = name, "stopped serving");
         Ok(())
     }
 }
 
-fn assemble(rest: Router, grpc: Router, checks: Vec<Check>, openapi: serde_json::Value, config: &HttpConfig) -> Router {
+fn assemble(
+    rest: Router,
+    grpc: Router,
+    checks: Vec<Check>,
+    openapi: serde_json::Value,
+    config: &HttpConfig,
+    stopping: CancellationToken,
+) -> Router {
     let checks = Arc::new(checks);
     let openapi = Arc::new(openapi);
     let hops = config.trusted_proxy_hops;
     let platform = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(move || readiness(Arc::clone(&checks))))
+        .route("/readyz", get(move || readiness(Arc::clone(&checks), stopping.clone())))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .route("/openapi.json", get(move || std::future::ready(Json(openapi.as_ref().clone()))));
 
@@ -332,7 +350,10 @@ async fn trace_id_header(request: Request, next: Next) -> Response {
     response
 }
 
-async fn readiness(checks: Arc<Vec<Check>>) -> Response {
+async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken) -> Response {
+    if stopping.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopping", "checks": {}}))).into_response();
+    }
     let results = futures::future::join_all(checks.iter().map(|check| async move {
         let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.probe)()).await {
             Ok(outcome) => outcome,

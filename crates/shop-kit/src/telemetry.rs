@@ -22,12 +22,29 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Keeps the tracer provider alive; flushes spans when dropped at the end of `main`.
 #[must_use = "telemetry is flushed when the guard is dropped"]
 pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes the spans not yet exported, for at most `timeout` (the OTLP export blocks
+    /// while the collector is away); `false` when it did not finish in time.
+    pub async fn flush_within(mut self, timeout: std::time::Duration) -> bool {
+        let Some(provider) = self.provider.take() else { return true };
+        crate::service::blocking_within(timeout, move || {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(%error, "could not flush telemetry");
+            }
+        })
+        .await
+        .is_some()
+    }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
             tracing::warn!(%error, "could not flush telemetry");
         }
     }
@@ -73,7 +90,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     if let Some(endpoint) = &config.otlp_endpoint {
         tracing::info!(otlp.endpoint = %endpoint, "exporting traces over OTLP");
     }
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider: Some(provider) })
 }
 
 /// Makes `span` a child of the trace context carried in `headers` (W3C `traceparent`).

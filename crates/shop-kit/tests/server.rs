@@ -20,6 +20,7 @@ fn config() -> HttpConfig {
         request_timeout: Duration::from_millis(500),
         body_limit_bytes: 1024,
         shutdown_grace: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(10),
         trusted_proxy_hops: 0,
     }
 }
@@ -158,4 +159,26 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
             .unwrap();
         assert_eq!(ip, expected, "case hops={hops}");
     }
+}
+
+#[tokio::test]
+async fn a_stop_names_and_abandons_a_task_that_ignores_it_and_ends_by_the_deadline() {
+    let config =
+        HttpConfig { shutdown_grace: Duration::from_millis(200), shutdown_timeout: Duration::from_secs(5), ..config() };
+    let bound = Server::new("test", config).rest(routes()).bind().await.unwrap();
+    let address = bound.local_addr();
+    let service = shop_kit::service::Service::new(bound)
+        .background("stubborn", |_shutdown| std::future::pending::<()>())
+        .background("polite", |shutdown| async move { shutdown.cancelled().await });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(service.run_until_stopped(shutdown.clone()));
+    shop_testkit::eventually("the server answering", Duration::from_secs(5), || async {
+        http_client().get(format!("http://{address}/healthz")).send().await.ok().map(drop)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    shutdown.cancel();
+    let stopped = run.await.unwrap().unwrap();
+    assert_eq!(stopped.abandoned, vec!["stubborn".to_owned()]);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }

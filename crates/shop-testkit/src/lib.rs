@@ -8,6 +8,8 @@
 //! - [`TestRedis`]: a unique key prefix per test; its keys are deleted on drop.
 //! - [`TestServer`]: a service running in-process on an ephemeral port, stopped on drop.
 //! - [`eventually`]: wait for a condition with a deadline instead of a fixed sleep.
+//! - [`TcpProxy`], [`TestBroker`] and [`ServiceProcess`]: fault injection, a private
+//!   broker behind a proxy, and a service binary run as a child process.
 //! - [`standins`]: in-memory gRPC stand-ins for Shop's own services, so that a service's
 //!   tests start only that service.
 //!
@@ -17,7 +19,10 @@
 #![forbid(unsafe_code)]
 #![expect(clippy::expect_used, clippy::panic, reason = "test support: a broken fixture should fail the test loudly")]
 
+mod faults;
 pub mod standins;
+
+pub use faults::{Outage, STOP_DEADLINE, ServiceProcess, TcpProxy, TestBroker, sigterm_during, through};
 
 use std::{future::Future, net::SocketAddr, sync::OnceLock, time::Duration};
 
@@ -314,57 +319,6 @@ impl TestIssuer {
     /// An admin token.
     pub fn admin(&self) -> String {
         self.token(uuid::Uuid::now_v7(), shop_kit::auth::Role::Admin)
-    }
-}
-
-/// A TCP proxy in front of a real server, that a test can cut to simulate an outage.
-pub struct TcpProxy {
-    address: SocketAddr,
-    cut: CancellationToken,
-}
-
-impl TcpProxy {
-    /// Listens on an ephemeral port and forwards every connection to `target`.
-    pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the proxy");
-        let address = listener.local_addr().expect("proxy address");
-        let target = target.to_owned();
-        let cut = CancellationToken::new();
-        let stop = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = stop.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut inbound, _)) = accepted else { continue };
-                let target = target.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-        Self { address, cut }
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Closes every connection and stops accepting: the server looks down.
-    pub fn cut(&self) {
-        self.cut.cancel();
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.cut.cancel();
     }
 }
 

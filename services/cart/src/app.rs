@@ -112,5 +112,5 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
-    Ok(Service::new(server).background(|shutdown| consumer.run(shutdown)))
+    Ok(Service::new(server).background("consumer", |shutdown| consumer.run(shutdown)).flush(&publisher))
 }

@@ -72,13 +72,15 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state))
-        .check(Check::postgres(pool))
+        .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     Ok(Service::new(server)
-        .background(|shutdown| consumer.run(shutdown))
-        .background(|shutdown| worker.run(shutdown))
-        .background(|shutdown| relay.run(shutdown)))
+        .background("consumer", |shutdown| consumer.run(shutdown))
+        .background("delivery worker", |shutdown| worker.run(shutdown))
+        .background("outbox relay", |shutdown| relay.run(shutdown))
+        .flush(&publisher)
+        .close(&pool))
 }

@@ -64,6 +64,10 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
-    let relay = Relay::new(pool, &publisher);
-    Ok(Service::new(server).background(|shutdown| relay.run(shutdown)).background(|shutdown| consumer.run(shutdown)))
+    let relay = Relay::new(pool.clone(), &publisher);
+    Ok(Service::new(server)
+        .background("outbox relay", |shutdown| relay.run(shutdown))
+        .background("consumer", |shutdown| consumer.run(shutdown))
+        .flush(&publisher)
+        .close(&pool))
 }

@@ -134,15 +134,17 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
-    let relay = Relay::new(pool, &publisher);
+    let relay = Relay::new(pool.clone(), &publisher);
     let subscriber = shop_kit::cache::client(&config.redis)?;
     let sweep_interval = config.sweep_interval;
     let cache = state.cache().clone();
     Ok(Service::new(server)
-        .background(move |shutdown| sweep_lapsed_reservations(state, sweep_interval, shutdown))
-        .background(|shutdown| consumer.run(shutdown))
-        .background(|shutdown| relay.run(shutdown))
-        .background(move |shutdown| cache.subscribe_invalidations(subscriber, shutdown)))
+        .background("reservation sweeper", move |shutdown| sweep_lapsed_reservations(state, sweep_interval, shutdown))
+        .background("consumer", |shutdown| consumer.run(shutdown))
+        .background("outbox relay", |shutdown| relay.run(shutdown))
+        .background("cache invalidations", move |shutdown| cache.subscribe_invalidations(subscriber, shutdown))
+        .flush(&publisher)
+        .close(&pool))
 }
 
 /// Releases the holds of orders nobody confirmed in time, every `interval`.

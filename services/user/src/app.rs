@@ -154,8 +154,8 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
-    let relay = Relay::new(pool, &publisher);
-    Ok(Service::new(server).background(|shutdown| relay.run(shutdown)))
+    let relay = Relay::new(pool.clone(), &publisher);
+    Ok(Service::new(server).background("outbox relay", |shutdown| relay.run(shutdown)).flush(&publisher).close(&pool))
 }
 
 /// Creates the configured admin account, or makes the existing account an admin with the

@@ -211,7 +211,7 @@ struct Processes {
 
 impl Processes {
     fn stop(self) {
-        platform::stop_all(self.services, true);
+        platform::stop_all(self.services, true, None);
         for mut baseline in self.baselines {
             let _ = baseline.kill();
             let _ = baseline.wait();

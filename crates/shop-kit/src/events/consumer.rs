@@ -25,6 +25,18 @@ use super::{
 /// How often a consumer commits the offsets of the events it has applied.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long the batch in hand may still take once the service stops. Past it the batch is
+/// abandoned: its transaction rolls back, its offsets are not stored, and the next owner of
+/// its partitions gets it again.
+const FINISH_BATCH: Duration = Duration::from_secs(5);
+
+/// How long the last (synchronous) offset commit may take on the way out.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long closing the consumer may take. librdkafka's close leaves the group and waits
+/// for the coordinator, without limit while the broker is away.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A consumed event and the span it is applied under (which continues the producer's
 /// trace, so the events its handler enqueues continue it too).
 pub struct Delivery<E> {
@@ -66,6 +78,8 @@ pub struct ConsumerRunner<A> {
     max_attempts: u32,
     retry_base: Duration,
     max_batch: usize,
+    /// The service's stop signal, as `run` got it: retries stop waiting once it is cancelled.
+    stop: CancellationToken,
 }
 
 impl<H: Handler> ConsumerRunner<PgInbox<H>> {
@@ -101,6 +115,7 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             max_attempts: 5,
             retry_base: Duration::from_millis(100),
             max_batch: 1,
+            stop: CancellationToken::new(),
         })
     }
 
@@ -132,9 +147,12 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         self
     }
 
-    /// Consumes until `shutdown`; the message in hand is finished first. A watchdog rejoins
-    /// the group when the broker left it stuck (see the `watchdog` module).
+    /// Consumes until `shutdown`, then stops: it fetches nothing more, finishes the batch in
+    /// hand within [`FINISH_BATCH`] or abandons it (rolled back, not committed), commits the
+    /// offsets of what it applied and closes the consumer, each step with its own timeout.
+    /// A watchdog rejoins the group when the broker left it stuck (see the `watchdog` module).
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stop = shutdown.clone();
         // Measured on the first message, then every 5 s at most.
         let mut lag_measured: Option<std::time::Instant> = None;
         let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
@@ -150,15 +168,16 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         loop {
             let consumer = Arc::clone(&self.consumer);
             let message = tokio::select! {
-                () = shutdown.cancelled() => {
-                    // Leave with every processed event's offset stored.
-                    if uncommitted {
-                        let _ = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-                    }
-                    return;
-                }
+                biased;
+                () = shutdown.cancelled() => break,
                 _ = watchdog.tick() => {
-                    stalled = self.watch(stalled, std::mem::take(&mut received_since_check)).await;
+                    // Its broker calls can take seconds while the broker is away: a stop
+                    // does not wait for them.
+                    let (before, received) = (stalled.take(), std::mem::take(&mut received_since_check));
+                    tokio::select! {
+                        checked = self.watch(before, received) => stalled = checked,
+                        () = shutdown.cancelled() => break,
+                    }
                     continue;
                 }
                 _ = commit.tick(), if uncommitted => {
@@ -176,8 +195,10 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(consumer = %self.name, %error, "kafka receive failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
                 }
             };
             // What the client has fetched already comes along, up to the batch size; waiting
@@ -189,20 +210,34 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                     Some(Err(_)) | None => break,
                 }
             }
-            for outcome in self.process_all(&messages).await {
+            // Once the service stops, the batch in hand gets FINISH_BATCH more; dropping it
+            // then rolls its transaction back.
+            let outcomes = tokio::select! {
+                outcomes = self.process_all(&messages) => outcomes,
+                () = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(FINISH_BATCH).await;
+                } => Vec::new(),
+            };
+            for outcome in &outcomes {
                 metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "outcome" => outcome.as_str())
                     .increment(1);
             }
             // The effects (or dead letters) are durable: their offsets may be committed at the
-            // next tick, and only theirs.
-            for message in &messages {
+            // next tick, and only theirs (the events before the first one abandoned).
+            for message in messages.iter().take(outcomes.len()) {
                 if let Err(error) = consumer.store_offset_from_message(message) {
                     // The partition was revoked meanwhile: its new owner gets the event again
                     // and the inbox skips it.
                     tracing::debug!(consumer = %self.name, %error, "cannot store an applied offset");
                 }
             }
-            uncommitted = true;
+            uncommitted |= !outcomes.is_empty();
+            if outcomes.len() < messages.len() {
+                tracing::warn!(consumer = %self.name, abandoned = messages.len() - outcomes.len(),
+                    "stopping: abandoned the rest of the batch in hand; it is redelivered after a restart");
+                break;
+            }
             received_since_check = true;
             if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
                 lag_measured = Some(std::time::Instant::now());
@@ -211,10 +246,44 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                 }
             }
         }
+        self.close(uncommitted).await;
+    }
+
+    /// The way out: commits the stored offsets (those of the events applied), then closes
+    /// the consumer. Both block in librdkafka while the broker is away, so each runs on a
+    /// blocking thread and is abandoned after its timeout.
+    async fn close(self, uncommitted: bool) {
+        let name = self.name;
+        if uncommitted {
+            let started = std::time::Instant::now();
+            let consumer = Arc::clone(&self.consumer);
+            let committed = crate::service::blocking_within(COMMIT_TIMEOUT, move || {
+                consumer.commit_consumer_state(CommitMode::Sync)
+            })
+            .await;
+            let took = started.elapsed();
+            match committed {
+                Some(Ok(())) => tracing::info!(consumer = %name, ?took, "stopping: offsets committed"),
+                Some(Err(error)) => tracing::warn!(consumer = %name, ?took, %error,
+                    "stopping: cannot commit offsets; the inbox skips what is redelivered"),
+                None => tracing::warn!(consumer = %name, ?took,
+                    "stopping: offset commit abandoned after its timeout; the inbox skips what is redelivered"),
+            }
+        }
+        let started = std::time::Instant::now();
+        let consumer = self.consumer;
+        let closed = crate::service::blocking_within(CLOSE_TIMEOUT, move || drop(consumer)).await;
+        let took = started.elapsed();
+        match closed {
+            Some(()) => tracing::info!(consumer = %name, ?took, "stopping: consumer closed"),
+            None => tracing::warn!(consumer = %name, ?took, "stopping: consumer close abandoned after its timeout"),
+        }
     }
 
     /// Applies `messages` (in the order received): as one batch when there are several and
     /// it commits, otherwise one at a time.
+    /// The outcomes of the events applied, in order; fewer than `messages` when the service
+    /// stopped while one could not be applied (the rest are abandoned).
     async fn process_all(&self, messages: &[BorrowedMessage<'_>]) -> Vec<Outcome> {
         if messages.len() > 1
             && let Some(outcomes) = self.process_batch(messages).await
@@ -223,7 +292,10 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         }
         let mut outcomes = Vec::with_capacity(messages.len());
         for message in messages {
-            outcomes.push(self.process(message).await);
+            match self.process(message).await {
+                Some(outcome) => outcomes.push(outcome),
+                None => break,
+            }
         }
         outcomes
     }
@@ -279,39 +351,48 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         span
     }
 
-    async fn process(&self, message: &BorrowedMessage<'_>) -> Outcome {
+    /// `None` when the service stopped while the event could not be applied: it is abandoned.
+    async fn process(&self, message: &BorrowedMessage<'_>) -> Option<Outcome> {
         let headers = headers_of(message);
         let span = self.span_for(message, &headers);
         async {
             let event = match receive::<A::Event>(message, &headers) {
                 Ok(Some(event)) => event,
-                Ok(None) => return Outcome::Ignored,
-                Err(error) => return self.dead_letter(message, &headers, &format!("{error:#}")).await,
+                Ok(None) => return Some(Outcome::Ignored),
+                Err(error) => return Some(self.dead_letter(message, &headers, &format!("{error:#}")).await),
             };
             tracing::Span::current().record("ce_type", event.ce_type.as_str());
             let mut attempt = 0_u32;
             loop {
                 attempt += 1;
-                match self.apply.apply(&self.name, &event).await {
-                    Ok(outcome) => return outcome,
+                let pause = match self.apply.apply(&self.name, &event).await {
+                    Ok(outcome) => return Some(outcome),
                     Err(ApplyError::Infrastructure(error)) => {
-                        // Not the message's fault: wait for the database, however long.
+                        // Not the message's fault: wait for the database, however long (but
+                        // not past a stop).
                         tracing::warn!(error = format!("{error:#}"), "cannot reach the database; retrying the event");
                         attempt = attempt.saturating_sub(1);
-                        tokio::time::sleep(backoff(2, self.retry_base.max(Duration::from_millis(250)))).await;
+                        backoff(2, self.retry_base.max(Duration::from_millis(250)))
                     }
                     Err(ApplyError::Handler(HandleError::Permanent(error))) => {
-                        return self.dead_letter(message, &headers, &format!("{error:#}")).await;
+                        return Some(self.dead_letter(message, &headers, &format!("{error:#}")).await);
                     }
                     Err(ApplyError::Handler(HandleError::Retryable(error))) if attempt >= self.max_attempts => {
-                        return self
-                            .dead_letter(message, &headers, &format!("after {attempt} attempts: {error:#}"))
-                            .await;
+                        return Some(
+                            self.dead_letter(message, &headers, &format!("after {attempt} attempts: {error:#}")).await,
+                        );
                     }
                     Err(ApplyError::Handler(HandleError::Retryable(error))) => {
                         tracing::info!(attempt, error = format!("{error:#}"), "event failed; retrying");
-                        tokio::time::sleep(backoff(attempt, self.retry_base)).await;
+                        backoff(attempt, self.retry_base)
                     }
+                };
+                tokio::select! {
+                    () = self.stop.cancelled() => {
+                        tracing::warn!("stopping: the event is abandoned unapplied; it is redelivered after a restart");
+                        return None;
+                    }
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }

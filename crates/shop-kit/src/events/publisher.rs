@@ -47,6 +47,16 @@ impl Publisher {
         }
     }
 
+    /// Waits up to `timeout` for the queued records to be delivered, on a blocking thread
+    /// (librdkafka's flush blocks); `false` when some were not, or the flush did not return.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let Ok(producer) = self.current() else { return false };
+        let flushed =
+            crate::service::blocking_within(timeout, move || rdkafka::producer::Producer::flush(&producer, timeout))
+                .await;
+        matches!(flushed, Some(Ok(())))
+    }
+
     /// Called with a failed delivery of `producer`: replaces it if the error says the broker
     /// is done with it.
     pub(super) fn failed(&self, producer: &FutureProducer, error: &rdkafka::error::KafkaError) {

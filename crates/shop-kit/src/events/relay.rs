@@ -13,6 +13,11 @@ use uuid::Uuid;
 
 use super::{Publisher, backoff, outbox::CHANNEL};
 
+/// How long the batch in hand may still take once the service stops. Past it the batch is
+/// abandoned: its transaction rolls back and its rows stay pending, to be published after a
+/// restart (consumers skip any duplicate by `ce_id`).
+const FINISH_BATCH: Duration = Duration::from_secs(3);
+
 #[derive(sqlx::FromRow)]
 struct OutboxRow {
     seq: i64,
@@ -48,7 +53,9 @@ impl Relay {
         self
     }
 
-    /// Publishes until `shutdown`, then returns after the batch in hand.
+    /// Publishes until `shutdown`, then returns after the batch in hand, or abandons it
+    /// after [`FINISH_BATCH`] (with the broker away, deliveries wait `message.timeout.ms`).
+    /// The service flushes the shared producer afterwards.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut listener = match PgListener::connect_with(&self.pool).await {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
@@ -66,7 +73,21 @@ impl Relay {
         let mut failures = 0_u32;
         let mut backlog_recorded: Option<std::time::Instant> = None;
         loop {
-            match self.publish_pending().await {
+            let pending = tokio::select! {
+                pending = self.publish_pending() => pending,
+                () = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(FINISH_BATCH).await;
+                } => {
+                    tracing::warn!("stopping: outbox relay abandoned the batch in hand; its rows stay pending");
+                    return;
+                }
+            };
+            if shutdown.is_cancelled() {
+                tracing::info!("stopping: outbox relay stopped");
+                return;
+            }
+            match pending {
                 Ok(published) => {
                     failures = 0;
                     if published > 0 {
@@ -85,7 +106,10 @@ impl Relay {
             }
             let pause = if failures == 0 { self.poll_interval } else { backoff(failures, Duration::from_millis(200)) };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    tracing::info!("stopping: outbox relay stopped");
+                    return;
+                }
                 () = tokio::time::sleep(pause) => {}
                 notified = async {
                     match listener.as_mut() {

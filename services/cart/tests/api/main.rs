@@ -6,3 +6,4 @@
 
 mod cart;
 mod helpers;
+mod stop;

@@ -8,3 +8,4 @@
 mod checkout;
 mod helpers;
 mod payments;
+mod stop;

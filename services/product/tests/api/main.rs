@@ -5,3 +5,4 @@
 mod catalog;
 mod helpers;
 mod inventory;
+mod stop;

@@ -7,4 +7,5 @@ mod events;
 mod grpc;
 mod helpers;
 mod platform;
+mod stop;
 mod users;

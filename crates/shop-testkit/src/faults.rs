@@ -1,0 +1,323 @@
+//! Fault injection: a TCP proxy a test can cut and restore, a private broker reached only
+//! through such a proxy, and a service binary run as a child process that a test can stop
+//! with a signal.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+/// A TCP proxy in front of a real server, that a test can cut to simulate an outage and
+/// restore. While cut, it closes every open connection and closes each new one at once.
+pub struct TcpProxy {
+    address: SocketAddr,
+    /// Cancelled on cut; replaced on restore. Each connection ends when its generation's is.
+    generation: Arc<Mutex<Option<CancellationToken>>>,
+    stop: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Listens on an ephemeral port and forwards every connection to `target`.
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the proxy");
+        Self::serve(listener, target)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, target: &str) -> Self {
+        let address = listener.local_addr().expect("proxy address");
+        let target = target.to_owned();
+        let generation = Arc::new(Mutex::new(Some(CancellationToken::new())));
+        let stop = CancellationToken::new();
+        let (current, stopped) = (Arc::clone(&generation), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                // While cut, the connection is dropped (closed) at once.
+                let Some(cut) = current.lock().expect("proxy state").clone() else { continue };
+                let target = target.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        () = cut.cancelled() => {}
+                        () = stopped.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Self { address, generation, stop }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Closes every connection and refuses new ones: the server looks down.
+    pub fn cut(&self) {
+        if let Some(token) = self.generation.lock().expect("proxy state").take() {
+            token.cancel();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        let mut generation = self.generation.lock().expect("proxy state");
+        if generation.is_none() {
+            *generation = Some(CancellationToken::new());
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.cancel();
+    }
+}
+
+/// A tansu broker of the test's own, on sqlite storage in a temporary directory, that
+/// advertises a [`TcpProxy`] in front of it: every client (the service's and the test's)
+/// reaches it only through the proxy, so cutting the proxy makes the broker unreachable
+/// while it keeps running, and restoring it brings it back with its data.
+pub struct TestBroker {
+    proxy: TcpProxy,
+    directory: PathBuf,
+    child: Child,
+}
+
+impl TestBroker {
+    fn binary() -> String {
+        let on_path = Command::new("tansu").arg("--version").output().is_ok_and(|output| output.status.success());
+        if on_path {
+            return "tansu".into();
+        }
+        let home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+        format!("{home}/bin/tansu")
+    }
+
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
+        let target = format!("127.0.0.1:{port}");
+        let proxy = TcpProxy::start(&target).await;
+        let directory = std::env::temp_dir().join(format!("shop-broker-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&directory).expect("a broker directory");
+        let child = Command::new(Self::binary())
+            .args(["broker", "--listener-url", &format!("tcp://{target}")])
+            .args(["--advertised-listener-url", &format!("tcp://{}", proxy.address())])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&directory)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed by cargo xtask test");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&target).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "the test broker did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { proxy, directory, child }
+    }
+
+    /// The address clients use (the proxy's).
+    pub fn address(&self) -> String {
+        self.proxy.address().to_string()
+    }
+
+    /// Makes the broker unreachable.
+    pub fn cut(&self) {
+        self.proxy.cut();
+    }
+
+    /// Makes it reachable again.
+    pub fn restore(&self) {
+        self.proxy.restore();
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+/// A service binary running as a child process, its output kept in a file (printed when a
+/// test fails through [`ServiceProcess::log`]); killed with SIGKILL when dropped, so a
+/// failing test leaves no process behind.
+pub struct ServiceProcess {
+    child: Child,
+    log: PathBuf,
+    address: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with exactly `env` (plus `LISTEN_ADDR` on a free port).
+    pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
+        let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address");
+        let log = std::env::temp_dir().join(format!("shop-service-{}.log", uuid::Uuid::now_v7().simple()));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(binary)
+            .env_clear()
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+            .env("LISTEN_ADDR", address.to_string())
+            .env("LOG_FORMAT", "pretty")
+            .stdout(Stdio::from(file.try_clone().expect("a log file")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("the service binary starts");
+        Self { child, log, address }
+    }
+
+    /// The service's base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// What the service has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `deadline` for the process to exit: its status and how
+    /// long it took, or `None` (after a SIGKILL) when it did not exit in time.
+    pub async fn terminate(&mut self, deadline: Duration) -> Option<(ExitStatus, Duration)> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "cannot signal the service");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                return Some((status, started.elapsed()));
+            }
+            if started.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The dependency a stop test makes unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    Broker,
+    Postgres,
+    Redis,
+}
+
+/// The `SHUTDOWN_TIMEOUT` the stop tests give a service.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `url` with its host and port replaced by `proxy`'s, and the host and port it named
+/// (`default_port` when it has none): the proxy's target.
+pub fn through(url: &str, proxy: SocketAddr, default_port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (user, host) = authority.rsplit_once('@').map_or(("", authority), |(user, host)| (user, host));
+    let target = if host.contains(':') { host.to_owned() } else { format!("{host}:{default_port}") };
+    let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+    (target, format!("{scheme}://{user}{proxy}{path}"))
+}
+
+/// The stop test every service runs: starts `binary` (the real service, a child process)
+/// with a fresh database when `database`, a private broker and a Redis key prefix, each
+/// behind a proxy, plus `env`; once it is ready, makes `outage`'s dependency unreachable,
+/// waits until `/readyz` reports it failing, sends SIGTERM, and checks the process exits 0
+/// within [`STOP_DEADLINE`] with a `stopped` line. Returns how long the stop took.
+pub async fn sigterm_during(outage: Outage, binary: &str, database: bool, env: &[(&str, String)]) -> Duration {
+    let broker = TestBroker::start().await;
+    let db = if database { Some(crate::TestDb::new().await) } else { None };
+    let redis = crate::TestRedis::new();
+    let postgres_proxy = TcpProxy::start(&through(&crate::postgres_admin_url(), broker.proxy.address(), 5432).0).await;
+    let (redis_target, _) = through(&redis.url(), broker.proxy.address(), 6379);
+    let redis_proxy = TcpProxy::start(&redis_target).await;
+    let mut vars: Vec<(&str, String)> = vec![
+        ("KAFKA_BROKERS", broker.address()),
+        ("KAFKA_TOPIC_PREFIX", format!("t{}.", uuid::Uuid::now_v7().simple())),
+        ("KAFKA_CREATE_TOPICS", "true".into()),
+        ("REDIS_URL", through(&redis.url(), redis_proxy.address(), 6379).1),
+        ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        ("SHUTDOWN_TIMEOUT", format!("{}s", STOP_DEADLINE.as_secs())),
+        ("SHUTDOWN_GRACE", "2s".into()),
+        ("RUST_LOG", "info".into()),
+    ];
+    if let Some(db) = &db {
+        vars.push(("DATABASE_URL", through(db.url(), postgres_proxy.address(), 5432).1));
+    }
+    vars.extend(env.iter().cloned());
+    let mut service = ServiceProcess::start(binary, &vars);
+    let readiness = |service: &ServiceProcess| {
+        let url = service.url("/readyz");
+        async move {
+            let response = crate::http_client().get(url).send().await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.text().await.unwrap_or_default()))
+        }
+    };
+    let started = Instant::now();
+    loop {
+        if let Some((200, body)) = readiness(&service).await
+            && !body.contains("failing")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{binary} not ready in 30 s; log:\n{}", service.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match outage {
+        Outage::Broker => broker.cut(),
+        Outage::Postgres => postgres_proxy.cut(),
+        Outage::Redis => redis_proxy.cut(),
+    }
+    let check = match outage {
+        Outage::Broker => "\"kafka\":",
+        Outage::Postgres => "\"postgres\":",
+        Outage::Redis => "\"redis\":",
+    };
+    // The check's own entry in the report, up to its closing brace, says "failing".
+    let failing = |body: &str| {
+        body.split_once(check)
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .is_some_and(|(entry, _)| entry.contains("failing"))
+    };
+    let cut = Instant::now();
+    loop {
+        if readiness(&service).await.is_some_and(|(_, body)| failing(&body)) {
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(15), "{binary}: readiness never reported {outage:?} down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = service.terminate(STOP_DEADLINE + Duration::from_secs(5)).await;
+    let log = service.log();
+    let Some((status, took)) = exited else { panic!("{binary}: no exit within {STOP_DEADLINE:?}; log:\n{log}") };
+    assert!(status.success(), "{binary}: exit status {status}; log:\n{log}");
+    assert!(took < STOP_DEADLINE, "{binary}: took {took:?}, over {STOP_DEADLINE:?}; log:\n{log}");
+    assert!(log.contains("stopped"), "{binary}: no stopped line; log:\n{log}");
+    for line in log.lines().filter(|line| line.contains("stopp")) {
+        eprintln!("{outage:?} down: {line}");
+    }
+    took
+}
