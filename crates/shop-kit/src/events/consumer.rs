@@ -1,24 +1,19 @@
 //! The consumer runner: reads a group's topics, decodes each message into the handler's
 //! types, applies it exactly once, and commits offsets only after the effect.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use opentelemetry::propagation::Extractor;
 use rdkafka::{
     Message as _,
     consumer::{CommitMode, Consumer as _, StreamConsumer},
-    message::{BorrowedMessage, Headers as _},
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use uuid::Uuid;
 
 use super::{
-    ApplyError, ApplyOnce, Consumes, HandleError, Handler, KafkaConfig, PgInbox, Publisher, Received, backoff,
+    ApplyOnce, Consumes, Handler, KafkaConfig, PgInbox, Publisher, Received,
     watchdog::{GroupProgress, WATCHDOG_INTERVAL},
 };
 
@@ -74,12 +69,12 @@ pub struct ConsumerRunner<A> {
     pub(super) consumer: Arc<StreamConsumer>,
     /// For dead letters.
     pub(super) publisher: Publisher,
-    apply: Arc<A>,
-    max_attempts: u32,
-    retry_base: Duration,
+    pub(super) apply: Arc<A>,
+    pub(super) max_attempts: u32,
+    pub(super) retry_base: Duration,
     max_batch: usize,
     /// The service's stop signal, as `run` got it: retries stop waiting once it is cancelled.
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
 }
 
 impl<H: Handler> ConsumerRunner<PgInbox<H>> {
@@ -172,7 +167,9 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
                 () = shutdown.cancelled() => break,
                 _ = watchdog.tick() => {
                     // Its broker calls can take seconds while the broker is away: a stop
-                    // does not wait for them.
+                    // does not wait for them. A rejoin closes the old consumer off the async
+                    // threads, which needs this loop's handle on it gone first.
+                    drop(consumer);
                     let (before, received) = (stalled.take(), std::mem::take(&mut received_since_check));
                     tokio::select! {
                         checked = self.watch(before, received) => stalled = checked,
@@ -280,126 +277,6 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
         }
     }
 
-    /// Applies `messages` (in the order received): as one batch when there are several and
-    /// it commits, otherwise one at a time.
-    /// The outcomes of the events applied, in order; fewer than `messages` when the service
-    /// stopped while one could not be applied (the rest are abandoned).
-    async fn process_all(&self, messages: &[BorrowedMessage<'_>]) -> Vec<Outcome> {
-        if messages.len() > 1
-            && let Some(outcomes) = self.process_batch(messages).await
-        {
-            return outcomes;
-        }
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for message in messages {
-            match self.process(message).await {
-                Some(outcome) => outcomes.push(outcome),
-                None => break,
-            }
-        }
-        outcomes
-    }
-
-    /// `None` when the batch did not apply as a whole: an unreadable message (it goes to the
-    /// DLQ on its own), a handler's refusal, or the database; the caller then applies each.
-    async fn process_batch(&self, messages: &[BorrowedMessage<'_>]) -> Option<Vec<Outcome>> {
-        let mut deliveries = Vec::with_capacity(messages.len());
-        // For each message, its delivery's index, or `None` for an ignored type.
-        let mut slots = Vec::with_capacity(messages.len());
-        for message in messages {
-            let headers = headers_of(message);
-            let Some(event) = receive::<A::Event>(message, &headers).ok()? else {
-                slots.push(None);
-                continue;
-            };
-            let span = self.span_for(message, &headers);
-            span.record("ce_type", event.ce_type.as_str());
-            slots.push(Some(deliveries.len()));
-            deliveries.push(Delivery { event, span });
-        }
-        let applied = if deliveries.is_empty() {
-            Vec::new()
-        } else {
-            match self.apply.apply_batch(&self.name, &deliveries).await {
-                Ok(outcomes) if outcomes.len() == deliveries.len() => {
-                    metrics::histogram!("kafka_consumer_batch_events", "consumer" => self.name.clone())
-                        .record(deliveries.len() as f64);
-                    outcomes
-                }
-                Ok(_) => return None,
-                Err(
-                    ApplyError::Infrastructure(error)
-                    | ApplyError::Handler(HandleError::Retryable(error) | HandleError::Permanent(error)),
-                ) => {
-                    tracing::info!(consumer = %self.name, events = deliveries.len(), error = format!("{error:#}"),
-                        "a batch did not apply; applying its events one at a time");
-                    return None;
-                }
-            }
-        };
-        Some(slots.into_iter().map(|slot| slot.map_or(Outcome::Ignored, |index| applied[index])).collect())
-    }
-
-    /// The span an event is applied under: a child of the producer's trace context.
-    fn span_for(&self, message: &BorrowedMessage<'_>, headers: &HashMap<String, String>) -> tracing::Span {
-        let span = tracing::info_span!("consume", messaging.destination = message.topic(), ce_type = tracing::field::Empty,
-            consumer = %self.name, otel.kind = "consumer");
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderMapExtractor(headers))
-        });
-        let _ = span.set_parent(parent);
-        span
-    }
-
-    /// `None` when the service stopped while the event could not be applied: it is abandoned.
-    async fn process(&self, message: &BorrowedMessage<'_>) -> Option<Outcome> {
-        let headers = headers_of(message);
-        let span = self.span_for(message, &headers);
-        async {
-            let event = match receive::<A::Event>(message, &headers) {
-                Ok(Some(event)) => event,
-                Ok(None) => return Some(Outcome::Ignored),
-                Err(error) => return Some(self.dead_letter(message, &headers, &format!("{error:#}")).await),
-            };
-            tracing::Span::current().record("ce_type", event.ce_type.as_str());
-            let mut attempt = 0_u32;
-            loop {
-                attempt += 1;
-                let pause = match self.apply.apply(&self.name, &event).await {
-                    Ok(outcome) => return Some(outcome),
-                    Err(ApplyError::Infrastructure(error)) => {
-                        // Not the message's fault: wait for the database, however long (but
-                        // not past a stop).
-                        tracing::warn!(error = format!("{error:#}"), "cannot reach the database; retrying the event");
-                        attempt = attempt.saturating_sub(1);
-                        backoff(2, self.retry_base.max(Duration::from_millis(250)))
-                    }
-                    Err(ApplyError::Handler(HandleError::Permanent(error))) => {
-                        return Some(self.dead_letter(message, &headers, &format!("{error:#}")).await);
-                    }
-                    Err(ApplyError::Handler(HandleError::Retryable(error))) if attempt >= self.max_attempts => {
-                        return Some(
-                            self.dead_letter(message, &headers, &format!("after {attempt} attempts: {error:#}")).await,
-                        );
-                    }
-                    Err(ApplyError::Handler(HandleError::Retryable(error))) => {
-                        tracing::info!(attempt, error = format!("{error:#}"), "event failed; retrying");
-                        backoff(attempt, self.retry_base)
-                    }
-                };
-                tokio::select! {
-                    () = self.stop.cancelled() => {
-                        tracing::warn!("stopping: the event is abandoned unapplied; it is redelivered after a restart");
-                        return None;
-                    }
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
     /// `kafka_consumer_lag{consumer, topic, partition}`: messages behind the newest, measured
     /// off the consume path (asking the broker for watermarks blocks).
     fn record_lag(&self, topic: String, partition: i32, offset: i64) {
@@ -413,50 +290,4 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
             }
         });
     }
-}
-
-pub(super) fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .filter_map(|header| Some((header.key.to_owned(), String::from_utf8(header.value?.to_vec()).ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-struct HeaderMapExtractor<'a>(&'a HashMap<String, String>);
-
-impl Extractor for HeaderMapExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
-}
-
-/// The message as the consumer's type: `None` for a type it ignores; an error (the reason
-/// for the dead letter) for missing headers, an unhandled type or a payload that does not
-/// decode.
-fn receive<E: Consumes>(
-    message: &BorrowedMessage<'_>,
-    headers: &HashMap<String, String>,
-) -> anyhow::Result<Option<Received<E>>> {
-    let ce_id = headers.get("ce_id").context("the message has no ce_id header")?;
-    let ce_id = Uuid::parse_str(ce_id).context("the ce_id header is not a UUID")?;
-    let ce_type = headers.get("ce_type").context("the message has no ce_type header")?.clone();
-    let Some(decoded) = E::decode(&ce_type, message.payload().unwrap_or_default())? else {
-        return Ok(None);
-    };
-    Ok(Some(Received {
-        ce_id,
-        ce_type,
-        topic: message.topic().to_owned(),
-        key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()).unwrap_or_default(),
-        message: decoded,
-    }))
 }

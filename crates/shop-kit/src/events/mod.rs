@@ -37,13 +37,15 @@
 //! - `relay`: [`Relay`].
 //! - `dispatch`: [`Consumes`], [`Received`] and the [`consumes!`](crate::consumes) macro.
 //! - `inbox`: [`Handler`], [`ApplyOnce`] and [`PgInbox`], the exactly-once step.
-//! - `consumer`: [`ConsumerRunner`].
+//! - `consumer`: [`ConsumerRunner`]: fetching, committing, stopping.
+//! - `apply`: decoding, applying (in batches), retries and dead letters.
 //! - `dead_letter`: publishing to `<topic>.dlq`.
 //! - `watchdog`: rejoining a group the broker left stuck.
 //!
 //! The `outbox` and `inbox` tables come from this crate's migrations ([`MIGRATOR`]), which
 //! [`crate::db::prepare`] applies together with the service's own.
 
+mod apply;
 mod config;
 mod consumer;
 mod dead_letter;
