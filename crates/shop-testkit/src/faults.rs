@@ -91,8 +91,10 @@ impl Drop for TcpProxy {
 /// while it keeps running, and restoring it brings it back with its data.
 pub struct TestBroker {
     proxy: TcpProxy,
+    /// Where tansu itself listens (the proxy forwards there).
+    target: String,
     directory: PathBuf,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl TestBroker {
@@ -112,21 +114,27 @@ impl TestBroker {
         let proxy = TcpProxy::start(&target).await;
         let directory = std::env::temp_dir().join(format!("shop-broker-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&directory).expect("a broker directory");
+        let mut broker = Self { proxy, target, directory, child: None };
+        broker.launch().await;
+        broker
+    }
+
+    async fn launch(&mut self) {
         let child = Command::new(Self::binary())
-            .args(["broker", "--listener-url", &format!("tcp://{target}")])
-            .args(["--advertised-listener-url", &format!("tcp://{}", proxy.address())])
+            .args(["broker", "--listener-url", &format!("tcp://{}", self.target)])
+            .args(["--advertised-listener-url", &format!("tcp://{}", self.proxy.address())])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&directory)
+            .current_dir(&self.directory)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tansu is installed by cargo xtask test");
+        self.child = Some(child);
         let started = Instant::now();
-        while tokio::net::TcpStream::connect(&target).await.is_err() {
+        while tokio::net::TcpStream::connect(&self.target).await.is_err() {
             assert!(started.elapsed() < Duration::from_secs(20), "the test broker did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { proxy, directory, child }
     }
 
     /// The address clients use (the proxy's).
@@ -143,12 +151,25 @@ impl TestBroker {
     pub fn restore(&self) {
         self.proxy.restore();
     }
+
+    /// SIGKILLs the broker (what it had not written to its storage is lost, as in a crash)
+    /// and starts it again on the same storage and address.
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.directory);
     }
 }

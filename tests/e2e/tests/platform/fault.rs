@@ -182,83 +182,10 @@ async fn whereabouts(app: &TestApp, orders: &[(String, String, &str)]) -> String
     report
 }
 
-/// A tansu broker of this test's own, with sqlite storage, that can be killed and restarted.
-struct OwnBroker {
-    address: String,
-    directory: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl OwnBroker {
-    fn binary() -> String {
-        let on_path =
-            std::process::Command::new("tansu").arg("--version").output().is_ok_and(|output| output.status.success());
-        if on_path {
-            return "tansu".into();
-        }
-        let home = std::env::var("CARGO_HOME")
-            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
-        format!("{home}/bin/tansu")
-    }
-
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let directory = std::env::temp_dir().join(format!("shop-broker-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let mut broker = Self { address: format!("127.0.0.1:{port}"), directory, child: None };
-        broker.launch();
-        broker
-    }
-
-    fn launch(&mut self) {
-        let url = format!("tcp://{}", self.address);
-        let child = std::process::Command::new(Self::binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(&self.directory)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tansu is installed by cargo xtask test");
-        self.child = Some(child);
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(&self.address).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL, then start again on the same storage.
-    fn kill_and_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-        self.launch();
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.directory);
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_broker_killed_and_restarted_mid_batch_loses_nothing() {
-    let mut broker = OwnBroker::start();
-    crate::helpers::use_brokers(&broker.address);
+    let mut broker = shop_testkit::TestBroker::start().await;
+    crate::helpers::use_brokers(&broker.address());
     let app = crate::helpers::spawn_app().await;
     let stock = 50;
     let product = app.product("RESTART", 700, stock).await;
@@ -293,7 +220,7 @@ async fn a_broker_killed_and_restarted_mid_batch_loses_nothing() {
         .fetch_one(&order_db)
         .await
         .unwrap();
-    broker.kill_and_restart();
+    broker.kill_and_restart().await;
     assert!(unsettled > 0, "the kill must land mid-batch (all {} orders had settled)", orders.len());
     // More orders while clients reconnect: their events wait in the outbox.
     for _ in 0..4 {

@@ -9,6 +9,7 @@
 //! - `saga`: the checkout saga over the broker, order → payment → order → product;
 //! - `journey`: all six services and an SMTP server, from registration to refund;
 //! - `fault`: a payment service or the broker killed mid-batch, nothing lost or doubled;
+//! - `outage`: the broker unreachable: every service stays ready, checkout stays open;
 //! - `cart`: the cart priced by the real product service.
 //!
 //! Every service runs in this process (`app::build` + [`shop_testkit::TestServer`]),
@@ -22,4 +23,5 @@ mod checkout;
 mod fault;
 mod helpers;
 mod journey;
+mod outage;
 mod saga;
