@@ -8,6 +8,7 @@
 //! | `CART_GRPC_URL`, `PRODUCT_GRPC_URL` | `http://127.0.0.1:8083`, `http://127.0.0.1:8082` | the services checkout calls |
 //! | `DEPENDENCY_DEADLINE` | `3s` | the deadline of each of those calls |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
+//! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use shop_kit::{
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
+    retention::RetentionConfig,
 };
 
 pub const DEFAULT_PORT: u16 = 8084;
@@ -24,6 +26,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub jwks_url: String,
@@ -56,6 +59,7 @@ impl Config {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
             telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
+            retention: RetentionConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,

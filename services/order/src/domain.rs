@@ -103,12 +103,44 @@ impl Order {
     }
 }
 
-/// A payment provider's card token (never a card number): 1 to 100 of `A-Z a-z 0-9 _ -`.
+/// A payment provider's card token, never a card number: 1 to 100 of `A-Z a-z 0-9 _ -`,
+/// and not [a card number](looks_like_card_number). Checked before the request is stored,
+/// published or logged anywhere; the error does not repeat the value.
 pub fn validate_card_token(token: &str) -> Result<(), FieldError> {
+    if looks_like_card_number(token) {
+        return Err(FieldError::new(
+            "payment.card_token",
+            "looks like a card number; send the token your payment provider issued for the card instead",
+        ));
+    }
     let valid = !token.is_empty()
         && token.len() <= 100
         && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
     if valid { Ok(()) } else { Err(FieldError::new("payment.card_token", "must be a card token such as tok_visa")) }
+}
+
+/// 13 to 19 digits, spaces and dashes aside, that pass the Luhn check: what a primary
+/// account number looks like (ISO/IEC 7812).
+pub fn looks_like_card_number(text: &str) -> bool {
+    if !text.bytes().all(|byte| byte.is_ascii_digit() || byte == b' ' || byte == b'-') {
+        return false;
+    }
+    let digits: Vec<u32> = text.bytes().filter(u8::is_ascii_digit).map(|byte| u32::from(byte - b'0')).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    // From the right, every second digit doubled (less 9 when over 9); the sum ends in 0.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(
+            |(index, &digit)| {
+                if index % 2 == 1 { if digit * 2 > 9 { digit * 2 - 9 } else { digit * 2 } } else { digit }
+            },
+        )
+        .sum();
+    sum.is_multiple_of(10)
 }
 
 /// Where an order is in its life.
@@ -178,6 +210,38 @@ mod tests {
         for (case, field) in cases {
             let errors = case.validate().unwrap_err();
             assert_eq!(errors[0].field, field);
+        }
+    }
+
+    #[test]
+    fn card_numbers_are_recognised_in_any_spelling() {
+        let numbers = [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "378282246310005",
+            "6011 1111 1111 1117",
+            "4222222222222",
+            "6250941006528599",
+            "4000 0566 5566 5556 007",
+        ];
+        for number in numbers {
+            assert!(looks_like_card_number(number), "{number}");
+            let refused = validate_card_token(number).unwrap_err();
+            assert!(refused.message.contains("card number"), "{number}: {}", refused.message);
+            assert!(!refused.message.contains(number), "the error does not repeat the number");
+        }
+        let not_numbers = [
+            "tok_visa",
+            "4242424242424241",
+            "424242424242",
+            "42424242424242424242",
+            "4242_4242_4242_4242",
+            "tok_4242424242424242",
+            "",
+        ];
+        for text in not_numbers {
+            assert!(!looks_like_card_number(text), "{text}");
         }
     }
 

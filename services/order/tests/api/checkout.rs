@@ -99,11 +99,14 @@ async fn bad_orders_are_refused_and_hold_nothing() {
         ("bad country", bad_country, "shipping_address.country"),
         ("missing postal code", missing_postcode, "shipping_address.postal_code"),
         ("card number instead of token", order_body("4242 4242 4242 4242"), "payment.card_token"),
+        ("bare card number", order_body("4242424242424242"), "payment.card_token"),
+        ("dashed card number", order_body("3782-822463-10005"), "payment.card_token"),
         ("no payment", json!({"shipping_address": address()}), "payment"),
     ];
     for (case, body, field) in cases {
         let problem = assert_problem(app.place(&short, &body, None).await, 422, "validation_failed", case).await;
         assert_eq!(problem["errors"][0]["field"], field, "case {case}: {problem}");
+        assert!(!problem.to_string().contains("4242") && !problem.to_string().contains("3782"), "{case}: {problem}");
     }
     let anonymous = app.client.post(app.order.url("/v1/orders")).json(&order_body("tok_visa")).send().await.unwrap();
     assert_problem(anonymous, 401, "unauthenticated", "no token").await;
