@@ -143,6 +143,7 @@ async fn bad_orders_are_refused_and_hold_nothing() {
         ("bad country", bad_country, "shipping_address.country"),
         ("missing postal code", missing_postcode, "shipping_address.postal_code"),
         ("card number instead of token", order_body("4242 4242 4242 4242"), "payment.card_token"),
+        ("bare card number", order_body("4242424242424242"), "payment.card_token"),
         ("no payment", json!({"shipping_address": address()}), "payment"),
         (
             "unknown field",
