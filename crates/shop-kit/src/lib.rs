@@ -16,6 +16,8 @@
 //! - [`events`]: Kafka: the transactional outbox and its relay, the consumer runner with its
 //!   inbox, retries and dead-letter topics.
 //! - [`grpc`]: outbound gRPC channels with deadlines and trace propagation.
+//! - [`retention`]: pruning the rows kept only for a while (outbox, inbox and the
+//!   services' own), in batches.
 //! - [`service`]: the one start-up and shutdown path every service takes.
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use shop_kit::{
     auth::{AuthState, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Consumes as _, Relay},
+    retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
 };
@@ -77,10 +78,12 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
+    let retention = Retention::new(pool.clone(), &config.retention);
     Ok(Service::new(server)
         .background("consumer", |shutdown| consumer.run(shutdown))
         .background("delivery worker", |shutdown| worker.run(shutdown))
         .background("outbox relay", |shutdown| relay.run(shutdown))
+        .background("retention", |shutdown| retention.run(shutdown))
         .flush(&publisher)
         .close(&pool))
 }

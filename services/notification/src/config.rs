@@ -9,12 +9,14 @@
 //! | `SMTP_URL` | unset (log channel) | `smtp://host:port` of the mail relay |
 //! | `SMTP_FROM` | `Shop <no-reply@shop.local>` | the sender |
 //! | `NOTIFICATION_MAX_ATTEMPTS` | `5` | delivery attempts before a notification is marked failed |
+//! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
 use shop_kit::{
     auth::AuthConfig,
     config::{HttpConfig, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
+    retention::RetentionConfig,
 };
 
 pub const DEFAULT_PORT: u16 = 8086;
@@ -31,6 +33,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub jwks_url: String,
@@ -68,6 +71,7 @@ impl Config {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
             telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
+            retention: RetentionConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,

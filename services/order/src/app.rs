@@ -1,11 +1,12 @@
 //! Builds the service: state, clients of the cart and product services, server, outbox
 //! relay and the payment-events consumer.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay, Topics},
+    retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
 };
@@ -37,6 +38,8 @@ struct Inner {
     cart: CartClient,
     products: ProductClient,
     topics: Topics,
+    /// `IDEMPOTENCY_LEASE`.
+    idempotency_lease: Duration,
 }
 
 impl AppState {
@@ -55,6 +58,11 @@ impl AppState {
     /// The topics' names in this environment.
     pub fn topics(&self) -> &Topics {
         &self.inner.topics
+    }
+
+    /// How long an unanswered `Idempotency-Key` claim holds off retries.
+    pub fn idempotency_lease(&self) -> Duration {
+        self.inner.idempotency_lease
     }
 }
 
@@ -95,7 +103,14 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let products =
         ProductServiceClient::with_interceptor(shop_kit::grpc::channel(&config.product_url, config.deadline)?, trace);
     let state = AppState {
-        inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier), cart, products, topics }),
+        inner: Arc::new(Inner {
+            pool: pool.clone(),
+            verifier: Arc::clone(&verifier),
+            cart,
+            products,
+            topics,
+            idempotency_lease: config.idempotency_lease,
+        }),
     };
     let grpc = GrpcAuth::new(OrderServiceServer::new(crate::grpc::OrderGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
@@ -107,9 +122,12 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);
+    let retention = Retention::new(pool.clone(), &config.retention)
+        .rule(crate::store::idempotency_retention_rule(config.idempotency_retention));
     Ok(Service::new(server)
         .background("outbox relay", |shutdown| relay.run(shutdown))
         .background("consumer", |shutdown| consumer.run(shutdown))
+        .background("retention", |shutdown| retention.run(shutdown))
         .flush(&publisher)
         .close(&pool))
 }

@@ -66,7 +66,15 @@ pub async fn place(
 ) -> Result<Placed, Error> {
     if let Some(idempotency) = &request.idempotency {
         let mut connection = state.pool().acquire().await?;
-        match store::claim(&mut connection, caller.user_id, idempotency.key, &idempotency.request_hash).await? {
+        match store::claim(
+            &mut connection,
+            caller.user_id,
+            idempotency.key,
+            &idempotency.request_hash,
+            state.idempotency_lease(),
+        )
+        .await?
+        {
             Claim::New => {}
             Claim::Replay { status, body } => return Ok(Placed::Replayed { status, body }),
             Claim::Mismatch => return Err(Error::IdempotencyKeyReused),

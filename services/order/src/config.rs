@@ -7,6 +7,8 @@
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `CART_GRPC_URL`, `PRODUCT_GRPC_URL` | `http://127.0.0.1:8083`, `http://127.0.0.1:8082` | the services checkout calls |
 //! | `DEPENDENCY_DEADLINE` | `3s` | the deadline of each of those calls |
+//! | `IDEMPOTENCY_LEASE` | `60s` | how long an `Idempotency-Key` claim with no answer yet holds off retries; after it a retry with the same key and body takes the claim over (its first request died). Must exceed `REQUEST_TIMEOUT`, so the request that claimed has ended |
+//! | `IDEMPOTENCY_KEY_RETENTION` | `24h` | how long a key and its answer are kept for replays |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
@@ -33,6 +35,8 @@ pub struct Config {
     pub cart_url: String,
     pub product_url: String,
     pub deadline: Duration,
+    pub idempotency_lease: Duration,
+    pub idempotency_retention: Duration,
 }
 
 impl Config {
@@ -55,8 +59,19 @@ impl Config {
         if deadline.is_zero() {
             return Err(vars.invalid("DEPENDENCY_DEADLINE", "must be greater than zero").into());
         }
+        let http = HttpConfig::from_vars(vars, DEFAULT_PORT)?;
+        let idempotency_lease = vars.or("IDEMPOTENCY_LEASE", HumanDuration(Duration::from_secs(60)))?.0;
+        if idempotency_lease <= http.request_timeout {
+            return Err(vars
+                .invalid("IDEMPOTENCY_LEASE", format!("must exceed REQUEST_TIMEOUT ({:?})", http.request_timeout))
+                .into());
+        }
+        let idempotency_retention = vars.or("IDEMPOTENCY_KEY_RETENTION", HumanDuration(Duration::from_secs(86_400)))?.0;
+        if idempotency_retention <= idempotency_lease {
+            return Err(vars.invalid("IDEMPOTENCY_KEY_RETENTION", "must exceed IDEMPOTENCY_LEASE").into());
+        }
         Ok(Self {
-            http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
+            http,
             telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
             retention: RetentionConfig::from_vars(vars)?,
@@ -66,6 +81,8 @@ impl Config {
             cart_url: url("CART_GRPC_URL", "http://127.0.0.1:8083")?,
             product_url: url("PRODUCT_GRPC_URL", "http://127.0.0.1:8082")?,
             deadline,
+            idempotency_lease,
+            idempotency_retention,
         })
     }
 }
@@ -84,6 +101,9 @@ mod tests {
             ("DEPENDENCY_DEADLINE", "0s"),
             ("KAFKA_BROKERS", "nohost"),
             ("KAFKA_CREATE_TOPICS", "maybe"),
+            ("IDEMPOTENCY_LEASE", "15s"),
+            ("IDEMPOTENCY_KEY_RETENTION", "1m"),
+            ("RETENTION_BATCH", "0"),
         ] {
             let error =
                 Config::from_vars(&base.clone().with(name, value)).err().map(|e| e.to_string()).unwrap_or_default();

@@ -173,13 +173,27 @@ pub enum Claim {
     InProgress,
 }
 
-pub async fn claim(connection: &mut PgConnection, user_id: Uuid, key: &str, hash: &[u8]) -> Result<Claim, Error> {
+/// Claims `key` for a request with body hash `hash`. A claim with no answer yet that is
+/// older than `lease` is taken over by the same request (same body): the request that
+/// claimed it died before it stored an order (the lease exceeds the request timeout, so it
+/// is not still running).
+pub async fn claim(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    key: &str,
+    hash: &[u8],
+    lease: std::time::Duration,
+) -> Result<Claim, Error> {
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT (user_id, key) DO NOTHING",
+        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id, key) DO UPDATE SET claimed_at = now() \
+         WHERE idempotency_keys.response_status IS NULL AND idempotency_keys.request_hash = EXCLUDED.request_hash \
+         AND idempotency_keys.claimed_at < now() - $4 * interval '1 second'",
     )
     .bind(user_id)
     .bind(key)
     .bind(hash)
+    .bind(lease.as_secs_f64())
     .execute(&mut *connection)
     .await?
     .rows_affected();
@@ -208,4 +222,14 @@ pub async fn abandon(connection: &mut PgConnection, user_id: Uuid, key: &str) ->
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// The retention rule of idempotency keys: those claimed more than `age` ago, answered or not.
+pub fn idempotency_retention_rule(age: std::time::Duration) -> shop_kit::retention::Rule {
+    shop_kit::retention::Rule::new(
+        "idempotency_keys",
+        "DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key FROM idempotency_keys \
+         WHERE created_at < now() - $1 * interval '1 second' ORDER BY created_at LIMIT $2)",
+        age,
+    )
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use shop_kit::{
     auth::{AuthState, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay},
+    retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
 };
@@ -65,9 +66,11 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);
+    let retention = Retention::new(pool.clone(), &config.retention);
     Ok(Service::new(server)
         .background("outbox relay", |shutdown| relay.run(shutdown))
         .background("consumer", |shutdown| consumer.run(shutdown))
+        .background("retention", |shutdown| retention.run(shutdown))
         .flush(&publisher)
         .close(&pool))
 }

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay, Topics},
+    retention::Retention,
     server::{Check, Criticality, Server},
     service::{Service, ServiceConfig},
 };
@@ -138,11 +139,14 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let subscriber = shop_kit::cache::client(&config.redis)?;
     let sweep_interval = config.sweep_interval;
     let cache = state.cache().clone();
+    let retention =
+        Retention::new(pool.clone(), &config.retention).rule(inventory::retention_rule(config.reservation_retention));
     Ok(Service::new(server)
         .background("reservation sweeper", move |shutdown| sweep_lapsed_reservations(state, sweep_interval, shutdown))
         .background("consumer", |shutdown| consumer.run(shutdown))
         .background("outbox relay", |shutdown| relay.run(shutdown))
         .background("cache invalidations", move |shutdown| cache.subscribe_invalidations(subscriber, shutdown))
+        .background("retention", |shutdown| retention.run(shutdown))
         .flush(&publisher)
         .close(&pool))
 }

@@ -11,6 +11,8 @@
 //! | `PRODUCT_LOCAL_CACHE_TTL` | `2s` | how long a replica keeps a product in its own memory in front of Redis (every replica's writes drop it at once over Redis pub/sub; the TTL bounds staleness if a message is lost); `0s` turns the in-process tier off |
 //! | `RESERVATION_TTL` | `15m` | how long stock is held for an unconfirmed order |
 //! | `RESERVATION_SWEEP_INTERVAL` | `5s` | how often lapsed holds are released |
+//! | `RESERVATION_RETENTION` | `7d` | how long a finished reservation request (rejected, or every hold released, expired or returned) is kept; committed holds are kept while their order may still be refunded |
+//! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use shop_kit::{
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
+    retention::RetentionConfig,
 };
 
 pub const DEFAULT_PORT: u16 = 8082;
@@ -28,6 +31,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub retention: RetentionConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
@@ -36,6 +40,7 @@ pub struct Config {
     pub local_cache_ttl: Duration,
     pub reservation_ttl: Duration,
     pub sweep_interval: Duration,
+    pub reservation_retention: Duration,
 }
 
 impl Config {
@@ -57,6 +62,7 @@ impl Config {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
             telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
             database: DatabaseConfig::from_vars(vars)?,
+            retention: RetentionConfig::from_vars(vars)?,
             redis: RedisConfig::from_vars(vars)?,
             auth,
             kafka: KafkaConfig::from_vars(vars)?,
@@ -65,6 +71,7 @@ impl Config {
             local_cache_ttl: vars.or("PRODUCT_LOCAL_CACHE_TTL", HumanDuration(Duration::from_secs(2)))?.0,
             reservation_ttl: positive("RESERVATION_TTL", Duration::from_secs(900))?,
             sweep_interval: positive("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(5))?,
+            reservation_retention: positive("RESERVATION_RETENTION", Duration::from_secs(7 * 86_400))?,
         })
     }
 }

@@ -7,6 +7,7 @@ use chrono::Utc;
 use shop_kit::{
     auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKey, Verifier},
     events::{Relay, Topics},
+    retention::Retention,
     server::{Check, Criticality, Server},
     service::{Service, ServiceConfig},
 };
@@ -155,7 +156,12 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);
-    Ok(Service::new(server).background("outbox relay", |shutdown| relay.run(shutdown)).flush(&publisher).close(&pool))
+    let retention = Retention::new(pool.clone(), &config.retention);
+    Ok(Service::new(server)
+        .background("outbox relay", |shutdown| relay.run(shutdown))
+        .background("retention", |shutdown| retention.run(shutdown))
+        .flush(&publisher)
+        .close(&pool))
 }
 
 /// Creates the configured admin account, or makes the existing account an admin with the

@@ -14,6 +14,7 @@
 //! | `LOGIN_MAX_FAILURES_PER_IP` | `100` | failed logins per client address per window |
 //! | `LOGIN_FAILURE_WINDOW` | `15m` | the window of both limits |
 //! | `PASSWORD_HASH_CONCURRENCY` | `2 × cores` | argon2 hashes running at once (each takes 19 MiB) |
+//! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use shop_kit::{
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
+    retention::RetentionConfig,
 };
 
 use crate::domain::{Email, Password};
@@ -58,6 +60,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub retention: RetentionConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
@@ -132,6 +135,7 @@ impl Config {
             http,
             telemetry,
             database,
+            retention: RetentionConfig::from_vars(vars)?,
             redis,
             auth,
             kafka,

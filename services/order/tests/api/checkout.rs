@@ -66,6 +66,37 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_problem(other_body, 422, "idempotency_key_reused", "same key, other body").await;
 }
 
+/// A request that died between claiming its key and storing the order leaves the claim with
+/// no answer: retries get 409 while the lease runs, then one takes it over.
+#[tokio::test]
+async fn an_unanswered_idempotency_claim_is_taken_over_after_its_lease() {
+    let app = spawn_app().await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 10);
+    let (buyer_id, buyer) = app.issuer.customer();
+    app.carts.put(buyer_id, &lamp, 1);
+    let first = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // As if the request had died after its claim: the key has no answer.
+    let pool = sqlx::PgPool::connect(app.order_db.url()).await.unwrap();
+    let forget = "UPDATE idempotency_keys SET response_status = NULL, response_body = NULL";
+    sqlx::query(forget).execute(&pool).await.unwrap();
+    let retry = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+    assert_problem(retry, 409, "request_in_progress", "while the lease runs").await;
+
+    sqlx::query("UPDATE idempotency_keys SET claimed_at = now() - interval '61 seconds'").execute(&pool).await.unwrap();
+    let other_body = app.place(&buyer, &order_body("tok_chargeDeclined"), Some("key-1")).await;
+    assert_problem(other_body, 422, "idempotency_key_reused", "another body never takes a claim over").await;
+    let taken_over = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+    assert_eq!(taken_over.status(), 201, "the lease ran out: the retry places the order");
+    assert!(taken_over.headers().get("idempotent-replayed").is_none());
+    let taken_over: Value = taken_over.json().await.unwrap();
+    assert_ne!(taken_over["id"], first["id"]);
+    let replay = app.place(&buyer, &order_body("tok_visa"), Some("key-1")).await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], taken_over["id"], "later retries replay its answer");
+}
+
 #[tokio::test]
 async fn bad_orders_are_refused_and_hold_nothing() {
     let app = spawn_app().await;

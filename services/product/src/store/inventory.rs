@@ -288,3 +288,16 @@ pub async fn return_units(connection: &mut PgConnection, order_id: Uuid) -> Resu
     transaction.commit().await?;
     Ok(sold.into_iter().map(|(product_id, _)| product_id).collect())
 }
+
+/// The retention rule of reservation requests: finished ones (rejected, or every hold
+/// released, expired or returned) older than `age`. A committed hold is kept: a refund of its
+/// order returns its units.
+pub fn retention_rule(age: std::time::Duration) -> shop_kit::retention::Rule {
+    shop_kit::retention::Rule::new(
+        "reservation_requests",
+        "DELETE FROM reservation_requests WHERE order_id IN (SELECT rr.order_id FROM reservation_requests rr \
+         WHERE rr.created_at < now() - $1 * interval '1 second' AND NOT EXISTS (SELECT 1 FROM reservations r \
+         WHERE r.order_id = rr.order_id AND r.status IN ('held', 'committed')) ORDER BY rr.created_at LIMIT $2)",
+        age,
+    )
+}

@@ -232,3 +232,50 @@ async fn unconfirmed_reservations_expire() {
     assert_eq!(status, "expired");
     assert_balanced(&app).await;
 }
+
+/// The retention job deletes finished reservation requests (released, rejected) past their
+/// age, and keeps those still held or committed (a refund returns committed units).
+#[tokio::test]
+async fn finished_reservation_requests_are_pruned_and_live_ones_kept() {
+    let app = spawn_with(|vars| vars.with("RETENTION_INTERVAL", "200ms").with("RESERVATION_RETENTION", "1h")).await;
+    let product = app.create("RET-1", "Kept", "", 5).await;
+    let (_, buyer) = app.issuer.customer();
+    let mut client = app.grpc().await;
+    let (held, committed, released, rejected) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for order in [held, committed, released] {
+        client.reserve_stock(reserve(order, vec![line(&product, 1)], &buyer)).await.unwrap();
+    }
+    client.reserve_stock(reserve(rejected, vec![line(&product, 50)], &buyer)).await.unwrap_err();
+    client.release_stock(authorized(ReleaseStockRequest { order_id: released.to_string() }, &buyer)).await.unwrap();
+    let pool = app.pool().await;
+    // As the order's confirmation would (product's OrderConfirmed handler).
+    sqlx::query("UPDATE reservations SET status = 'committed', settled_at = now() WHERE order_id = $1")
+        .bind(committed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE inventory SET on_hand = on_hand - 1, reserved = reserved - 1").execute(&pool).await.unwrap();
+    let requests = || async {
+        let mut ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT order_id FROM reservation_requests").fetch_all(&pool).await.unwrap();
+        ids.sort();
+        ids
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(requests().await.len(), 4, "nothing is old enough yet");
+
+    sqlx::query("UPDATE reservation_requests SET created_at = now() - interval '2 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut kept = vec![held, committed];
+    kept.sort();
+    shop_testkit::eventually("finished requests to be pruned", Duration::from_secs(10), || async {
+        (requests().await == kept).then_some(())
+    })
+    .await;
+    assert_eq!(available(&app, &product).await, 3, "the held unit is still held, the committed one sold");
+    assert_balanced(&app).await;
+    let metrics = app.client.get(app.server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"retention_deleted_rows_total{table="reservation_requests"} 2"#), "{metrics}");
+}
