@@ -2,7 +2,7 @@
 //! `cargo xtask test`):
 //!
 //! - every service has the same top-level modules: [`SERVICE_MODULES`] (docs/architecture.md
-//!   says what goes in each), `grpc` too except where [`NO_GRPC_YET`] says why not;
+//!   says what goes in each);
 //! - no `#[allow(...)]` in `src/` (use `#[expect(lint, reason = "...")]`, which fails once the
 //!   lint no longer fires), except around generated code ([`ALLOW_EXCEPTIONS`]);
 //! - no Rust source file over [`MAX_LINES`] lines outside generated code;
@@ -17,12 +17,6 @@ use std::path::{Path, PathBuf};
 
 /// The modules every service's `lib.rs` declares.
 pub(crate) const SERVICE_MODULES: [&str; 8] = ["app", "config", "domain", "error", "events", "http", "store", "grpc"];
-
-/// Services without a gRPC API yet, and why.
-const NO_GRPC_YET: [(&str, &str); 2] = [
-    ("payment", "its gRPC read API (payments by order and by user) is issue #13's"),
-    ("notification", "its gRPC read API (notifications by user) is issue #13's"),
-];
 
 /// Files allowed a bare `#[allow]`, and why.
 const ALLOW_EXCEPTIONS: [(&str, &str); 1] =
@@ -102,7 +96,6 @@ fn service_dependencies(manifest: &str) -> Vec<String> {
 fn missing_modules(service: &str, lib: &str) -> Vec<String> {
     SERVICE_MODULES
         .iter()
-        .filter(|module| !(**module == "grpc" && NO_GRPC_YET.iter().any(|(name, _)| *name == service)))
         .filter(|module| !lib.lines().any(|line| line.trim() == format!("pub mod {module};")))
         .map(|module| format!("services/{service}: no `pub mod {module};` in lib.rs"))
         .collect()
@@ -209,7 +202,11 @@ mod tests {
             missing_modules("cart", &lib.replace("pub mod store;\n", "")),
             ["services/cart: no `pub mod store;` in lib.rs"]
         );
-        assert!(missing_modules("payment", &lib.replace("pub mod grpc;\n", "")).is_empty(), "a listed exception");
+        assert_eq!(
+            missing_modules("payment", &lib.replace("pub mod grpc;\n", "")),
+            ["services/payment: no `pub mod grpc;` in lib.rs"],
+            "every service has a gRPC API"
+        );
         assert_eq!(typed_topics("x.rs", "let t = config.topic(\"shop.order.v1\");").len(), 1);
         assert!(typed_topics("x.rs", "// see \"shop.order.v1\"\nlet t = 1;").is_empty(), "comments may name topics");
         assert!(typed_topics("x.rs", "\"shop.order.v1.OrderPlaced\" ").len() == 1, "event types too");

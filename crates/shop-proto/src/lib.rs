@@ -53,4 +53,14 @@ pub mod shop {
             tonic::include_proto!("shop.user.v1");
         }
     }
+    pub mod payment {
+        pub mod v1 {
+            tonic::include_proto!("shop.payment.v1");
+        }
+    }
+    pub mod notification {
+        pub mod v1 {
+            tonic::include_proto!("shop.notification.v1");
+        }
+    }
 }

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use shop_kit::{
-    auth::{AuthState, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Consumes as _, Relay},
     retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
 };
-use shop_proto::contracts;
+use shop_proto::{contracts, shop::notification::v1::notification_service_server::NotificationServiceServer};
 use sqlx::PgPool;
 use utoipa::OpenApi as _;
 
@@ -27,7 +27,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
 }
 
 impl AppState {
@@ -68,11 +68,16 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     .batch(config.kafka.consumer_batch);
     let worker = Worker::new(pool.clone(), config.kafka.topics(), config.smtp.as_ref(), config.max_attempts)?;
     let relay = Relay::new(pool.clone(), &publisher);
-    let verifier =
-        Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
-    let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
+    let verifier = Arc::new(Verifier::new(
+        &config.auth,
+        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
+    ));
+    let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
+    let grpc =
+        GrpcAuth::new(NotificationServiceServer::new(crate::grpc::NotificationGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state))
+        .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
         .openapi(&crate::http::ApiDoc::openapi())

@@ -1,10 +1,15 @@
-//! The notification service's errors, and the one place they become problems.
+//! The notification service's errors, and the one place they become problems and statuses.
 
 use axum::response::{IntoResponse, Response};
-use shop_kit::error::Problem;
+use shop_kit::error::{FieldError, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    /// A problem from shop-kit (paging, authorization), as it is.
+    #[error("{}", .0.detail)]
+    Problem(Problem),
     /// Logged when it becomes a problem, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -16,9 +21,22 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<Problem> for Error {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
+    }
+}
+
 impl Error {
+    /// A 422 for one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
     pub fn problem(self) -> Problem {
         match self {
+            Self::Validation(errors) => Problem::validation(errors),
+            Self::Problem(problem) => problem,
             Self::Internal(cause) => Problem::internal(&cause),
         }
     }
@@ -33,5 +51,11 @@ impl From<Error> for Problem {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.problem().into_response()
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        error.problem().into()
     }
 }

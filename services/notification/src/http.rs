@@ -1,10 +1,19 @@
-//! `GET /v1/notifications`: the caller's notifications, newest first.
+//! `GET /v1/notifications?limit=&cursor=`: the caller's notifications, newest first, a page
+//! at a time.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Query, State, rejection::QueryRejection},
+    routing::get,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_kit::{auth::Caller, error::Problem};
-use utoipa::{OpenApi, ToSchema};
+use shop_kit::{
+    api::{Page, decode_cursor, encode_cursor, page_limit},
+    auth::Caller,
+    error::{FieldError, Problem},
+};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::{app::AppState, domain::Notification, error::Error, store};
@@ -14,7 +23,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 #[derive(OpenApi)]
-#[openapi(info(title = "Shop notification service", version = "1.0.0"), paths(list), components(schemas(Problem)))]
+#[openapi(
+    info(title = "Shop notification service", version = "1.0.0"),
+    paths(list),
+    components(schemas(Problem, FieldError))
+)]
 pub struct ApiDoc;
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -46,18 +59,33 @@ impl From<Notification> for NotificationResponse {
     }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Notifications {
-    pub items: Vec<NotificationResponse>,
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct ListParams {
+    /// 1 to 100 (default 20).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-/// The caller's notifications (at most 100, newest first).
-#[utoipa::path(get, path = "/v1/notifications", responses(
-    (status = 200, body = Notifications),
+/// The caller's notifications, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/notifications", params(ListParams), responses(
+    (status = 200, body = Page<NotificationResponse>),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Notifications>, Error> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page<NotificationResponse>>, Error> {
+    let Query(params) = params.map_err(|_| Error::invalid("limit", "must be a whole number between 1 and 100"))?;
+    let limit = page_limit(params.limit)?;
+    let before: Option<Uuid> = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut connection = state.pool().acquire().await?;
-    let notifications = store::list_for_user(&mut connection, caller.user_id).await?;
-    Ok(Json(Notifications { items: notifications.into_iter().map(NotificationResponse::from).collect() }))
+    let (notifications, next) = store::page_for_user(&mut connection, caller.user_id, before, limit).await?;
+    Ok(Json(Page {
+        items: notifications.into_iter().map(NotificationResponse::from).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    }))
 }

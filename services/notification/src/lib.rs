@@ -17,6 +17,7 @@
 //! - [`events`]: what each event turns into.
 //! - [`delivery`]: channels (SMTP, log) and the worker.
 //! - [`http`]: `GET /v1/notifications`, a thin adapter over [`store`].
+//! - [`grpc`]: `shop.notification.v1.NotificationService`, notifications by user.
 //! - [`store`]: SQL for recipients, notifications and delivery attempts.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod store;
 pub mod templates;

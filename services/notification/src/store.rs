@@ -171,10 +171,25 @@ pub async fn mark_unsent(
 }
 
 /// A user's notifications, newest first, at most 100.
-pub async fn list_for_user(connection: &mut PgConnection, user_id: Uuid) -> Result<Vec<Notification>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} WHERE user_id = $1 ORDER BY id DESC LIMIT 100"))
-        .bind(user_id)
-        .fetch_all(connection)
-        .await?;
-    rows.into_iter().map(Notification::try_from).collect()
+/// One page of `user_id`'s notifications, newest first (ids are UUIDv7), those before
+/// `before` (the last id of the previous page); and the id to continue from when there are more.
+pub async fn page_for_user(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<(Vec<Notification>, Option<Uuid>), Error> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "{SELECT} WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(user_id)
+    .bind(before)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(connection)
+    .await?;
+    let more = rows.len() > limit as usize;
+    let notifications =
+        rows.into_iter().take(limit as usize).map(Notification::try_from).collect::<Result<Vec<_>, _>>()?;
+    let next = if more { notifications.last().map(|notification| notification.id) } else { None };
+    Ok((notifications, next))
 }

@@ -1,15 +1,15 @@
-//! Builds the service (state, server, relay, consumer) and runs it.
+//! Builds the service (state, REST and gRPC server, relay, consumer, retention) and runs it.
 
 use std::sync::Arc;
 
 use shop_kit::{
-    auth::{AuthState, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay},
     retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
 };
-use shop_proto::contracts;
+use shop_proto::{contracts, shop::payment::v1::payment_service_server::PaymentServiceServer};
 use sqlx::PgPool;
 use utoipa::OpenApi as _;
 
@@ -22,7 +22,7 @@ pub struct AppState {
 
 struct Inner {
     pool: PgPool,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
 }
 
 impl AppState {
@@ -55,11 +55,15 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     // Each event touches one order's payment: events may share a transaction.
     let consumer = ConsumerRunner::new(&config.kafka, &publisher, SERVICE, pool.clone(), handler)?
         .batch(config.kafka.consumer_batch);
-    let verifier =
-        Verifier::new(&config.auth, KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?));
-    let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier }) };
+    let verifier = Arc::new(Verifier::new(
+        &config.auth,
+        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
+    ));
+    let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
+    let grpc = GrpcAuth::new(PaymentServiceServer::new(crate::grpc::PaymentGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state))
+        .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
         .openapi(&crate::http::ApiDoc::openapi())

@@ -10,6 +10,11 @@ pub enum Error {
     BadQuery { detail: String },
     #[error("invalid input")]
     Validation(Vec<FieldError>),
+    #[error("payment not found")]
+    PaymentNotFound,
+    /// A problem from shop-kit (paging, authorization), as it is.
+    #[error("{}", .0.detail)]
+    Problem(Problem),
     /// Logged when it becomes a problem, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -18,6 +23,12 @@ pub enum Error {
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(error).context("database error"))
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
     }
 }
 
@@ -31,6 +42,8 @@ impl Error {
         match self {
             Self::BadQuery { detail } => Problem::bad_request("bad_query", detail),
             Self::Validation(errors) => Problem::validation(errors),
+            Self::PaymentNotFound => Problem::not_found("payment_not_found", "this order has no payment (yet)"),
+            Self::Problem(problem) => problem,
             Self::Internal(cause) => Problem::internal(&cause),
         }
     }
@@ -45,5 +58,11 @@ impl From<Error> for Problem {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.problem().into_response()
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        error.problem().into()
     }
 }

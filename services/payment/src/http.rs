@@ -1,4 +1,5 @@
-//! `GET /v1/payments?order_id=`: the caller's payments (an admin sees all).
+//! `GET /v1/payments?order_id=&limit=&cursor=`: the caller's payments, a page at a time (an
+//! admin sees all).
 
 use axum::{
     Json, Router,
@@ -8,7 +9,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shop_kit::{
-    api::Money,
+    api::{Money, Page, decode_cursor, encode_cursor, page_limit},
     auth::Caller,
     error::{FieldError, Problem},
 };
@@ -55,33 +56,40 @@ impl From<Payment> for PaymentResponse {
     }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Payments {
-    pub items: Vec<PaymentResponse>,
-}
-
 #[derive(Deserialize, IntoParams)]
 pub(crate) struct Filter {
+    /// Only this order's payment.
     order_id: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-/// Payments of the caller's orders, newest first (at most 100).
+/// Payments of the caller's orders (an admin's: every payment), newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/payments", params(Filter), responses(
-    (status = 200, body = Payments),
+    (status = 200, body = Page<PaymentResponse>),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     filter: Result<Query<Filter>, QueryRejection>,
-) -> Result<Json<Payments>, Error> {
+) -> Result<Json<Page<PaymentResponse>>, Error> {
     let Query(filter) = filter.map_err(|rejection| Error::BadQuery { detail: rejection.body_text() })?;
     let order_id = match filter.order_id.as_deref() {
         None => None,
         Some(text) => Some(Uuid::parse_str(text).map_err(|_| Error::invalid("order_id", "must be a UUID"))?),
     };
+    let limit = page_limit(filter.limit)?;
+    let before: Option<Uuid> = filter.cursor.as_deref().map(decode_cursor).transpose()?;
     let owner = (!caller.is_admin()).then_some(caller.user_id);
     let mut connection = state.pool().acquire().await?;
-    let payments = store::list(&mut connection, owner, order_id).await?;
-    Ok(Json(Payments { items: payments.into_iter().map(PaymentResponse::from).collect() }))
+    let (payments, next) = store::page(&mut connection, owner, order_id, before, limit).await?;
+    Ok(Json(Page {
+        items: payments.into_iter().map(PaymentResponse::from).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    }))
 }

@@ -14,6 +14,7 @@
 //! - [`provider`]: the provider trait and the test provider.
 //! - [`events`]: what each order event does (charge, refund) and the payment events.
 //! - [`http`]: `GET /v1/payments`, a thin adapter over [`store`].
+//! - [`grpc`]: `shop.payment.v1.PaymentService`, payments by order and by user.
 //! - [`store`]: SQL for payments.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod provider;
 pub mod store;

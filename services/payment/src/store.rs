@@ -95,18 +95,28 @@ pub async fn set_status(connection: &mut PgConnection, id: Uuid, status: Payment
 }
 
 /// Newest first, at most 100; `owner` limits to one user's payments, `order_id` to one order's.
-pub async fn list(
+/// One page of payments, newest first (ids are UUIDv7): `owner`'s only when given, the
+/// order's only when given, those before `before` (the last id of the previous page); and
+/// the id to continue from when there are more.
+pub async fn page(
     connection: &mut PgConnection,
     owner: Option<Uuid>,
     order_id: Option<Uuid>,
-) -> Result<Vec<Payment>, Error> {
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<(Vec<Payment>, Option<Uuid>), Error> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "{SELECT} WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR order_id = $2) \
-         ORDER BY id DESC LIMIT 100"
+         AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
     ))
     .bind(owner)
     .bind(order_id)
+    .bind(before)
+    .bind(i64::from(limit) + 1)
     .fetch_all(connection)
     .await?;
-    rows.into_iter().map(Payment::try_from).collect()
+    let more = rows.len() > limit as usize;
+    let payments = rows.into_iter().take(limit as usize).map(Payment::try_from).collect::<Result<Vec<_>, _>>()?;
+    let next = if more { payments.last().map(|payment| payment.id) } else { None };
+    Ok((payments, next))
 }

@@ -13,18 +13,18 @@ use shop_proto::shop::{
 use shop_testkit::{SmtpSink, TestDb, TestIssuer, TestServer, eventually, http_client};
 use uuid::Uuid;
 
-struct TestApp {
-    server: TestServer,
-    issuer: TestIssuer,
+pub(crate) struct TestApp {
+    pub(crate) server: TestServer,
+    pub(crate) issuer: TestIssuer,
     prefix: String,
-    _db: TestDb,
+    pub(crate) db: TestDb,
 }
 
 fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
+pub(crate) async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
     let issuer = TestIssuer::start().await;
     let db = TestDb::new().await;
     let prefix = format!("t{}.", Uuid::now_v7().simple());
@@ -43,7 +43,7 @@ async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
         .await
         .unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
-    TestApp { server, issuer, prefix, _db: db }
+    TestApp { server, issuer, prefix, db }
 }
 
 async fn publish(app: &TestApp, topic: &str, ce_type: &str, key: &str, ce_id: Uuid, message: &impl prost::Message) {
