@@ -8,8 +8,8 @@
 //! adds it (`KAFKA_TOPIC_PREFIX`).
 
 use crate::shop::events::v1::{
-    NotificationDelivered, OrderCancelled, OrderConfirmed, OrderPlaced, PaymentFailed, PaymentRefunded,
-    PaymentSucceeded, ProductChanged, StockChanged, UserRegistered,
+    NotificationDelivered, OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped, PaymentFailed,
+    PaymentRefunded, PaymentSucceeded, ProductChanged, StockChanged, UserRegistered,
 };
 
 /// A topic (one per aggregate, key = aggregate id) and its owner.
@@ -67,7 +67,7 @@ macro_rules! contracts {
 contracts! {
     USER => [UserRegistered],
     PRODUCT => [ProductChanged, StockChanged],
-    ORDER => [OrderPlaced, OrderConfirmed, OrderCancelled],
+    ORDER => [OrderPlaced, OrderConfirmed, OrderCancelled, OrderShipped, OrderDelivered],
     PAYMENT => [PaymentSucceeded, PaymentFailed, PaymentRefunded],
     NOTIFICATION => [NotificationDelivered],
 }

@@ -8,14 +8,14 @@ use shop_kit::{
     cache::KeyPrefix,
     events::{ApplyError, ApplyOnce, Outcome, Received},
 };
-use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, OrderPlaced};
+use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped};
 
 shop_kit::consumes! {
     /// The order event that empties carts.
     pub enum OrderEvent {
         Placed(OrderPlaced),
     }
-    ignoring [OrderConfirmed, OrderCancelled]
+    ignoring [OrderConfirmed, OrderCancelled, OrderShipped, OrderDelivered]
 }
 
 /// KEYS[1] inbox key, KEYS[2] cart; ARGV: inbox ttl, product ids...

@@ -3,7 +3,8 @@
 use futures::future::BoxFuture;
 use shop_kit::events::{HandleError, Handler, Received};
 use shop_proto::shop::events::v1::{
-    OrderCancelled, OrderConfirmed, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded, UserRegistered,
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped, PaymentFailed, PaymentRefunded,
+    PaymentSucceeded, UserRegistered,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -25,9 +26,10 @@ shop_kit::consumes! {
         Registered(UserRegistered),
         Confirmed(OrderConfirmed),
         Cancelled(OrderCancelled),
+        Shipped(OrderShipped),
         Refunded(PaymentRefunded),
     }
-    ignoring [OrderPlaced, PaymentSucceeded, PaymentFailed]
+    ignoring [OrderPlaced, OrderDelivered, PaymentSucceeded, PaymentFailed]
 }
 
 impl Handler for Events {
@@ -56,6 +58,10 @@ impl Handler for Events {
                 Notifiable::Cancelled(order) => {
                     let rendered =
                         templates::order_cancelled(&order.order_id, &order.reason, order.refund, order.total.as_ref());
+                    (order.user_id.clone(), Some(order.order_id.clone()), rendered)
+                }
+                Notifiable::Shipped(order) => {
+                    let rendered = templates::order_shipped(&order.order_id, &order.carrier, &order.tracking_number);
                     (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
                 Notifiable::Refunded(refund) => {

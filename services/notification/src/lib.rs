@@ -1,7 +1,7 @@
 //! The notification service: tells people what happened.
 //!
 //! It consumes `UserRegistered` (learning the address, sending `welcome`), `OrderConfirmed`
-//! (`order_confirmed`), `OrderCancelled` (`order_cancelled`) and `PaymentRefunded`
+//! (`order_confirmed`), `OrderCancelled` (`order_cancelled`), `OrderShipped` (`order_shipped`) and `PaymentRefunded`
 //! (`payment_refunded`). Each event becomes one stored notification (unique by event id, so
 //! an event never produces two); a delivery worker sends pending notifications by email
 //! over SMTP when `SMTP_URL` is set, or to the log, records every attempt, retries

@@ -22,6 +22,8 @@ use uuid::Uuid;
 fn order() -> Order {
     let now = Utc::now().trunc_subsecs(6);
     Order {
+        shipment: None,
+        delivered_at: None,
         id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
         status: OrderStatus::PendingPayment,

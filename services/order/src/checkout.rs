@@ -173,6 +173,8 @@ async fn checkout(
 
     let now = Utc::now().trunc_subsecs(6);
     let order = Order {
+        shipment: None,
+        delivered_at: None,
         id: order_id,
         user_id: caller.user_id,
         status: OrderStatus::PendingPayment,

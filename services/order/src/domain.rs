@@ -81,8 +81,39 @@ pub struct Order {
     pub shipping_address: ShippingAddress,
     pub failure_reason: Option<String>,
     pub lines: Vec<OrderLine>,
+    /// Set once the order is shipped.
+    pub shipment: Option<Shipment>,
+    pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How a shipped order travels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Shipment {
+    /// The carrier's name, 1 to 64 characters.
+    pub carrier: String,
+    /// The carrier's tracking number: 1 to 64 of `A-Z a-z 0-9 -`.
+    pub tracking_number: String,
+    pub shipped_at: DateTime<Utc>,
+}
+
+impl Shipment {
+    /// Checks what an admin sent (trimmed), naming each bad field.
+    pub fn validate(carrier: &str, tracking_number: &str) -> Result<(String, String), Vec<FieldError>> {
+        let (carrier, tracking_number) = (carrier.trim(), tracking_number.trim());
+        let mut errors = Vec::new();
+        if carrier.is_empty() || carrier.chars().count() > 64 || carrier.chars().any(char::is_control) {
+            errors.push(FieldError::new("carrier", "must be 1 to 64 characters"));
+        }
+        let tracking_ok = !tracking_number.is_empty()
+            && tracking_number.len() <= 64
+            && tracking_number.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+        if !tracking_ok {
+            errors.push(FieldError::new("tracking_number", "must be 1 to 64 of A-Z, a-z, 0-9 and -"));
+        }
+        if errors.is_empty() { Ok((carrier.to_owned(), tracking_number.to_owned())) } else { Err(errors) }
+    }
 }
 
 impl OrderLine {
@@ -150,6 +181,8 @@ pub enum OrderStatus {
     PendingPayment,
     Confirmed,
     Cancelled,
+    Shipped,
+    Delivered,
 }
 
 impl OrderStatus {
@@ -158,6 +191,8 @@ impl OrderStatus {
             Self::PendingPayment => "pending_payment",
             Self::Confirmed => "confirmed",
             Self::Cancelled => "cancelled",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
         }
     }
 
@@ -166,6 +201,8 @@ impl OrderStatus {
             "pending_payment" => Some(Self::PendingPayment),
             "confirmed" => Some(Self::Confirmed),
             "cancelled" => Some(Self::Cancelled),
+            "shipped" => Some(Self::Shipped),
+            "delivered" => Some(Self::Delivered),
             _ => None,
         }
     }
@@ -175,7 +212,10 @@ impl OrderStatus {
         match self {
             Self::PendingPayment => &[],
             Self::Confirmed => &[Self::PendingPayment],
+            // Once shipped, an order is no longer cancelled (a return is another process).
             Self::Cancelled => &[Self::PendingPayment, Self::Confirmed],
+            Self::Shipped => &[Self::Confirmed],
+            Self::Delivered => &[Self::Shipped],
         }
     }
 }
@@ -246,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn shipments_are_checked() {
+        assert_eq!(
+            Shipment::validate(" DHL ", "JD0146-0001").unwrap(),
+            (String::from("DHL"), String::from("JD0146-0001"))
+        );
+        let fields = |carrier: &str, tracking: &str| -> Vec<String> {
+            Shipment::validate(carrier, tracking).unwrap_err().into_iter().map(|error| error.field).collect()
+        };
+        assert_eq!(fields("", "X1"), ["carrier"]);
+        assert_eq!(fields(&"c".repeat(65), "X1"), ["carrier"]);
+        assert_eq!(fields("UPS", "1Z 999"), ["tracking_number"]);
+        assert_eq!(fields(" ", &"9".repeat(65)), ["carrier", "tracking_number"]);
+    }
+
+    #[test]
     fn card_tokens_and_transitions() {
         assert!(validate_card_token("tok_visa").is_ok());
         for bad in ["", "4242 4242 4242 4242", "tok;drop", &"x".repeat(101)] {
@@ -255,7 +310,11 @@ mod tests {
         assert!(Confirmed.allowed_from().contains(&PendingPayment));
         assert!(!Confirmed.allowed_from().contains(&Cancelled), "a cancelled order never comes back");
         assert!(Cancelled.allowed_from().contains(&Confirmed), "a confirmed order may be cancelled (refund)");
-        for status in [PendingPayment, Confirmed, Cancelled] {
+        assert!(Shipped.allowed_from() == [Confirmed], "only a paid order ships");
+        assert!(Delivered.allowed_from() == [Shipped]);
+        assert!(!Cancelled.allowed_from().contains(&Shipped), "a shipped order is not cancelled");
+        assert!(!Cancelled.allowed_from().contains(&Delivered));
+        for status in [PendingPayment, Confirmed, Cancelled, Shipped, Delivered] {
             assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
         }
     }

@@ -8,7 +8,7 @@ use shop_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{app::AppState, domain::Order, error::Error, store};
+use crate::{app::AppState, domain::Order, error::Error, fulfilment, store};
 
 pub struct OrderGrpc {
     state: AppState,
@@ -32,6 +32,30 @@ impl OrderService for OrderGrpc {
         caller.require_owner_or_admin(order.user_id).map_err(Error::from)?;
         Ok(Response::new(pb::GetOrderResponse { order: Some(to_proto(order)) }))
     }
+
+    #[tracing::instrument(skip_all, fields(order.id = %request.get_ref().order_id))]
+    async fn ship_order(
+        &self,
+        request: Request<pb::ShipOrderRequest>,
+    ) -> Result<Response<pb::ShipOrderResponse>, Status> {
+        let caller = grpc_caller(&request)?;
+        let request = request.into_inner();
+        let id = Uuid::parse_str(&request.order_id).map_err(|_| Error::invalid("order_id", "must be a UUID"))?;
+        let order = fulfilment::ship(&self.state, &caller, id, &request.carrier, &request.tracking_number).await?;
+        Ok(Response::new(pb::ShipOrderResponse { order: Some(to_proto(order)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order.id = %request.get_ref().order_id))]
+    async fn deliver_order(
+        &self,
+        request: Request<pb::DeliverOrderRequest>,
+    ) -> Result<Response<pb::DeliverOrderResponse>, Status> {
+        let caller = grpc_caller(&request)?;
+        let id =
+            Uuid::parse_str(&request.get_ref().order_id).map_err(|_| Error::invalid("order_id", "must be a UUID"))?;
+        let order = fulfilment::deliver(&self.state, &caller, id).await?;
+        Ok(Response::new(pb::DeliverOrderResponse { order: Some(to_proto(order)) }))
+    }
 }
 
 fn to_proto(order: Order) -> pb::Order {
@@ -51,6 +75,12 @@ fn to_proto(order: Order) -> pb::Order {
             })
             .collect(),
         failure_reason: order.failure_reason.unwrap_or_default(),
+        shipment: order.shipment.map(|shipment| pb::Shipment {
+            carrier: shipment.carrier,
+            tracking_number: shipment.tracking_number,
+            shipped_at: Some(timestamp(shipment.shipped_at)),
+        }),
+        delivered_at: order.delivered_at.map(timestamp),
         created_at: Some(timestamp(order.created_at)),
         updated_at: Some(timestamp(order.updated_at)),
     }

@@ -1,4 +1,4 @@
-//! `/v1/orders`: checkout from the cart, list, read, cancel.
+//! `/v1/orders`: checkout from the cart, list, read, cancel; ship and deliver (admins).
 
 use axum::{
     Json, Router,
@@ -21,9 +21,9 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     checkout::{self, Idempotency, NewOrder, Placed},
-    domain::{Order, OrderStatus, ShippingAddress, validate_card_token},
+    domain::{Order, OrderStatus, Shipment, ShippingAddress, validate_card_token},
     error::Error,
-    store,
+    fulfilment, store,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -31,14 +31,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders", post(place).get(list))
         .route("/v1/orders/{id}", get(read))
         .route("/v1/orders/{id}/cancel", post(cancel))
+        .route("/v1/orders/{id}/ship", post(ship))
+        .route("/v1/orders/{id}/deliver", post(deliver))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shop order service", version = "1.0.0", description = "Checkout and orders."),
-    paths(place, list, read, cancel),
-    components(schemas(Problem, FieldError, Money, ShippingAddress, OrderStatus)),
+    paths(place, list, read, cancel, ship, deliver),
+    components(schemas(Problem, FieldError, Money, ShippingAddress, OrderStatus, Shipment)),
     tags((name = "orders")),
 )]
 pub struct ApiDoc;
@@ -62,6 +64,9 @@ pub struct OrderResponse {
     pub total: Money,
     pub shipping_address: ShippingAddress,
     pub failure_reason: Option<String>,
+    /// Set once the order is shipped.
+    pub shipment: Option<Shipment>,
+    pub delivered_at: Option<chrono::DateTime<Utc>>,
     pub created_at: chrono::DateTime<Utc>,
     pub updated_at: chrono::DateTime<Utc>,
 }
@@ -87,6 +92,8 @@ impl From<Order> for OrderResponse {
             total: order.total(),
             shipping_address: order.shipping_address,
             failure_reason: order.failure_reason,
+            shipment: order.shipment,
+            delivered_at: order.delivered_at,
             created_at: order.created_at,
             updated_at: order.updated_at,
         }
@@ -227,4 +234,53 @@ pub(crate) async fn cancel(
     let id = parse_id(&id, "order_not_found")?;
     let token = bearer_token(&headers)?;
     Ok(Json(checkout::cancel(&state, caller, token, id).await?.into()))
+}
+
+/// How an order is shipped.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShipOrder {
+    /// The carrier's name, 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    carrier: String,
+    /// 1 to 64 of `A-Z a-z 0-9 -`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9-]{1,64}$")]
+    tracking_number: String,
+}
+
+/// Ship a confirmed order (admins only): it becomes `shipped` with its carrier and tracking
+/// number, `OrderShipped` is published and the customer is told. 409 from any other state.
+#[utoipa::path(post, path = "/v1/orders/{id}/ship", tag = "orders", params(("id" = Uuid, Path)), request_body = ShipOrder,
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "illegal_transition", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(crate) async fn ship(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ShipOrder>,
+) -> Result<Json<OrderResponse>, Error> {
+    let id = parse_id(&id, "order_not_found")?;
+    Ok(Json(fulfilment::ship(&state, &caller, id, &body.carrier, &body.tracking_number).await?.into()))
+}
+
+/// Mark a shipped order delivered (admins only); `OrderDelivered` is published. 409 from any
+/// other state.
+#[utoipa::path(post, path = "/v1/orders/{id}/deliver", tag = "orders", params(("id" = Uuid, Path)), responses(
+    (status = 200, body = OrderResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "illegal_transition", body = Problem, content_type = "application/problem+json"),
+))]
+pub(crate) async fn deliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderResponse>, Error> {
+    let id = parse_id(&id, "order_not_found")?;
+    Ok(Json(fulfilment::deliver(&state, &caller, id).await?.into()))
 }

@@ -1,4 +1,5 @@
-//! The order service: checkout from the cart, orders and their state machine.
+//! The order service: checkout from the cart, orders and their state machine
+//! (`pending_payment → confirmed → shipped → delivered`, `cancelled` before shipping).
 //!
 //! `POST /v1/orders` reads the caller's cart (cart service, the caller's token forwarded),
 //! re-prices every line from the product service (the authority on what is charged), holds
@@ -12,6 +13,7 @@
 //! - [`error`]: errors and their problems/statuses.
 //! - [`domain`]: the order and its lines, addresses, card tokens, the state machine.
 //! - [`checkout`]: placing and cancelling an order, whatever the transport.
+//! - [`fulfilment`]: shipping and delivering a confirmed order (admins only).
 //! - [`events`]: every order event, built from the domain order; what payment events do to
 //!   orders (confirm, cancel, refund a late payment).
 //! - [`http`]: the REST routes under `/v1/orders`, a thin adapter over [`checkout`].
@@ -25,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod fulfilment;
 pub mod grpc;
 pub mod http;
 pub mod store;

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Order, OrderLine, OrderStatus, ShippingAddress},
+    domain::{Order, OrderLine, OrderStatus, Shipment, ShippingAddress},
     error::Error,
 };
 
@@ -20,6 +20,10 @@ struct Row {
     shipping_address: sqlx::types::Json<ShippingAddress>,
     failure_reason: Option<String>,
     lines: sqlx::types::Json<Vec<OrderLine>>,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -39,6 +43,13 @@ impl TryFrom<Row> for Order {
             shipping_address: row.shipping_address.0,
             failure_reason: row.failure_reason,
             lines: row.lines.0,
+            shipment: match (row.carrier, row.tracking_number, row.shipped_at) {
+                (Some(carrier), Some(tracking_number), Some(shipped_at)) => {
+                    Some(Shipment { carrier, tracking_number, shipped_at })
+                }
+                _ => None,
+            },
+            delivered_at: row.delivered_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -48,7 +59,8 @@ impl TryFrom<Row> for Order {
 const SELECT: &str = "SELECT o.id, o.user_id, o.status, o.total_amount, o.currency, o.shipping_address, o.failure_reason, \
     COALESCE((SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'name', i.name, 'quantity', i.quantity, \
         'unit_price_amount', i.unit_price_amount, 'currency', i.currency) ORDER BY i.product_id) \
-        FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb) AS lines, o.created_at, o.updated_at FROM orders o";
+        FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb) AS lines, o.carrier, o.tracking_number, o.shipped_at, \
+    o.delivered_at, o.created_at, o.updated_at FROM orders o";
 
 /// The answer a request with an `Idempotency-Key` stores for its replays.
 pub struct StoredAnswer<'a> {
@@ -159,6 +171,28 @@ pub async fn transition(
         .execute(connection)
         .await?;
     Ok(before)
+}
+
+/// Records how a (just shipped) order travels.
+pub async fn record_shipment(
+    connection: &mut PgConnection,
+    id: Uuid,
+    carrier: &str,
+    tracking_number: &str,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE orders SET carrier = $2, tracking_number = $3, shipped_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(carrier)
+        .bind(tracking_number)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// Records when a (just delivered) order arrived.
+pub async fn record_delivery(connection: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+    sqlx::query("UPDATE orders SET delivered_at = now() WHERE id = $1").bind(id).execute(connection).await?;
+    Ok(())
 }
 
 /// What a claimed idempotency key holds.

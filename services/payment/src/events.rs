@@ -7,7 +7,10 @@ use futures::future::BoxFuture;
 use shop_kit::events::{HandleError, Handler, Received, Topics, enqueue};
 use shop_proto::shop::{
     common::v1::Money,
-    events::v1::{OrderCancelled, OrderConfirmed, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded},
+    events::v1::{
+        OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped, PaymentFailed, PaymentRefunded,
+        PaymentSucceeded,
+    },
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -24,7 +27,7 @@ shop_kit::consumes! {
         Placed(OrderPlaced),
         Cancelled(OrderCancelled),
     }
-    ignoring [OrderConfirmed]
+    ignoring [OrderConfirmed, OrderShipped, OrderDelivered]
 }
 
 pub struct OrderEvents {

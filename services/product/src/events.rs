@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use shop_kit::events::{HandleError, Handler, Received};
-use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced};
+use shop_proto::shop::events::v1::{
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPlaced, OrderShipped,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -25,7 +27,7 @@ shop_kit::consumes! {
         Confirmed(OrderConfirmed),
         Cancelled(OrderCancelled),
     }
-    ignoring [OrderPlaced]
+    ignoring [OrderPlaced, OrderShipped, OrderDelivered]
 }
 
 pub struct OrderEvents {

@@ -8,7 +8,9 @@ use serde_json::Value;
 use shop_kit::{config::Vars, events::KafkaConfig};
 use shop_proto::shop::{
     common::v1::Money,
-    events::v1::{OrderCancelled, OrderConfirmed, OrderLine, PaymentRefunded, UserRegistered},
+    events::v1::{
+        OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderShipped, PaymentRefunded, UserRegistered,
+    },
 };
 use shop_testkit::{SmtpSink, TestDb, TestIssuer, TestServer, eventually, http_client};
 use uuid::Uuid;
@@ -117,8 +119,22 @@ async fn events_become_emails_once_each() {
         &confirmed(order, user),
     )
     .await;
-    eventually("two emails", Duration::from_secs(30), || async { (smtp.messages().len() == 2).then_some(()) }).await;
+    let shipped = OrderShipped {
+        order_id: order.to_string(),
+        user_id: user.to_string(),
+        carrier: "DHL".into(),
+        tracking_number: "JD0146-0001".into(),
+        shipped_at: None,
+    };
+    publish(&app, "shop.order.v1", "shop.order.v1.OrderShipped", &order.to_string(), Uuid::now_v7(), &shipped).await;
+    // Delivery is not announced: OrderDelivered is ignored, not dead-lettered.
+    let delivered = OrderDelivered { order_id: order.to_string(), user_id: user.to_string(), delivered_at: None };
+    publish(&app, "shop.order.v1", "shop.order.v1.OrderDelivered", &order.to_string(), Uuid::now_v7(), &delivered)
+        .await;
+    eventually("three emails", Duration::from_secs(30), || async { (smtp.messages().len() == 3).then_some(()) }).await;
     let all = smtp.messages().join("\n---\n");
+    assert!(all.contains(&format!("Subject: Order {order} is on its way")), "{all}");
+    assert!(all.contains("shipped with DHL") && all.contains("Tracking number: JD0146-0001"), "{all}");
     assert!(all.contains("Subject: Welcome to Shop"), "{all}");
     assert!(all.contains(&format!("Subject: Order {order} is confirmed")), "{all}");
     assert!(
@@ -139,18 +155,18 @@ async fn events_become_emails_once_each() {
     .await;
     let marker = registered(user, "ada@example.com");
     publish(&app, "shop.user.v1", "shop.user.v1.UserRegistered", &user.to_string(), Uuid::now_v7(), &marker).await;
-    eventually("the marker email", Duration::from_secs(30), || async { (smtp.messages().len() >= 3).then_some(()) })
+    eventually("the marker email", Duration::from_secs(30), || async { (smtp.messages().len() >= 4).then_some(()) })
         .await;
     // Same partition: the duplicate was consumed before the marker, so the count is final.
-    assert_eq!(smtp.messages().len(), 3, "the redelivered event sent nothing");
+    assert_eq!(smtp.messages().len(), 4, "the redelivered event sent nothing");
 
     // The worker records "sent" just after the send: wait for the record.
-    let stored = eventually("three notifications marked sent", Duration::from_secs(10), || async {
+    let stored = eventually("four notifications marked sent", Duration::from_secs(10), || async {
         let stored = notifications(&app, &token).await;
-        (stored.len() == 3 && stored.iter().all(|n| n["status"] == "sent" && n["channel"] == "email")).then_some(stored)
+        (stored.len() == 4 && stored.iter().all(|n| n["status"] == "sent" && n["channel"] == "email")).then_some(stored)
     })
     .await;
-    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.len(), 4);
     let (_, stranger) = app.issuer.customer();
     assert!(notifications(&app, &stranger).await.is_empty(), "notifications are private");
     let anonymous = http_client().get(app.server.url("/v1/notifications")).send().await.unwrap();

@@ -3,7 +3,7 @@
 
 pub mod payments;
 
-use shop_proto::shop::events::v1 as events;
+use shop_proto::{shop::events::v1 as events, time::timestamp};
 
 use crate::domain::Order;
 
@@ -51,5 +51,26 @@ pub fn cancelled(order: &Order, reason: &str, refund: bool) -> events::OrderCanc
         total: Some(order.total().into()),
         reason: reason.to_owned(),
         refund,
+    }
+}
+
+/// `OrderShipped`: how the order travels.
+pub fn shipped(order: &Order) -> events::OrderShipped {
+    let shipment = order.shipment.as_ref();
+    events::OrderShipped {
+        order_id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        carrier: shipment.map(|shipment| shipment.carrier.clone()).unwrap_or_default(),
+        tracking_number: shipment.map(|shipment| shipment.tracking_number.clone()).unwrap_or_default(),
+        shipped_at: shipment.map(|shipment| timestamp(shipment.shipped_at)),
+    }
+}
+
+/// `OrderDelivered`: the customer has it.
+pub fn delivered(order: &Order) -> events::OrderDelivered {
+    events::OrderDelivered {
+        order_id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        delivered_at: order.delivered_at.map(timestamp),
     }
 }

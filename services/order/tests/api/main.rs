@@ -6,6 +6,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
 mod checkout;
+mod fulfilment;
 mod helpers;
 mod payments;
 mod stop;
