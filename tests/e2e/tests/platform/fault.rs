@@ -252,4 +252,5 @@ async fn a_broker_killed_and_restarted_mid_batch_loses_nothing() {
     .await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&payments).await.unwrap();
     assert_eq!(rows, orders.len() as i64, "one payment per order, none lost, none doubled");
+    app.stop().await;
 }

@@ -215,6 +215,18 @@ pub(crate) fn order_body(card: &str) -> Value {
 }
 
 impl TestApp {
+    /// Stops every service, each draining and closing its consumers, while the broker is still
+    /// up. A test that owns its broker calls it last: left to the end of the test, the services'
+    /// tasks are dropped after the broker, and dropping a consumer whose broker is gone blocks
+    /// in librdkafka's close.
+    pub(crate) async fn stop(self) {
+        let servers =
+            [Some(self.order), Some(self.product), Some(self.cart), self.payment, self.user, self.notification];
+        for server in servers.into_iter().flatten() {
+            server.stop().await.unwrap();
+        }
+    }
+
     pub(crate) async fn call(
         &self,
         server: &TestServer,

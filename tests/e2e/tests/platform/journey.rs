@@ -1,6 +1,6 @@
 //! All six services, the real broker, Postgres and Redis, and a real SMTP server: a buyer
 //! registers (user), shops (product, cart), checks out (order), pays (payment), is told
-//! (notification), cancels and is refunded.
+//! (notification), cancels and is refunded; a second order is shipped and delivered.
 
 use std::time::Duration;
 
@@ -64,4 +64,32 @@ async fn a_customer_journey_through_all_six_services() {
         (app.available(&lamp).await == 10).then_some(())
     })
     .await;
+
+    // A second order is paid, shipped by an admin and delivered; it can no longer be cancelled.
+    app.add_to_cart(&token, &lamp, 1).await;
+    let placed = app.place(&token, &order_body("tok_visa"), None).await;
+    assert_eq!(placed.status(), 201);
+    let second = placed.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.order_becomes(&token, &second, "confirmed").await;
+    let body = json!({"carrier": "DHL", "tracking_number": "JD0146-0001"});
+    let path = format!("/v1/orders/{second}/ship");
+    let refused = app.call(&app.order, Method::POST, &path, Some(&token), Some(&body)).await;
+    assert_eq!(refused.status(), 403, "a customer does not ship");
+    let shipped: Value =
+        app.call(&app.order, Method::POST, &path, Some(&app.admin), Some(&body)).await.json().await.unwrap();
+    assert_eq!(shipped["status"], "shipped", "{shipped}");
+    shop_testkit::eventually("the shipping email", Duration::from_secs(30), || async {
+        smtp.messages()
+            .iter()
+            .any(|m| m.contains(&format!("Subject: Order {second} is on its way")) && m.contains("JD0146-0001"))
+            .then_some(())
+    })
+    .await;
+    let cancel = format!("/v1/orders/{second}/cancel");
+    assert_eq!(app.call(&app.order, Method::POST, &cancel, Some(&token), None).await.status(), 409);
+    let deliver = format!("/v1/orders/{second}/deliver");
+    let delivered: Value =
+        app.call(&app.order, Method::POST, &deliver, Some(&app.admin), None).await.json().await.unwrap();
+    assert_eq!(delivered["status"], "delivered");
+    assert_eq!(app.available(&lamp).await, 9, "the shipped unit stays sold");
 }

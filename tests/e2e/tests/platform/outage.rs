@@ -102,4 +102,5 @@ async fn a_broker_outage_leaves_every_service_ready_and_loses_no_order() {
     }
     every_service_is(&app, "ok", "ready").await;
     assert_eq!(app.available(&product).await, 50 - 1 - 2 * 5, "every order's stock is sold");
+    app.stop().await;
 }
