@@ -323,11 +323,16 @@ impl TestIssuer {
 }
 
 /// A real SMTP server in-process that keeps every message it accepts. It can be told to
-/// refuse the next N messages with a transient `451`, to test retries.
+/// refuse the next N messages with a transient `451`, to test retries, and to take its time
+/// before it accepts a message, as a slow relay does.
 pub struct SmtpSink {
     address: SocketAddr,
     messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     refuse: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Milliseconds to wait before accepting each message.
+    slow: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Messages whose data has started and that are not accepted yet.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -338,8 +343,11 @@ impl SmtpSink {
         let address = listener.local_addr().expect("SMTP sink address");
         let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let slow = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let (store, refusals, cancel) = (messages.clone(), refuse.clone(), stop.clone());
+        let (delay, receiving) = (slow.clone(), in_flight.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -348,6 +356,7 @@ impl SmtpSink {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let (store, refusals) = (store.clone(), refusals.clone());
+                let (delay, receiving) = (delay.clone(), receiving.clone());
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
                     let mut lines = tokio::io::BufReader::new(read).lines();
@@ -356,6 +365,9 @@ impl SmtpSink {
                     while let Ok(Some(line)) = lines.next_line().await {
                         if let Some(body) = data.as_mut() {
                             if line == "." {
+                                let pause = delay.load(std::sync::atomic::Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(pause)).await;
+                                receiving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                                 store
                                     .lock()
                                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -383,6 +395,7 @@ impl SmtpSink {
                                 b"451 4.3.0 try again later\r\n"
                             }
                             "DATA" => {
+                                receiving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 data = Some(String::new());
                                 b"354 end with .\r\n"
                             }
@@ -397,7 +410,7 @@ impl SmtpSink {
                 });
             }
         });
-        Self { address, messages, refuse, stop }
+        Self { address, messages, refuse, slow, in_flight, stop }
     }
 
     /// `smtp://127.0.0.1:<port>`
@@ -413,6 +426,16 @@ impl SmtpSink {
     /// Refuse the next `count` messages with a transient 451.
     pub fn refuse_next(&self, count: u32) {
         self.refuse.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wait `pause` before accepting each message (a slow relay).
+    pub fn slow(&self, pause: Duration) {
+        self.slow.store(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Messages being received: their data has started and they are not accepted yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

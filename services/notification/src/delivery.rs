@@ -1,8 +1,11 @@
-//! Delivery: a worker sends due notifications over their channel, records every attempt,
-//! and retries failures with exponential backoff until `max_attempts`, then marks them
-//! failed. Rows are taken `FOR UPDATE SKIP LOCKED`, so several replicas can run workers.
-//! A crash between a successful send and its record can send that message again (SMTP
-//! gives no idempotency); every other path sends once.
+//! Delivery in two steps: a worker claims due notifications with a lease ([`LEASE`], one
+//! committed statement, `SKIP LOCKED`, so several replicas can run workers), sends each
+//! outside any transaction, then records the attempt in a short transaction of its own
+//! (sent: marked, `NotificationDelivered` enqueued; failed: retried with exponential backoff
+//! until `max_attempts`, then marked failed). No row lock or transaction is held while a
+//! relay is slow. A crash or a failed commit after a send loses that one record: the
+//! message is sent again when its lease ends (SMTP gives no idempotency); the others of the
+//! batch were either recorded or never sent.
 
 use std::time::Duration;
 
@@ -17,6 +20,16 @@ use crate::{
     domain::{Channel, DeliveryStatus, Notification},
     store,
 };
+
+/// How many due notifications a worker claims at once.
+const CLAIM_BATCH: i64 = 10;
+
+/// The longest one send may take (the SMTP client's timeout).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a claim holds: the whole batch sent at [`SEND_TIMEOUT`] each, and a margin. A
+/// worker that dies delays the messages it had claimed by at most this.
+pub const LEASE: Duration = Duration::from_secs(10 * 10 + 30);
 
 pub struct Worker {
     pool: PgPool,
@@ -33,7 +46,7 @@ impl Worker {
             Some(config) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
                     .port(config.port)
-                    .timeout(Some(Duration::from_secs(10)))
+                    .timeout(Some(SEND_TIMEOUT))
                     .build();
                 let from: Mailbox = config.from.parse().map_err(|error| anyhow::anyhow!("SMTP_FROM: {error}"))?;
                 Some((transport, from))
@@ -56,45 +69,54 @@ impl Worker {
         }
     }
 
-    /// Delivers up to 20 due notifications; returns how many were attempted.
+    /// Claims up to [`CLAIM_BATCH`] due notifications, sends each and records it; returns how
+    /// many were claimed.
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let mut transaction = self.pool.begin().await?;
-        let due = store::lock_due(&mut transaction, 20).await?;
+        let due = {
+            let mut connection = self.pool.acquire().await?;
+            store::claim_due(&mut connection, CLAIM_BATCH, LEASE).await?
+        };
         for notification in &due {
             let attempt = notification.attempts.saturating_add(1);
             let outcome = self.send(notification).await;
-            store::record_attempt(
-                &mut transaction,
-                notification.id,
-                attempt,
-                outcome.as_ref().err().map(String::as_str),
-            )
+            self.record(notification, attempt, outcome).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Records one attempt in its own transaction.
+    async fn record(
+        &self,
+        notification: &Notification,
+        attempt: u32,
+        outcome: Result<(), String>,
+    ) -> anyhow::Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        store::record_attempt(&mut transaction, notification.id, attempt, outcome.as_ref().err().map(String::as_str))
             .await?;
-            match outcome {
-                Ok(()) => {
-                    store::mark_sent(&mut transaction, notification.id, attempt).await?;
-                    let delivered = shop_proto::shop::events::v1::NotificationDelivered {
-                        notification_id: notification.id.to_string(),
-                        user_id: notification.user_id.to_string(),
-                        template: notification.template.clone(),
-                        channel: notification.channel.as_str().to_owned(),
-                    };
-                    let event = self.topics.event(notification.id.to_string(), &delivered);
-                    shop_kit::events::enqueue(&mut transaction, &event).await?;
-                    metrics::counter!("notifications_sent_total", "channel" => notification.channel.as_str())
-                        .increment(1);
-                }
-                Err(error) => {
-                    let status = DeliveryStatus::after_failed_attempt(attempt, self.max_attempts);
-                    let failed = status == DeliveryStatus::Failed;
-                    let pause = backoff(attempt);
-                    tracing::warn!(notification.id = %notification.id, attempt, failed, %error, "notification not delivered");
-                    store::mark_unsent(&mut transaction, notification.id, attempt, status, pause).await?;
-                }
+        match outcome {
+            Ok(()) => {
+                store::mark_sent(&mut transaction, notification.id, attempt).await?;
+                let delivered = shop_proto::shop::events::v1::NotificationDelivered {
+                    notification_id: notification.id.to_string(),
+                    user_id: notification.user_id.to_string(),
+                    template: notification.template.clone(),
+                    channel: notification.channel.as_str().to_owned(),
+                };
+                let event = self.topics.event(notification.id.to_string(), &delivered);
+                shop_kit::events::enqueue(&mut transaction, &event).await?;
+                metrics::counter!("notifications_sent_total", "channel" => notification.channel.as_str()).increment(1);
+            }
+            Err(error) => {
+                let status = DeliveryStatus::after_failed_attempt(attempt, self.max_attempts);
+                let failed = status == DeliveryStatus::Failed;
+                let pause = backoff(attempt);
+                tracing::warn!(notification.id = %notification.id, attempt, failed, %error, "notification not delivered");
+                store::mark_unsent(&mut transaction, notification.id, attempt, status, pause).await?;
             }
         }
         transaction.commit().await?;
-        Ok(due.len())
+        Ok(())
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), String> {

@@ -108,17 +108,27 @@ pub async fn insert(connection: &mut PgConnection, notification: &NewNotificatio
 
 /// Up to `limit` pending notifications whose next attempt is due, oldest due first,
 /// locked for the rest of the transaction (rows other workers hold are skipped).
-pub async fn lock_due(connection: &mut PgConnection, limit: i64) -> Result<Vec<Notification>, Error> {
+/// Claims up to `limit` due notifications for `lease`: their next attempt moves `lease` ahead,
+/// so no other worker takes them meanwhile, and one statement commits the claim before
+/// anything is sent. A worker that dies leaves them due again when the lease ends.
+pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duration) -> Result<Vec<Notification>, Error> {
     // `'pending'` is a literal, not a parameter: a generic plan could not use the partial
     // index `notifications_due_idx` otherwise.
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "{SELECT} WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1 \
-         FOR UPDATE SKIP LOCKED"
-    ))
+    let rows: Vec<Row> = sqlx::query_as(
+        "UPDATE notifications n SET next_attempt_at = now() + $2 * interval '1 millisecond' \
+         FROM (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
+               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+         WHERE n.id = due.id \
+         RETURNING n.id, n.user_id, n.order_id, n.channel, n.recipient, n.template, n.subject, n.body, n.status, \
+         n.attempts, n.created_at",
+    )
     .bind(limit)
+    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .fetch_all(connection)
     .await?;
-    rows.into_iter().map(Notification::try_from).collect()
+    let mut claimed = rows.into_iter().map(Notification::try_from).collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by_key(|notification| notification.id);
+    Ok(claimed)
 }
 
 /// Records attempt number `attempt` of a delivery; `error` is why it failed, if it did.

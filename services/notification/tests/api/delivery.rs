@@ -282,3 +282,83 @@ async fn an_order_cancelled_again_by_its_late_payment_is_announced_once_and_refu
         "the first one is kept: {cancellation}"
     );
 }
+
+/// Mail in two steps: while a slow relay takes a message, the service holds no transaction
+/// (the claim was committed first), and the claimed notification is leased, not locked.
+#[tokio::test]
+async fn a_slow_relay_holds_no_transaction_open() {
+    let smtp = SmtpSink::start().await;
+    smtp.slow(Duration::from_millis(1500));
+    let app = spawn(Some(&smtp)).await;
+    let (user, _) = app.issuer.customer();
+    let welcome = registered(user, "ada@example.com");
+    publish(&app, "shop.user.v1", "shop.user.v1.UserRegistered", &user.to_string(), Uuid::now_v7(), &welcome).await;
+    eventually("the relay to be receiving", Duration::from_secs(30), || async {
+        (smtp.in_flight() == 1).then_some(())
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(app.db.url()).await.unwrap();
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE status = 'pending' AND next_attempt_at > now() + interval '60 seconds'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leased, 1, "the notification being sent is claimed for its lease");
+    while smtp.in_flight() == 1 {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND state LIKE 'idle in transaction%' AND now() - xact_start > interval '300 milliseconds'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(open, 0, "no transaction waits on the relay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("the notification marked sent", Duration::from_secs(10), || async {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'sent' AND attempts = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (sent == 1).then_some(())
+    })
+    .await;
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+/// A claim is a lease: claimed notifications are not claimed again until it ends, and a
+/// worker that died (its lease ended) leaves exactly its own to be claimed again.
+#[tokio::test]
+async fn claims_are_leases() {
+    let db = shop_testkit::TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    shop_kit::db::prepare(&pool, &notification_service::MIGRATOR).await.unwrap();
+    for _ in 0..3 {
+        sqlx::query(
+            "INSERT INTO notifications (id, event_id, user_id, channel, template, subject, body) \
+             VALUES ($1, $2, $3, 'log', 'welcome', 'Welcome', 'Hello')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(Uuid::now_v7())
+        .bind(Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let lease = notification_service::delivery::LEASE;
+    let mut connection = pool.acquire().await.unwrap();
+    let first = notification_service::store::claim_due(&mut connection, 2, lease).await.unwrap();
+    let second = notification_service::store::claim_due(&mut connection, 10, lease).await.unwrap();
+    assert_eq!((first.len(), second.len()), (2, 1), "a claimed notification is not claimed twice");
+    assert!(notification_service::store::claim_due(&mut connection, 10, lease).await.unwrap().is_empty());
+    // The first worker died: its lease ends, and exactly its two are due again.
+    sqlx::query("UPDATE notifications SET next_attempt_at = now() WHERE id = ANY($1)")
+        .bind(first.iter().map(|n| n.id).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let again = notification_service::store::claim_due(&mut connection, 10, lease).await.unwrap();
+    let ids = |claimed: &[notification_service::domain::Notification]| claimed.iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&first));
+}
