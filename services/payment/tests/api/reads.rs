@@ -11,26 +11,29 @@ use shop_testkit::{TestDb, TestIssuer, TestServer, http_client};
 use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
-struct App {
-    server: TestServer,
-    issuer: TestIssuer,
-    db: TestDb,
+pub(crate) struct App {
+    pub(crate) server: TestServer,
+    pub(crate) issuer: TestIssuer,
+    pub(crate) db: TestDb,
+    pub(crate) prefix: String,
 }
 
-async fn spawn() -> App {
+/// The payment service in-process, on its own database and topic prefix.
+pub(crate) async fn spawn() -> App {
     let issuer = TestIssuer::start().await;
     let db = TestDb::new().await;
+    let prefix = format!("t{}.", Uuid::now_v7().simple());
     let vars = Vars::from_pairs([
         ("DATABASE_URL", db.url().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
-        ("KAFKA_TOPIC_PREFIX", format!("t{}.", Uuid::now_v7().simple())),
+        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let app = payment_service::app::build(payment_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
-    App { server, issuer, db }
+    App { server, issuer, db, prefix }
 }
 
 impl App {
