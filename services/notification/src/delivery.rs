@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor, message::Mailbox};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+};
 use rand::Rng as _;
 use shop_kit::events::Topics;
 use sqlx::PgPool;
@@ -123,12 +126,14 @@ impl Worker {
         match (notification.channel, &self.smtp, &notification.recipient) {
             (Channel::Email, Some((transport, from)), Some(recipient)) => {
                 let to: Mailbox = recipient.parse().map_err(|error| format!("bad recipient: {error}"))?;
-                let message = Message::builder()
-                    .from(from.clone())
-                    .to(to)
-                    .subject(&notification.subject)
-                    .body(notification.body.clone())
-                    .map_err(|error| error.to_string())?;
+                let builder = Message::builder().from(from.clone()).to(to).subject(&notification.subject);
+                let message = match &notification.html_body {
+                    Some(html) => {
+                        builder.multipart(MultiPart::alternative_plain_html(notification.body.clone(), html.clone()))
+                    }
+                    None => builder.body(notification.body.clone()),
+                }
+                .map_err(|error| error.to_string())?;
                 transport.send(message).await.map(drop).map_err(|error| error.to_string())
             }
             _ => {

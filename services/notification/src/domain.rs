@@ -82,7 +82,10 @@ pub struct Notification {
     pub recipient: Option<String>,
     pub template: String,
     pub subject: String,
+    /// The plain-text body.
     pub body: String,
+    /// The HTML body (none on rows stored before there was one).
+    pub html_body: Option<String>,
     pub status: DeliveryStatus,
     /// Delivery attempts made so far.
     pub attempts: u32,
@@ -102,6 +105,7 @@ pub struct NewNotification {
     pub template: String,
     pub subject: String,
     pub body: String,
+    pub html_body: String,
 }
 
 #[cfg(test)]

@@ -49,23 +49,27 @@ impl Handler for Events {
                     store::save_recipient(connection, id, &user.email, &user.name)
                         .await
                         .map_err(HandleError::retryable)?;
-                    (user.user_id.clone(), None, templates::welcome(&user.name))
+                    (user.user_id.clone(), None, templates::welcome(&user.name).map_err(HandleError::permanent)?)
                 }
                 Notifiable::Confirmed(order) => {
-                    let rendered = templates::order_confirmed(&order.order_id, &order.lines, order.total.as_ref());
+                    let rendered = templates::order_confirmed(&order.order_id, &order.lines, order.total.as_ref())
+                        .map_err(HandleError::permanent)?;
                     (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
                 Notifiable::Cancelled(order) => {
                     let rendered =
-                        templates::order_cancelled(&order.order_id, &order.reason, order.refund, order.total.as_ref());
+                        templates::order_cancelled(&order.order_id, &order.reason, order.refund, order.total.as_ref())
+                            .map_err(HandleError::permanent)?;
                     (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
                 Notifiable::Shipped(order) => {
-                    let rendered = templates::order_shipped(&order.order_id, &order.carrier, &order.tracking_number);
+                    let rendered = templates::order_shipped(&order.order_id, &order.carrier, &order.tracking_number)
+                        .map_err(HandleError::permanent)?;
                     (order.user_id.clone(), Some(order.order_id.clone()), rendered)
                 }
                 Notifiable::Refunded(refund) => {
-                    let rendered = templates::payment_refunded(&refund.order_id, refund.amount.as_ref());
+                    let rendered = templates::payment_refunded(&refund.order_id, refund.amount.as_ref())
+                        .map_err(HandleError::permanent)?;
                     (refund.user_id.clone(), Some(refund.order_id.clone()), rendered)
                 }
             };
@@ -100,6 +104,7 @@ impl Events {
             template: rendered.template.to_owned(),
             subject: rendered.subject.clone(),
             body: rendered.body.clone(),
+            html_body: rendered.html.clone(),
         };
         store::insert(connection, &notification).await.map_err(HandleError::retryable)?;
         Ok(())

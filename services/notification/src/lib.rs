@@ -13,7 +13,8 @@
 //! - [`app`]: state, server, consumer, delivery worker.
 //! - [`error`]: the service's errors and the one place they become problems.
 //! - [`domain`]: the notification, its [`domain::Channel`] and [`domain::DeliveryStatus`].
-//! - [`templates`]: subject and text body per template.
+//! - [`templates`]: subject, plain-text and HTML bodies per message (minijinja, from
+//!   `templates/`), amounts in ISO 4217 minor units.
 //! - [`events`]: what each event turns into.
 //! - [`delivery`]: channels (SMTP, log) and the worker.
 //! - [`http`]: `GET /v1/notifications`, a thin adapter over [`store`].

@@ -22,6 +22,7 @@ struct Row {
     template: String,
     subject: String,
     body: String,
+    html_body: Option<String>,
     status: String,
     attempts: i32,
     created_at: DateTime<Utc>,
@@ -44,6 +45,7 @@ impl TryFrom<Row> for Notification {
             template: row.template,
             subject: row.subject,
             body: row.body,
+            html_body: row.html_body,
             status,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             created_at: row.created_at,
@@ -51,8 +53,8 @@ impl TryFrom<Row> for Notification {
     }
 }
 
-const SELECT: &str = "SELECT id, user_id, order_id, channel, recipient, template, subject, body, status, attempts, \
-    created_at FROM notifications";
+const SELECT: &str = "SELECT id, user_id, order_id, channel, recipient, template, subject, body, html_body, status, \
+    attempts, created_at FROM notifications";
 
 /// Learns (or updates) where a user's email goes.
 pub async fn save_recipient(
@@ -88,8 +90,8 @@ pub async fn insert(connection: &mut PgConnection, notification: &NewNotificatio
     // Either key may conflict: the event was seen before (a redelivery the inbox did not
     // catch) or the customer already has this message about this order.
     sqlx::query(
-        "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body, order_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body, order_id, \
+         html_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
     )
     .bind(notification.id)
     .bind(notification.event_id)
@@ -100,6 +102,7 @@ pub async fn insert(connection: &mut PgConnection, notification: &NewNotificatio
     .bind(&notification.subject)
     .bind(&notification.body)
     .bind(notification.order_id)
+    .bind(&notification.html_body)
     .execute(&mut *connection)
     .await?;
     sqlx::query("SELECT pg_notify('shop_notifications', '')").execute(connection).await?;
@@ -119,7 +122,7 @@ pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duratio
          FROM (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() \
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
          WHERE n.id = due.id \
-         RETURNING n.id, n.user_id, n.order_id, n.channel, n.recipient, n.template, n.subject, n.body, n.status, \
+         RETURNING n.id, n.user_id, n.order_id, n.channel, n.recipient, n.template, n.subject, n.body, n.html_body, n.status, \
          n.attempts, n.created_at",
     )
     .bind(limit)

@@ -142,6 +142,10 @@ async fn events_become_emails_once_each() {
         "the body carries the totals: {all}"
     );
     assert!(all.contains("To: ada@example.com"), "{all}");
+    assert!(
+        all.contains("multipart/alternative") && all.contains("text/plain") && all.contains("text/html"),
+        "each email has a plain-text and an HTML body: {all}"
+    );
 
     // The welcome event is delivered again, then another event on the same key (so after it).
     publish(
