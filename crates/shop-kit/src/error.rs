@@ -115,7 +115,14 @@ impl Problem {
     }
 
     /// A 500 whose body says nothing about the cause. The cause chain is logged here, once.
+    /// When the cause is the service's own database or Redis being unreachable (not a bug),
+    /// it is a 503 `database_unavailable` or `cache_unavailable` instead: the client may
+    /// retry, and nothing was changed.
     pub fn internal(cause: &anyhow::Error) -> Self {
+        if let Some(code) = unreachable_dependency(cause) {
+            tracing::warn!(error = format!("{cause:#}"), code, "request failed: a dependency is unreachable");
+            return Self::unavailable(code, "a dependency of this service is unreachable; retry shortly");
+        }
         tracing::error!(error = format!("{cause:#}"), "request failed with an internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
     }
@@ -156,6 +163,21 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// `database_unavailable` or `cache_unavailable` when `cause` is a connection to Postgres or
+/// Redis that failed (refused, dropped, timed out, no pooled connection in time); `None` for
+/// anything else (a query error is a bug, not an outage).
+fn unreachable_dependency(cause: &anyhow::Error) -> Option<&'static str> {
+    cause.chain().find_map(|error| {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            return matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+                .then_some("database_unavailable");
+        }
+        let error = error.downcast_ref::<redis::RedisError>()?;
+        (error.is_io_error() || error.is_connection_refusal() || error.is_timeout() || error.is_connection_dropped())
+            .then_some("cache_unavailable")
+    })
 }
 
 impl From<Problem> for tonic::Status {
@@ -376,5 +398,22 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("SELECT"), "{text}");
         let limited = Problem::rate_limited(30).into_response();
         assert_eq!(limited.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn an_unreachable_database_or_cache_is_a_503_and_a_bug_a_500() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (anyhow::Error::new(sqlx::Error::PoolTimedOut).context("database error"), 503, "database_unavailable"),
+            (anyhow::Error::new(sqlx::Error::Io(refused())).context("database error"), 503, "database_unavailable"),
+            (anyhow::Error::new(redis::RedisError::from(refused())).context("redis error"), 503, "cache_unavailable"),
+            (anyhow::Error::new(sqlx::Error::RowNotFound).context("database error"), 500, "internal"),
+            (anyhow::anyhow!("a bug"), 500, "internal"),
+        ];
+        for (cause, status, code) in cases {
+            let problem = Problem::internal(&cause);
+            assert_eq!((problem.status, problem.code), (status, code), "{cause:#}");
+            assert!(!problem.detail.contains("refused"), "the cause stays in the log");
+        }
     }
 }

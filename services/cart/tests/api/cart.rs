@@ -271,3 +271,34 @@ async fn order_placed_removes_the_ordered_lines_exactly_once() {
     expected.sort();
     assert_eq!(skus(&app.view(&token).await), expected, "the duplicate removed nothing");
 }
+
+/// With its Redis unreachable, the cart answers 503 `cache_unavailable` (retry later; nothing
+/// changed), is unready, and serves again once Redis is back.
+#[tokio::test]
+async fn a_redis_outage_is_a_503_and_the_cart_comes_back() {
+    let proxy = shop_testkit::TcpProxy::start("127.0.0.1:6379").await;
+    let address = proxy.address();
+    let app =
+        spawn_with(|vars| vars.with("REDIS_URL", format!("redis://{address}")).with("REDIS_TIMEOUT", "300ms")).await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 10);
+    let (_, token) = app.issuer.customer();
+    assert_eq!(app.set(&token, &lamp, serde_json::json!(1)).await.status(), 200);
+
+    proxy.cut();
+    let read = app.cart(reqwest::Method::GET, "/v1/cart", Some(&token), None).await;
+    let problem = crate::helpers::assert_problem(read, 503, "cache_unavailable", "read during the outage").await;
+    assert!(!problem.to_string().contains("6379"), "no connection details: {problem}");
+    let write = app.set(&token, &lamp, serde_json::json!(2)).await;
+    crate::helpers::assert_problem(write, 503, "cache_unavailable", "write during the outage").await;
+    let ready = app.client.get(app.cart.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "Redis is what a cart is made of");
+
+    proxy.restore();
+    let cart = shop_testkit::eventually("the cart back", std::time::Duration::from_secs(30), || async {
+        let read = app.cart(reqwest::Method::GET, "/v1/cart", Some(&token), None).await;
+        (read.status() == 200).then_some(read)
+    })
+    .await;
+    let cart: serde_json::Value = cart.json().await.unwrap();
+    assert_eq!(cart["items"][0]["quantity"], 1, "the refused write changed nothing: {cart}");
+}
