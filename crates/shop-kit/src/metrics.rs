@@ -2,10 +2,17 @@
 //! middleware that counts and times every request by route, method and status.
 //!
 //! Routes are labelled by their template (`/v1/users/{id}`), gRPC calls by their method
-//! path (`/shop.user.v1.UserService/GetUser`); anything unmatched is `unmatched`, so a
-//! scanner cannot blow up the label cardinality.
+//! path (`/shop.user.v1.UserService/GetUser`) when it is a method some service defines;
+//! anything else is `unmatched`, and a method other than the standard ones is `other`, so
+//! a scanner cannot grow the number of series (each costs memory until the process ends).
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    collections::HashSet,
+    sync::{LazyLock, OnceLock},
+    time::Instant,
+};
+
+use prost::Message as _;
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -20,6 +27,26 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Every gRPC method a shop service can serve (`/package.Service/Method`): those of the
+/// shop's protos, health and reflection.
+static GRPC_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut methods = HashSet::new();
+    for encoded in [shop_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else { continue };
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+    }
+    for version in ["v1", "v1alpha"] {
+        methods.insert(format!("/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"));
+    }
+    methods
+});
 
 /// The process's Prometheus handle, installing the global recorder on first use. `None`
 /// only if another recorder was installed first.
@@ -54,7 +81,10 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
     let route: SharedString = match request.extensions().get::<MatchedPath>() {
-        Some(_) if is_grpc => SharedString::from(std::sync::Arc::<str>::from(request.uri().path())),
+        Some(_) if is_grpc && GRPC_METHODS.contains(request.uri().path()) => {
+            SharedString::from(std::sync::Arc::<str>::from(request.uri().path()))
+        }
+        Some(_) if is_grpc => SharedString::const_str("unmatched"),
         Some(matched) => SharedString::from(std::sync::Arc::<str>::from(matched.as_str())),
         None => SharedString::const_str("unmatched"),
     };
@@ -80,7 +110,10 @@ fn method_label(method: &http::Method) -> SharedString {
         http::Method::DELETE => "DELETE",
         http::Method::HEAD => "HEAD",
         http::Method::OPTIONS => "OPTIONS",
-        ref other => return SharedString::from(other.as_str().to_owned()),
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        // Any token is a method in HTTP: a made-up one would be a new series each time.
+        _ => "other",
     };
     SharedString::const_str(name)
 }
@@ -120,9 +153,16 @@ mod tests {
             let status = http::StatusCode::from_u16(code).unwrap();
             assert_eq!(status_label(status).as_ref(), code.to_string(), "status {code}");
         }
-        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PROPFIND"] {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"] {
             let parsed = http::Method::from_bytes(method.as_bytes()).unwrap();
             assert_eq!(method_label(&parsed).as_ref(), method);
         }
+        for made_up in ["PROPFIND", "X1", "BREW"] {
+            let parsed = http::Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&parsed).as_ref(), "other", "{made_up}");
+        }
+        assert!(GRPC_METHODS.contains("/shop.order.v1.OrderService/ShipOrder"));
+        assert!(GRPC_METHODS.contains("/grpc.health.v1.Health/Check"));
+        assert!(!GRPC_METHODS.contains("/grpc.health.v1.Health/x1"));
     }
 }

@@ -182,3 +182,36 @@ async fn a_stop_names_and_abandons_a_task_that_ignores_it_and_ends_by_the_deadli
     assert_eq!(stopped.abandoned, vec!["stubborn".to_owned()]);
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
+
+/// Anonymous requests to made-up gRPC methods and HTTP methods add no series: they are
+/// `unmatched` and `other`, while real gRPC methods keep their own.
+#[tokio::test]
+async fn made_up_paths_and_methods_do_not_grow_the_metrics() {
+    shop_testkit::init_tracing();
+    let bound = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    let client = http_client();
+    let grpc = |path: String| {
+        client.post(server.url(&path)).header("content-type", "application/grpc").body(vec![0_u8, 0, 0, 0, 0]).send()
+    };
+    for index in 0..50 {
+        let _ = grpc(format!("/grpc.health.v1.Health/x{index}")).await;
+        let _ = grpc(format!("/shop.made.up.v{index}.Service/Method")).await;
+        let method = reqwest::Method::from_bytes(format!("M{index}").as_bytes()).unwrap();
+        let _ = client.request(method, server.url("/stuck")).send().await;
+    }
+    let _ = grpc("/grpc.health.v1.Health/Check".to_owned()).await;
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let series: Vec<&str> = metrics.lines().filter(|line| line.starts_with("http_requests_total{")).collect();
+    assert!(
+        series.iter().all(|line| !line.contains("/x") && !line.contains("made.up") && !line.contains("method=\"M")),
+        "{metrics}"
+    );
+    assert!(
+        series.iter().any(|line| line.contains("route=\"unmatched\"") && line.contains("protocol=\"grpc\"")),
+        "{metrics}"
+    );
+    assert!(series.iter().any(|line| line.contains("method=\"other\"")), "{metrics}");
+    assert!(series.iter().any(|line| line.contains("route=\"/grpc.health.v1.Health/Check\"")), "{metrics}");
+    assert!(series.len() <= 10, "a bounded number of series: {series:#?}");
+}
