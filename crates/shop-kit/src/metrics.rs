@@ -90,15 +90,63 @@ pub async fn track(request: Request, next: Next) -> Response {
     };
     let method = method_label(request.method());
     let response = next.run(request).await;
-    let labels = vec![
+    let mut labels = vec![
         Label::new("route", route),
         Label::new("method", method),
         Label::new("status", status_label(response.status())),
         Label::from_static_parts("protocol", if is_grpc { "grpc" } else { "http" }),
     ];
+    if is_grpc {
+        labels.push(Label::from_static_parts("grpc_status", grpc_status_label(&response)));
+    }
     metrics::counter!("http_requests_total", labels.clone()).increment(1);
     metrics::histogram!("http_request_duration_seconds", labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The gRPC outcome of a response, by its code's name: tonic answers every error (a
+/// handler's, an unknown method's) with HTTP 200 and `grpc-status` in the headers
+/// (trailers-only), and a success with `grpc-status: 0` in the trailers, which a middleware
+/// does not see: a 2xx without the header is `OK`.
+fn grpc_status_label(response: &Response) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    match response.headers().get("grpc-status") {
+        None if response.status().is_success() => "OK",
+        // Not a gRPC answer (a 404 from the router, a 503 from the timeout layer): the code a
+        // gRPC client reports for that HTTP status (grpc/doc/http-grpc-status-mapping.md).
+        None => match response.status().as_u16() {
+            400 => "INTERNAL",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "UNIMPLEMENTED",
+            429 | 502..=504 => "UNAVAILABLE",
+            _ => "UNKNOWN",
+        },
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<usize>().ok())
+            .and_then(|code| NAMES.get(code).copied())
+            .unwrap_or("UNKNOWN"),
+    }
 }
 
 fn method_label(method: &http::Method) -> SharedString {
