@@ -85,6 +85,34 @@ pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<T, Problem> {
     serde_json::from_slice(&bytes).map_err(|_| invalid())
 }
 
+/// One page out of `rows`, fetched with `LIMIT limit + 1`: the first `limit` rows, and the
+/// key of the last one when there are more (the position the next page continues from).
+pub fn take_page<R, K>(mut rows: Vec<R>, limit: u32, key: impl Fn(&R) -> K) -> (Vec<R>, Option<K>) {
+    let limit = limit as usize;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(key) } else { None };
+    (rows, next)
+}
+
+/// A gRPC [`PageRequest`](shop_proto::shop::common::v1::PageRequest) checked as REST's
+/// `?limit=` and `?cursor=` are (`limit` 0 means the default): the limit, and the position
+/// to continue from.
+pub fn page_request<T: DeserializeOwned>(
+    page: Option<&shop_proto::shop::common::v1::PageRequest>,
+) -> Result<(u32, Option<T>), Problem> {
+    let Some(page) = page else { return Ok((DEFAULT_LIMIT, None)) };
+    let limit = page_limit((page.limit != 0).then_some(i64::from(page.limit)))?;
+    let after = (!page.cursor.is_empty()).then(|| decode_cursor(&page.cursor)).transpose()?;
+    Ok((limit, after))
+}
+
+/// The gRPC [`PageInfo`](shop_proto::shop::common::v1::PageInfo) of a page whose next one
+/// continues from `next` (an empty cursor on the last page).
+pub fn page_info<T: Serialize>(next: Option<&T>) -> shop_proto::shop::common::v1::PageInfo {
+    shop_proto::shop::common::v1::PageInfo { next_cursor: next.map(encode_cursor).unwrap_or_default() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +146,22 @@ mod tests {
         assert_eq!(page_limit(None).unwrap(), 20);
         assert_eq!(page_limit(Some(100)).unwrap(), 100);
         assert!(page_limit(Some(0)).is_err() && page_limit(Some(101)).is_err());
+    }
+
+    #[test]
+    fn a_page_is_cut_at_its_limit_and_knows_where_the_next_starts() {
+        assert_eq!(take_page(vec![5, 4, 3], 2, |row| *row), (vec![5, 4], Some(4)));
+        assert_eq!(take_page(vec![5, 4], 2, |row| *row), (vec![5, 4], None));
+        assert_eq!(take_page(Vec::<i32>::new(), 2, |row| *row), (vec![], None));
+        let (limit, after) = page_request::<u32>(None).unwrap();
+        assert_eq!((limit, after), (DEFAULT_LIMIT, None));
+        let page = shop_proto::shop::common::v1::PageRequest { limit: 0, cursor: encode_cursor(&7_u32) };
+        assert_eq!(page_request::<u32>(Some(&page)).unwrap(), (DEFAULT_LIMIT, Some(7)));
+        let too_many = shop_proto::shop::common::v1::PageRequest { limit: 101, cursor: String::new() };
+        assert_eq!(page_request::<u32>(Some(&too_many)).unwrap_err().status, 422);
+        let garbage = shop_proto::shop::common::v1::PageRequest { limit: 5, cursor: "x!".into() };
+        assert_eq!(page_request::<u32>(Some(&garbage)).unwrap_err().code, "invalid_cursor");
+        assert_eq!(page_info(Some(&7_u32)).next_cursor, encode_cursor(&7_u32));
+        assert!(page_info::<u32>(None).next_cursor.is_empty());
     }
 }

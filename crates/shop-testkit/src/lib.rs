@@ -214,6 +214,14 @@ impl Drop for TestServer {
     }
 }
 
+/// A gRPC request carrying `token` as its bearer, or anonymous.
+pub fn grpc_request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    match token {
+        Some(token) => shop_kit::grpc::with_bearer(tonic::Request::new(message), token),
+        None => tonic::Request::new(message),
+    }
+}
+
 /// An HTTP client for tests: no proxy, short timeouts.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

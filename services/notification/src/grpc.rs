@@ -2,14 +2,11 @@
 //! authorization (a customer sees their own, an admin anyone's).
 
 use shop_kit::{
-    api::{decode_cursor, encode_cursor, page_limit},
+    api::{page_info, page_request},
     auth::grpc_caller,
 };
 use shop_proto::{
-    shop::{
-        common::v1::PageInfo,
-        notification::v1::{self as pb, notification_service_server::NotificationService},
-    },
+    shop::notification::v1::{self as pb, notification_service_server::NotificationService},
     time::timestamp,
 };
 use tonic::{Request, Response, Status};
@@ -38,15 +35,12 @@ impl NotificationService for NotificationGrpc {
         let request = request.into_inner();
         let user_id = Uuid::parse_str(&request.user_id).map_err(|_| Error::invalid("user_id", "must be a UUID"))?;
         caller.require_owner_or_admin(user_id).map_err(Error::from)?;
-        let page = request.page.unwrap_or_default();
-        let limit = page_limit((page.limit != 0).then_some(i64::from(page.limit))).map_err(Error::from)?;
-        let before: Option<Uuid> =
-            (!page.cursor.is_empty()).then(|| decode_cursor(&page.cursor)).transpose().map_err(Error::from)?;
+        let (limit, before) = page_request::<Uuid>(request.page.as_ref()).map_err(Error::from)?;
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
         let (notifications, next) = store::page_for_user(&mut connection, user_id, before, limit).await?;
         Ok(Response::new(pb::ListUserNotificationsResponse {
             notifications: notifications.into_iter().map(to_proto).collect(),
-            page: Some(PageInfo { next_cursor: next.as_ref().map(encode_cursor).unwrap_or_default() }),
+            page: Some(page_info(next.as_ref())),
         }))
     }
 }

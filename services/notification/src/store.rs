@@ -200,9 +200,6 @@ pub async fn page_for_user(
     .bind(i64::from(limit) + 1)
     .fetch_all(connection)
     .await?;
-    let more = rows.len() > limit as usize;
-    let notifications =
-        rows.into_iter().take(limit as usize).map(Notification::try_from).collect::<Result<Vec<_>, _>>()?;
-    let next = if more { notifications.last().map(|notification| notification.id) } else { None };
-    Ok((notifications, next))
+    let (rows, next) = shop_kit::api::take_page(rows, limit, |row| row.id);
+    Ok((rows.into_iter().map(Notification::try_from).collect::<Result<_, _>>()?, next))
 }

@@ -140,10 +140,8 @@ pub async fn list(
     .bind(i64::from(limit) + 1)
     .fetch_all(connection)
     .await?;
-    let more = rows.len() > limit as usize;
-    let orders = rows.into_iter().take(limit as usize).map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
-    let next = if more { orders.last().map(|order| order.id) } else { None };
-    Ok((orders, next))
+    let (rows, next) = shop_kit::api::take_page(rows, limit, |row| row.id);
+    Ok((rows.into_iter().map(Order::try_from).collect::<Result<_, _>>()?, next))
 }
 
 /// Moves an order to `to` if the state machine allows it from where it is; returns the

@@ -2,14 +2,11 @@
 //! customer sees the payments of their own orders, an admin every payment).
 
 use shop_kit::{
-    api::{decode_cursor, encode_cursor, page_limit},
+    api::{page_info, page_request},
     auth::grpc_caller,
 };
 use shop_proto::{
-    shop::{
-        common::v1::PageInfo,
-        payment::v1::{self as pb, payment_service_server::PaymentService},
-    },
+    shop::payment::v1::{self as pb, payment_service_server::PaymentService},
     time::timestamp,
 };
 use tonic::{Request, Response, Status};
@@ -61,15 +58,12 @@ impl PaymentService for PaymentGrpc {
         let request = request.into_inner();
         let user_id = uuid(&request.user_id, "user_id")?;
         caller.require_owner_or_admin(user_id).map_err(Error::from)?;
-        let page = request.page.unwrap_or_default();
-        let limit = page_limit((page.limit != 0).then_some(i64::from(page.limit))).map_err(Error::from)?;
-        let before: Option<Uuid> =
-            (!page.cursor.is_empty()).then(|| decode_cursor(&page.cursor)).transpose().map_err(Error::from)?;
+        let (limit, before) = page_request::<Uuid>(request.page.as_ref()).map_err(Error::from)?;
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
         let (payments, next) = store::page(&mut connection, Some(user_id), None, before, limit).await?;
         Ok(Response::new(pb::ListUserPaymentsResponse {
             payments: payments.into_iter().map(to_proto).collect(),
-            page: Some(PageInfo { next_cursor: next.as_ref().map(encode_cursor).unwrap_or_default() }),
+            page: Some(page_info(next.as_ref())),
         }))
     }
 }

@@ -115,8 +115,6 @@ pub async fn page(
     .bind(i64::from(limit) + 1)
     .fetch_all(connection)
     .await?;
-    let more = rows.len() > limit as usize;
-    let payments = rows.into_iter().take(limit as usize).map(Payment::try_from).collect::<Result<Vec<_>, _>>()?;
-    let next = if more { payments.last().map(|payment| payment.id) } else { None };
-    Ok((payments, next))
+    let (rows, next) = shop_kit::api::take_page(rows, limit, |row| row.id);
+    Ok((rows.into_iter().map(Payment::try_from).collect::<Result<_, _>>()?, next))
 }

@@ -6,7 +6,7 @@ use shop_proto::shop::{
     common::v1::PageRequest,
     notification::v1::{ListUserNotificationsRequest, notification_service_client::NotificationServiceClient},
 };
-use shop_testkit::http_client;
+use shop_testkit::{grpc_request, http_client};
 use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
@@ -35,13 +35,6 @@ async fn notifications(app: &TestApp, user: Uuid, count: usize) -> Vec<String> {
     }
     ids.reverse();
     ids
-}
-
-fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    match token {
-        Some(token) => shop_kit::grpc::with_bearer(tonic::Request::new(message), token),
-        None => tonic::Request::new(message),
-    }
 }
 
 #[tokio::test]
@@ -95,7 +88,7 @@ async fn notifications_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_a
             user_id: ada.to_string(),
             page: Some(PageRequest { limit: 2, cursor: cursor.clone() }),
         };
-        let page = client.list_user_notifications(authorized(request, Some(&ada_token))).await.unwrap().into_inner();
+        let page = client.list_user_notifications(grpc_request(request, Some(&ada_token))).await.unwrap().into_inner();
         seen.extend(page.notifications.iter().map(|notification| notification.id.clone()));
         cursor = page.page.unwrap().next_cursor;
         if cursor.is_empty() {
@@ -103,8 +96,9 @@ async fn notifications_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_a
         }
     }
     assert_eq!(seen, newest_first);
-    let bobs =
-        |token: Option<&str>| authorized(ListUserNotificationsRequest { user_id: bob.to_string(), page: None }, token);
+    let bobs = |token: Option<&str>| {
+        grpc_request(ListUserNotificationsRequest { user_id: bob.to_string(), page: None }, token)
+    };
     let listed = client.list_user_notifications(bobs(Some(&admin))).await.unwrap().into_inner().notifications;
     assert_eq!(listed.len(), 1, "an admin reads anyone's");
     assert_eq!((listed[0].template.as_str(), listed[0].status.as_str()), ("order_confirmed", "sent"));
@@ -116,12 +110,12 @@ async fn notifications_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_a
         (bobs(Some(&ada_token)), Code::PermissionDenied, "another customer's"),
         (bobs(None), Code::Unauthenticated, "no token"),
         (
-            authorized(ListUserNotificationsRequest { user_id: "42".into(), page: None }, Some(&ada_token)),
+            grpc_request(ListUserNotificationsRequest { user_id: "42".into(), page: None }, Some(&ada_token)),
             Code::InvalidArgument,
             "bad id",
         ),
         (
-            authorized(
+            grpc_request(
                 ListUserNotificationsRequest {
                     user_id: ada.to_string(),
                     page: Some(PageRequest { limit: 0, cursor: "garbage".into() }),

@@ -7,7 +7,7 @@ use shop_proto::shop::{
     common::v1::PageRequest,
     payment::v1::{GetOrderPaymentRequest, ListUserPaymentsRequest, payment_service_client::PaymentServiceClient},
 };
-use shop_testkit::{TestDb, TestIssuer, TestServer, http_client};
+use shop_testkit::{TestDb, TestIssuer, TestServer, grpc_request, http_client};
 use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
@@ -77,13 +77,6 @@ impl App {
     }
 }
 
-fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    match token {
-        Some(token) => shop_kit::grpc::with_bearer(tonic::Request::new(message), token),
-        None => tonic::Request::new(message),
-    }
-}
-
 fn order_ids(page: &Value) -> Vec<String> {
     page["items"].as_array().unwrap().iter().map(|item| item["order_id"].as_str().unwrap().to_owned()).collect()
 }
@@ -135,7 +128,7 @@ async fn payments_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_admin(
             user_id: ada.to_string(),
             page: Some(PageRequest { limit: 2, cursor: cursor.clone() }),
         };
-        let page = client.list_user_payments(authorized(request, Some(&ada_token))).await.unwrap().into_inner();
+        let page = client.list_user_payments(grpc_request(request, Some(&ada_token))).await.unwrap().into_inner();
         assert!(page.payments.len() <= 2);
         seen.extend(page.payments.iter().map(|payment| payment.order_id.clone()));
         cursor = page.page.unwrap().next_cursor;
@@ -145,7 +138,7 @@ async fn payments_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_admin(
     }
     assert_eq!(seen, newest_first);
     let bobs =
-        |token: Option<&str>| authorized(ListUserPaymentsRequest { user_id: bob.to_string(), page: None }, token);
+        |token: Option<&str>| grpc_request(ListUserPaymentsRequest { user_id: bob.to_string(), page: None }, token);
     let listed = client.list_user_payments(bobs(Some(&admin))).await.unwrap().into_inner();
     assert_eq!(listed.payments.len(), 1, "an admin reads anyone's");
     assert_eq!(listed.payments[0].amount.as_ref().unwrap().amount, 1000);
@@ -157,12 +150,12 @@ async fn payments_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_admin(
         user_id: ada.to_string(),
         page: Some(PageRequest { limit: 101, cursor: String::new() }),
     };
-    let refused = client.list_user_payments(authorized(bad_page, Some(&ada_token))).await.unwrap_err();
+    let refused = client.list_user_payments(grpc_request(bad_page, Some(&ada_token))).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
 
     // gRPC: by order.
     let by_order =
-        |order: &Uuid, token: Option<&str>| authorized(GetOrderPaymentRequest { order_id: order.to_string() }, token);
+        |order: &Uuid, token: Option<&str>| grpc_request(GetOrderPaymentRequest { order_id: order.to_string() }, token);
     let declined = client.get_order_payment(by_order(&ada_orders[2], Some(&ada_token))).await.unwrap().into_inner();
     let declined = declined.payment.unwrap();
     assert_eq!((declined.status.as_str(), declined.failure_reason.as_str()), ("failed", "card_declined"));
@@ -173,7 +166,7 @@ async fn payments_are_read_a_page_at_a_time_and_only_by_their_owner_or_an_admin(
         (by_order(&Uuid::now_v7(), Some(&ada_token)), Code::NotFound, "an order with no payment"),
         (by_order(&ada_orders[0], None), Code::Unauthenticated, "no token"),
         (
-            authorized(GetOrderPaymentRequest { order_id: "42".into() }, Some(&ada_token)),
+            grpc_request(GetOrderPaymentRequest { order_id: "42".into() }, Some(&ada_token)),
             Code::InvalidArgument,
             "bad id",
         ),
