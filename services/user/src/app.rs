@@ -165,7 +165,9 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
 }
 
 /// Creates the configured admin account, or makes the existing account an admin with the
-/// configured password.
+/// configured password. Whenever that changes an account (a customer promoted, a password
+/// reset), every session it had is revoked in the same transaction: whoever registered the
+/// admin's email first keeps neither a refresh token nor a password that works.
 async fn ensure_admin(pool: &PgPool, hasher: &PasswordHasher, admin: &AdminAccount) -> anyhow::Result<()> {
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
     let existing = store::users::by_email(&mut connection, admin.email.as_str()).await.map_err(anyhow_error)?;
@@ -186,9 +188,19 @@ async fn ensure_admin(pool: &PgPool, hasher: &PasswordHasher, admin: &AdminAccou
             let rehash = !password_ok || !hash_is_current(&user.password_hash);
             let hash = if rehash { Some(hasher.hash(&admin.password).await?) } else { None };
             if user.role != Role::Admin || hash.is_some() {
+                let promoted = user.role != Role::Admin;
                 let changes = UserChanges { name: None, password_hash: hash.as_deref(), role: Some(Role::Admin) };
-                store::users::update(&mut connection, user.id, &changes).await.map_err(anyhow_error)?;
-                tracing::info!(admin.email = %admin.email.as_str(), "admin account updated from configuration");
+                let mut transaction =
+                    sqlx::Connection::begin(&mut *connection).await.context("cannot reach the database")?;
+                store::users::update(&mut transaction, user.id, &changes).await.map_err(anyhow_error)?;
+                store::refresh_tokens::revoke_user(&mut transaction, user.id).await.map_err(anyhow_error)?;
+                transaction.commit().await.context("cannot reach the database")?;
+                if promoted {
+                    tracing::warn!(admin.email = %admin.email.as_str(), user.id = %user.id,
+                        "an existing customer account was made the admin from configuration; its sessions were revoked and its password replaced");
+                } else {
+                    tracing::info!(admin.email = %admin.email.as_str(), "admin password reset from configuration; its sessions were revoked");
+                }
             }
         }
     }

@@ -287,3 +287,36 @@ async fn logins_keep_working_when_the_limiter_redis_goes_down() {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
 }
+
+/// Whoever registers the admin's email before the operator configures it gains nothing: at
+/// start-up the account is promoted with the configured password and every session it had
+/// is revoked, so neither its refresh token nor its password works.
+#[tokio::test]
+async fn a_customer_holding_the_admin_email_loses_its_sessions_when_promoted() {
+    let first = spawn_app().await;
+    assert_eq!(first.register("boss@shop.test", "squatter-password", "Mallory").await.status(), 201);
+    let tokens: Value = first.login("boss@shop.test", "squatter-password").await.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The operator makes that email the admin and restarts the service on the same database.
+    let url = first.db.url().to_owned();
+    let second = spawn_with(|vars| {
+        vars.with("DATABASE_URL", url)
+            .with("SHOP_ADMIN_EMAIL", "boss@shop.test")
+            .with("SHOP_ADMIN_PASSWORD", "the-operators-password")
+    })
+    .await;
+    assert_eq!(second.refresh(refresh).await.status(), 401, "the squatter's refresh token is revoked");
+    assert_eq!(second.login("boss@shop.test", "squatter-password").await.status(), 401, "its password is replaced");
+    let admin = second.login("boss@shop.test", "the-operators-password").await;
+    assert_eq!(admin.status(), 200);
+    let admin: Value = admin.json().await.unwrap();
+    let me = second
+        .client
+        .get(second.server.url("/v1/users/me"))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.json::<Value>().await.unwrap()["role"], "admin");
+}
