@@ -26,11 +26,20 @@ use crate::{
 const REFRESH_TOKEN_MAX_LEN: usize = 512;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
+    // Answers that carry tokens must not be kept by a browser or an intermediary
+    // (RFC 6749 §5.1): `Cache-Control: no-store`, and `Pragma: no-cache` for HTTP/1.0 caches.
+    let tokens = Router::new()
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route_layer(axum::middleware::map_response(no_store));
+    Router::new().merge(tokens).route("/v1/auth/logout", post(logout)).route("/.well-known/jwks.json", get(jwks))
+}
+
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// An access token and the refresh token that renews it.

@@ -320,3 +320,23 @@ async fn a_customer_holding_the_admin_email_loses_its_sessions_when_promoted() {
         .unwrap();
     assert_eq!(me.json::<Value>().await.unwrap()["role"], "admin");
 }
+
+/// Answers carrying tokens are never cached (RFC 6749 §5.1), refusals included.
+#[tokio::test]
+async fn token_answers_are_not_cached() {
+    let app = spawn_app().await;
+    app.customer("ada@example.com").await;
+    let login = app.login("ada@example.com", "password-123").await;
+    assert_eq!(login.status(), 200);
+    assert_eq!(
+        (login.headers()["cache-control"].to_str().unwrap(), login.headers()["pragma"].to_str().unwrap()),
+        ("no-store", "no-cache")
+    );
+    let tokens: Value = login.json().await.unwrap();
+    let refreshed = app.refresh(tokens["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(refreshed.status(), 200);
+    assert_eq!(refreshed.headers()["cache-control"], "no-store");
+    let refused = app.login("ada@example.com", "wrong-password").await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["cache-control"], "no-store");
+}
