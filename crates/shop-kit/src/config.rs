@@ -192,6 +192,10 @@ pub struct HttpConfig {
     /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to `X-Forwarded-For`;
     /// 0 (the default) uses the peer address as the client address.
     pub trusted_proxy_hops: usize,
+    /// `CORS_ALLOWED_ORIGINS`: the browser origins (`https://shop.example.com`, comma
+    /// separated) allowed to call this service from another origin; none by default, so
+    /// browsers refuse cross-origin calls.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl HttpConfig {
@@ -213,8 +217,36 @@ impl HttpConfig {
             shutdown_grace,
             shutdown_timeout,
             trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
+            cors_allowed_origins: cors_origins(vars)?,
         })
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: each an origin exactly as a browser sends it (`scheme://host` or
+/// `scheme://host:port`, http or https, no path); `*` is refused (name the origins).
+fn cors_origins(vars: &Vars) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = vars.raw("CORS_ALLOWED_ORIGINS") else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            let valid = rest.is_some_and(|host| {
+                !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b':' | b'[' | b']'))
+            });
+            if valid {
+                Ok(origin.to_owned())
+            } else {
+                Err(vars.invalid(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("{origin:?} is not an origin like https://shop.example.com"),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Settings of logging and tracing.
@@ -319,5 +351,19 @@ mod tests {
         assert!(HttpConfig::from_vars(&late, 1).unwrap_err().to_string().contains("SHUTDOWN_GRACE"));
         let format = TelemetryConfig::from_vars(&Vars::from_pairs([("LOG_FORMAT", "xml")]), "x").unwrap_err();
         assert!(format.to_string().contains("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn cors_origins_are_named_origins() {
+        let origins = |value: &str| HttpConfig::from_vars(&Vars::from_pairs([("CORS_ALLOWED_ORIGINS", value)]), 8080);
+        assert!(HttpConfig::from_vars(&Vars::default(), 8080).unwrap().cors_allowed_origins.is_empty());
+        assert_eq!(
+            origins("https://shop.example, http://localhost:3000").unwrap().cors_allowed_origins,
+            ["https://shop.example", "http://localhost:3000"]
+        );
+        for bad in ["*", "shop.example", "https://shop.example/path", "ftp://shop.example", "https://"] {
+            let error = origins(bad).unwrap_err().to_string();
+            assert!(error.contains("CORS_ALLOWED_ORIGINS"), "{bad}: {error}");
+        }
     }
 }

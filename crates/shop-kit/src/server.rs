@@ -29,7 +29,7 @@ use axum::{
     Json, Router,
     error_handling::HandleErrorLayer,
     extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request},
-    http::{HeaderValue, StatusCode, request::Parts},
+    http::{HeaderName, HeaderValue, Method, StatusCode, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -43,6 +43,7 @@ use tonic_health::ServingStatus;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
@@ -330,6 +331,41 @@ fn assemble(
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             Problem::internal(&anyhow::anyhow!("a request handler panicked")).into_response()
         }))
+        .layer(cors(&config.cors_allowed_origins))
+}
+
+/// CORS for the configured browser origins only; with none, no CORS headers at all (the
+/// browser then refuses cross-origin calls). Preflights are answered here, before any route
+/// or token check.
+fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let named = |names: &[&'static str]| names.iter().map(|name| HeaderName::from_static(name)).collect::<Vec<_>>();
+    tower::util::Either::Left(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers(named(&[
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "if-match",
+                "if-none-match",
+                "x-request-id",
+                "traceparent",
+            ]))
+            .expose_headers(named(&[
+                "location",
+                "etag",
+                "retry-after",
+                "idempotent-replayed",
+                "x-request-id",
+                "x-trace-id",
+            ]))
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 fn make_span(request: &Request) -> tracing::Span {

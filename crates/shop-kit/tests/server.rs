@@ -22,6 +22,7 @@ fn config() -> HttpConfig {
         shutdown_grace: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(10),
         trusted_proxy_hops: 0,
+        cors_allowed_origins: Vec::new(),
     }
 }
 
@@ -242,4 +243,39 @@ async fn ten_thousand_made_up_paths_and_methods_do_not_grow_the_metrics() {
             .any(|line| line.contains("route=\"/grpc.health.v1.Health/Check\"") && !line.contains("UNIMPLEMENTED")),
         "{after:#?}"
     );
+}
+
+/// CORS only for the configured origins: a preflight from one of them is answered with the
+/// methods and headers the API uses; any other origin, or no configuration, gets no CORS
+/// headers (so the browser refuses).
+#[tokio::test]
+async fn cross_origin_calls_are_allowed_only_from_the_configured_origins() {
+    shop_testkit::init_tracing();
+    let allowed = HttpConfig { cors_allowed_origins: vec!["https://shop.example".into()], ..config() };
+    let bound = Server::new("test", allowed).rest(routes()).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    let closed = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    let closed = TestServer::spawn(closed.local_addr(), |shutdown| closed.run(shutdown));
+    let client = http_client();
+    let preflight = |server: &TestServer, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, server.url("/v1/anything"))
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "authorization, if-match")
+            .send()
+    };
+    let answer = preflight(&server, "https://shop.example").await.unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let headers = answer.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("PATCH"));
+    assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("if-match"));
+    for (server, origin) in [(&server, "https://evil.example"), (&closed, "https://shop.example")] {
+        let answer = preflight(server, origin).await.unwrap();
+        assert!(answer.headers().get("access-control-allow-origin").is_none(), "{origin}: {:?}", answer.headers());
+    }
+    let read = client.get(server.url("/healthz")).header("origin", "https://shop.example").send().await.unwrap();
+    assert_eq!(read.headers()["access-control-allow-origin"], "https://shop.example");
+    assert!(read.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
 }
