@@ -153,17 +153,42 @@ pub(super) async fn list(
     }))
 }
 
-/// One product (inactive ones too, with `active: false`; deleted ones are 404).
+/// How long a client or a shared cache may reuse a product read without asking again. Stock
+/// changes often, and checkout re-checks it anyway, so a few seconds.
+const PRODUCT_MAX_AGE: &str = "public, max-age=5";
+
+/// One product (inactive ones too, with `active: false`; deleted ones are 404). The answer
+/// carries an `ETag` (a hash of its body) and `Cache-Control: public, max-age=5`; a request
+/// whose `If-None-Match` names the current ETag gets 304 with no body.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "products", params(("id" = Uuid, Path)), responses(
-    (status = 200, body = ProductResponse),
+    (status = 200, body = ProductResponse, headers(("ETag" = String), ("Cache-Control" = String))),
+    (status = 304, description = "unchanged since the ETag in If-None-Match"),
     (status = 404, description = "product_not_found", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<ProductResponse>, Error> {
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, Error> {
+    use axum::response::IntoResponse as _;
+    use sha2::Digest as _;
     let id = parse_id(&id, "product_not_found")?;
-    Ok(Json(state.product(id).await?.into()))
+    let body = serde_json::to_vec(&ProductResponse::from(state.product(id).await?))
+        .map_err(|error| Error::Internal(error.into()))?;
+    let digest = sha2::Sha256::digest(&body);
+    let etag: String = format!("\"{}\"", digest[..12].iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*");
+    let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, PRODUCT_MAX_AGE.to_owned())];
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((cache, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -391,3 +391,35 @@ async fn catalog_changes_are_published_on_the_product_topic() {
     let deleted: ProductChanged = prost::Message::decode(seen[2].1.as_slice()).unwrap();
     assert!(deleted.deleted && !deleted.active);
 }
+
+/// A product read carries an ETag and Cache-Control; a client that sends the ETag back gets
+/// 304 until the product changes.
+#[tokio::test]
+async fn product_reads_revalidate_with_their_etag() {
+    let app = spawn_app().await;
+    let product = app.create("ETAG-1", "Tagged", "", 3).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    let first = app.get(&path).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=5");
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26, "{etag}");
+    assert_eq!(first.json::<Value>().await.unwrap()["name"], "Tagged");
+
+    let conditional = |tag: String| app.client.get(app.url(&path)).header("if-none-match", tag).send();
+    for tag in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}"), "*".to_owned()] {
+        let unchanged = conditional(tag.clone()).await.unwrap();
+        assert_eq!(unchanged.status(), 304, "{tag}");
+        assert_eq!(unchanged.headers()["etag"], etag.as_str());
+        assert!(unchanged.bytes().await.unwrap().is_empty());
+    }
+    assert_eq!(conditional("\"other\"".into()).await.unwrap().status(), 200);
+
+    let patched = app.send(Method::PATCH, &path, Some(&app.admin), Some(&json!({"name": "Retagged"}))).await;
+    assert_eq!(patched.status(), 200);
+    let changed = conditional(etag.clone()).await.unwrap();
+    assert_eq!(changed.status(), 200, "a changed product is sent again");
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+    assert_eq!(changed.json::<Value>().await.unwrap()["name"], "Retagged");
+}
