@@ -261,7 +261,12 @@ async fn finished_reservation_requests_are_pruned_and_live_ones_kept() {
         ids.sort();
         ids
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A pass of the retention job has run (it counts what it deleted, 0 included).
+    let metrics = || async { app.client.get(app.server.url("/metrics")).send().await.ok()?.text().await.ok() };
+    shop_testkit::eventually("a retention pass", Duration::from_secs(10), || async {
+        metrics().await.filter(|text| text.contains(r#"retention_deleted_rows_total{table="reservation_requests"} 0"#))
+    })
+    .await;
     assert_eq!(requests().await.len(), 4, "nothing is old enough yet");
 
     sqlx::query("UPDATE reservation_requests SET created_at = now() - interval '2 hours'")
