@@ -1,6 +1,7 @@
 //! Shop's shared runtime: what every service stands on, and nothing domain-specific.
 //!
 //! # Layout
+//! - [`backoff`]: exponential, capped, jittered pauses between retries.
 //! - [`api`]: the REST conventions: [`api::Money`], [`api::Page`], opaque cursors.
 //! - [`config`]: typed configuration from environment variables; one clear line per bad value.
 //! - [`error`]: [`error::Problem`], the one mapping from an error to RFC 9457 problem+json
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod cache;
 pub mod config;
 pub mod db;

@@ -13,7 +13,6 @@ use lettre::{
     AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
 };
-use rand::Rng as _;
 use shop_kit::events::Topics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -26,9 +25,6 @@ use crate::{
 
 /// How many due notifications a worker claims at once.
 const CLAIM_BATCH: i64 = 10;
-
-/// The longest one send may take (the SMTP client's timeout).
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a claim holds: the whole batch sent at [`SEND_TIMEOUT`] each, and a margin. A
 /// worker that dies delays the messages it had claimed by at most this.
@@ -47,12 +43,8 @@ impl Worker {
         let smtp = match smtp {
             None => None,
             Some(config) => {
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-                    .port(config.port)
-                    .timeout(Some(SEND_TIMEOUT))
-                    .build();
                 let from: Mailbox = config.from.parse().map_err(|error| anyhow::anyhow!("SMTP_FROM: {error}"))?;
-                Some((transport, from))
+                Some((config.transport.clone(), from))
             }
         };
         Ok(Self { pool, topics, smtp, max_attempts })
@@ -147,20 +139,5 @@ impl Worker {
 
 /// 200 ms × 2^(attempt-1), at most 5 minutes, ±50 % jitter.
 fn backoff(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(12);
-    let pause = Duration::from_millis(200).saturating_mul(2_u32.pow(exponent)).min(Duration::from_secs(300));
-    pause.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        for (attempt, base) in [(1, 200), (2, 400), (3, 800), (30, 300_000)] {
-            let pause = backoff(attempt).as_millis();
-            assert!(base / 2 <= pause && pause <= base * 3 / 2, "attempt {attempt}: {pause} ms");
-        }
-    }
+    shop_kit::backoff::exponential(attempt, Duration::from_millis(200), Duration::from_secs(300))
 }

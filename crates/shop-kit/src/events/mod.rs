@@ -58,8 +58,6 @@ mod watchdog;
 
 use std::time::Duration;
 
-use rand::Rng as _;
-
 pub use config::{KafkaConfig, Topics, ensure_topics};
 pub use consumer::{ConsumerRunner, Delivery, Outcome};
 pub use dispatch::{Consumes, Received, Refusal};
@@ -74,21 +72,5 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// `base × 2^(attempt-1)`, capped at 30 s, with ±50 % jitter.
 fn backoff(attempt: u32, base: Duration) -> Duration {
-    let exponential = base.saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1).min(16)));
-    let capped = exponential.min(Duration::from_secs(30));
-    capped.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        for attempt in 1..40 {
-            let pause = backoff(attempt, Duration::from_millis(100));
-            assert!(pause <= Duration::from_secs(45), "attempt {attempt}: {pause:?}");
-            assert!(pause >= Duration::from_millis(50), "attempt {attempt}: {pause:?}");
-        }
-    }
+    crate::backoff::exponential(attempt, base, Duration::from_secs(30))
 }
