@@ -211,6 +211,12 @@ impl ServiceProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the process with SIGKILL (no shutdown runs) and reaps it.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits up to `deadline` for the process to exit: its status and how
     /// long it took, or `None` (after a SIGKILL) when it did not exit in time.
     pub async fn terminate(&mut self, deadline: Duration) -> Option<(ExitStatus, Duration)> {

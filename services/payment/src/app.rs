@@ -1,4 +1,5 @@
-//! Builds the service (state, REST and gRPC server, relay, consumer, retention) and runs it.
+//! Builds the service (state, REST and gRPC server, relay, consumer, payment worker,
+//! retention) and runs it.
 
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use shop_proto::{contracts, shop::payment::v1::payment_service_server::PaymentSe
 use sqlx::PgPool;
 use utoipa::OpenApi as _;
 
-use crate::{SERVICE, config::Config, events::OrderEvents, provider::TestProvider};
+use tokio::sync::Notify;
+
+use crate::{SERVICE, config::Config, events::OrderEvents, worker::Worker};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,14 +47,25 @@ impl ServiceConfig for Config {
 }
 
 /// Connects, migrates, binds; the service then runs with [`Service::run`] (the server, the
-/// outbox relay and the order-events consumer).
+/// outbox relay, the order-events consumer and the payment worker).
 pub async fn build(config: Config) -> anyhow::Result<Service> {
     let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
     // One producer for the outbox, dead letters and readiness.
     let publisher = shop_kit::service::broker(&config.kafka, &[contracts::PAYMENT, contracts::ORDER]).await?;
     let topics = config.kafka.topics();
     let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::PAYMENT));
-    let handler = OrderEvents { provider: Arc::new(TestProvider), topics, charge_attempts: config.charge_attempts };
+    let wake = Arc::new(Notify::new());
+    let handler = OrderEvents { wake: Arc::clone(&wake) };
+    let worker = Worker {
+        pool: pool.clone(),
+        provider: crate::provider::from_config(&config.provider)?,
+        topics,
+        charge_attempts: config.charge_attempts,
+        concurrency: config.worker_concurrency,
+        timeout: config.provider.timeout,
+        lease: config.provider.lease(),
+        wake,
+    };
     // Each event touches one order's payment: events may share a transaction.
     let consumer = ConsumerRunner::new(&config.kafka, &publisher, SERVICE, pool.clone(), handler)?
         .batch(config.kafka.consumer_batch);
@@ -74,6 +88,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     Ok(Service::new(server)
         .background("outbox relay", |shutdown| relay.run(shutdown))
         .background("consumer", |shutdown| consumer.run(shutdown))
+        .background("payment worker", |shutdown| worker.run(shutdown))
         .background("retention", |shutdown| retention.run(shutdown))
         .flush(&publisher)
         .close(&pool))

@@ -6,16 +6,25 @@
 //! | `DATABASE_URL` | required | Postgres `shop_payment` |
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | events |
-//! | `PAYMENT_CHARGE_ATTEMPTS` | `3` | attempts at a charge that fails transiently before it is declined |
+//! | `PAYMENT_CHARGE_ATTEMPTS` | `3` | attempts at a charge that fails transiently before it is declined (1 to 10) |
+//! | `PAYMENT_WORKER_CONCURRENCY` | `32` | provider calls in flight per replica (1 to 256) |
+//! | `PAYMENT_PROVIDER_URL` | none | a provider behind HTTP (see [`crate::provider`]); unset: the in-process test provider |
+//! | `PAYMENT_PROVIDER_TIMEOUT` | `10s` | the longest one provider call may take (1 s to 60 s); a claimed payment's lease is twice this plus 10 s |
+//! | `TEST_PROVIDER_LATENCY` | `0s` | the test provider's delay per call |
+//! | `TEST_PROVIDER_FAILURE_RATE`, `TEST_PROVIDER_TIMEOUT_RATE` | `0`, `0` | the share of its calls that fail transiently, or take effect and never answer |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
+
+use std::time::Duration;
 
 use shop_kit::{
     auth::AuthConfig,
-    config::{HttpConfig, TelemetryConfig, Vars},
+    config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
     retention::RetentionConfig,
 };
+
+use crate::provider::TestBehaviour;
 
 pub const DEFAULT_PORT: u16 = 8085;
 
@@ -28,6 +37,50 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub jwks_url: String,
     pub charge_attempts: u32,
+    pub worker_concurrency: usize,
+    pub provider: ProviderConfig,
+}
+
+/// Which provider, and how long its calls may take.
+pub struct ProviderConfig {
+    pub url: Option<String>,
+    pub timeout: Duration,
+    pub test: TestBehaviour,
+}
+
+impl ProviderConfig {
+    pub fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let timeout = vars.or("PAYMENT_PROVIDER_TIMEOUT", HumanDuration(Duration::from_secs(10)))?.0;
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&timeout) {
+            return Err(vars.invalid("PAYMENT_PROVIDER_TIMEOUT", "must be between 1s and 60s").into());
+        }
+        let rate = |name: &str| -> anyhow::Result<f64> {
+            let rate: f64 = vars.or(name, 0.0)?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(vars.invalid(name, "must be between 0 and 1").into());
+            }
+            Ok(rate)
+        };
+        let test = TestBehaviour {
+            latency: vars.or("TEST_PROVIDER_LATENCY", HumanDuration(Duration::ZERO))?.0,
+            failure_rate: rate("TEST_PROVIDER_FAILURE_RATE")?,
+            timeout_rate: rate("TEST_PROVIDER_TIMEOUT_RATE")?,
+        };
+        let url: Option<String> = vars.optional("PAYMENT_PROVIDER_URL")?;
+        if let Some(url) = &url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(vars.invalid("PAYMENT_PROVIDER_URL", "must be an http:// or https:// URL").into());
+        }
+        Ok(Self { url, timeout, test })
+    }
+
+    /// How long a claimed payment stays with the worker that claimed it: a lookup and a
+    /// charge at the timeout each, and a margin. A worker that dies delays its payments by
+    /// at most this.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(10)
+    }
 }
 
 impl Config {
@@ -42,6 +95,10 @@ impl Config {
         if !(1..=10).contains(&charge_attempts) {
             return Err(vars.invalid("PAYMENT_CHARGE_ATTEMPTS", "must be between 1 and 10").into());
         }
+        let worker_concurrency: usize = vars.or("PAYMENT_WORKER_CONCURRENCY", 32)?;
+        if !(1..=256).contains(&worker_concurrency) {
+            return Err(vars.invalid("PAYMENT_WORKER_CONCURRENCY", "must be between 1 and 256").into());
+        }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
             telemetry: TelemetryConfig::from_vars(vars, crate::SERVICE)?,
@@ -51,6 +108,8 @@ impl Config {
             kafka: KafkaConfig::from_vars(vars)?,
             jwks_url,
             charge_attempts,
+            worker_concurrency,
+            provider: ProviderConfig::from_vars(vars)?,
         })
     }
 }

@@ -6,33 +6,42 @@ use uuid::Uuid;
 
 use crate::provider::Charge;
 
-/// Where a payment is: taken, declined, or given back.
+/// Where a payment is: waiting for its charge, taken, declined, waiting for its refund, or
+/// given back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {
+    Pending,
     Succeeded,
     Failed,
+    RefundPending,
     Refunded,
 }
+
+/// Every status, in the order a payment can pass through them.
+pub const STATUSES: [PaymentStatus; 5] = [
+    PaymentStatus::Pending,
+    PaymentStatus::Succeeded,
+    PaymentStatus::Failed,
+    PaymentStatus::RefundPending,
+    PaymentStatus::Refunded,
+];
 
 impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::RefundPending => "refund_pending",
             Self::Refunded => "refunded",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "succeeded" => Some(Self::Succeeded),
-            "failed" => Some(Self::Failed),
-            "refunded" => Some(Self::Refunded),
-            _ => None,
-        }
+        STATUSES.into_iter().find(|status| status.as_str() == text)
     }
 
-    /// The status a charge outcome leaves a new payment in, and why it failed if it did.
+    /// The status a charge outcome leaves a pending payment in, and why it failed if it did.
     pub fn of_charge(outcome: &Charge) -> (Self, Option<String>) {
         match outcome {
             Charge::Succeeded => (Self::Succeeded, None),
@@ -64,7 +73,7 @@ impl Payment {
     }
 }
 
-/// A payment about to be stored: its timestamps are the database's.
+/// A payment about to be stored, `pending`: its timestamps are the database's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewPayment {
     pub id: Uuid,
@@ -72,9 +81,59 @@ pub struct NewPayment {
     pub user_id: Uuid,
     pub amount: i64,
     pub currency: String,
-    pub status: PaymentStatus,
-    pub failure_reason: Option<String>,
-    pub attempts: u32,
+    /// The provider's token for the card.
+    pub card_token: String,
+}
+
+/// What the worker is to do with a payment it claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Charge,
+    Refund,
+}
+
+/// A payment the worker has claimed: what it needs to call the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    pub work: Work,
+    pub card_token: Option<String>,
+    /// Claims of this work so far, this one included.
+    pub claims: u32,
+}
+
+impl Claimed {
+    /// The provider idempotency key of the charge: the payment id.
+    pub fn charge_key(&self) -> String {
+        self.id.to_string()
+    }
+
+    /// The provider idempotency key of the refund.
+    pub fn refund_key(&self) -> String {
+        format!("{}-refund", self.id)
+    }
+
+    /// The key of this claim's work.
+    pub fn key(&self) -> String {
+        match self.work {
+            Work::Charge => self.charge_key(),
+            Work::Refund => self.refund_key(),
+        }
+    }
+
+    /// Whether an earlier claim may have reached the provider without its outcome being
+    /// recorded (a crash, a timeout, a failed commit): then the provider is asked first.
+    pub fn maybe_called_before(&self) -> bool {
+        self.claims > 1
+    }
+
+    pub fn amount(&self) -> Money {
+        Money { amount: self.amount, currency: self.currency.clone() }
+    }
 }
 
 #[cfg(test)]
@@ -83,15 +142,15 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_their_text() {
-        for status in [PaymentStatus::Succeeded, PaymentStatus::Failed, PaymentStatus::Refunded] {
+        for status in STATUSES {
             assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(
-            [PaymentStatus::Succeeded, PaymentStatus::Failed, PaymentStatus::Refunded].map(PaymentStatus::as_str),
-            ["succeeded", "failed", "refunded"],
-            "the texts are the stored values and the REST values"
+            STATUSES.map(PaymentStatus::as_str),
+            ["pending", "succeeded", "failed", "refund_pending", "refunded"],
+            "the texts are the stored values (the CHECK constraint) and the REST values"
         );
-        for unknown in ["", "Succeeded", "pending", "refunded "] {
+        for unknown in ["", "Succeeded", "processing", "refunded "] {
             assert_eq!(PaymentStatus::parse(unknown), None, "{unknown:?}");
         }
     }
@@ -101,6 +160,28 @@ mod tests {
         assert_eq!(PaymentStatus::of_charge(&Charge::Succeeded), (PaymentStatus::Succeeded, None));
         let declined = Charge::Declined { reason: "card_declined".into() };
         assert_eq!(PaymentStatus::of_charge(&declined), (PaymentStatus::Failed, Some("card_declined".into())));
+    }
+
+    #[test]
+    fn a_claim_keys_its_work_by_the_payment_and_knows_when_to_look_up_first() {
+        let id = Uuid::now_v7();
+        let mut claimed = Claimed {
+            id,
+            order_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            amount: 1,
+            currency: "EUR".into(),
+            work: Work::Charge,
+            card_token: Some("tok_visa".into()),
+            claims: 1,
+        };
+        assert_eq!(claimed.key(), id.to_string());
+        assert!(!claimed.maybe_called_before(), "the first claim calls the provider directly");
+        claimed.claims = 2;
+        assert!(claimed.maybe_called_before());
+        claimed.work = Work::Refund;
+        assert_eq!(claimed.key(), format!("{id}-refund"));
+        assert_ne!(claimed.refund_key(), claimed.charge_key(), "a refund never replays the charge's key");
     }
 
     #[test]

@@ -1,23 +1,18 @@
 //! What the payment service does with order events, inside the consumer's transaction
-//! (so the payment row, its event and the inbox record commit together).
+//! (so the payment row and the inbox record commit together): it records what is to be
+//! done, and the [`crate::worker`] does it, outside any transaction.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use shop_kit::events::{HandleError, Handler, Received, Topics, enqueue};
-use shop_proto::shop::{
-    common::v1::Money,
-    events::v1::{
-        OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped, PaymentFailed, PaymentRefunded,
-        PaymentSucceeded,
-    },
-};
+use shop_kit::events::{HandleError, Handler, Received};
+use shop_proto::shop::events::v1::{OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped};
 use sqlx::PgConnection;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
     domain::{NewPayment, PaymentStatus},
-    provider::{Charge, PaymentProvider},
     store,
 };
 
@@ -31,9 +26,8 @@ shop_kit::consumes! {
 }
 
 pub struct OrderEvents {
-    pub provider: Arc<dyn PaymentProvider>,
-    pub topics: Topics,
-    pub charge_attempts: u32,
+    /// Wakes the payment worker once a payment is due (it also polls).
+    pub wake: Arc<Notify>,
 }
 
 impl Handler for OrderEvents {
@@ -46,108 +40,55 @@ impl Handler for OrderEvents {
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             match &event.message {
-                OrderEvent::Placed(placed) => self.placed(connection, placed.clone()).await,
-                OrderEvent::Cancelled(cancelled) => self.cancelled(connection, cancelled.clone()).await,
+                OrderEvent::Placed(placed) => self.placed(connection, placed).await,
+                OrderEvent::Cancelled(cancelled) => self.cancelled(connection, cancelled).await,
             }
         })
     }
 }
 
 impl OrderEvents {
-    async fn placed(&self, connection: &mut PgConnection, order: OrderPlaced) -> Result<(), HandleError> {
+    /// Records the order's payment as `pending`; the worker charges it after this commits.
+    async fn placed(&self, connection: &mut PgConnection, order: &OrderPlaced) -> Result<(), HandleError> {
         let order_id = Uuid::parse_str(&order.order_id)?;
         let user_id = Uuid::parse_str(&order.user_id)?;
         let total = order
             .total
-            .clone()
+            .as_ref()
             .ok_or_else(|| HandleError::permanent(anyhow::anyhow!("OrderPlaced without a total")))?;
-        if store::exists_for_order(connection, order_id).await.map_err(HandleError::retryable)? {
-            return Ok(());
-        }
-        let payment_id = Uuid::now_v7();
-        // Keyed by the order, so a redelivered event reuses the provider's idempotency key.
-        let (outcome, attempts) = self.charge(&format!("charge-{order_id}"), &order.card_token, &total).await;
-        let (status, failure_reason) = PaymentStatus::of_charge(&outcome);
         let payment = NewPayment {
-            id: payment_id,
+            id: Uuid::now_v7(),
             order_id,
             user_id,
             amount: total.amount,
             currency: total.currency.clone(),
-            status,
-            failure_reason,
-            attempts,
+            card_token: order.card_token.clone(),
         };
-        store::insert(connection, &payment).await.map_err(HandleError::retryable)?;
-        let key = order_id.to_string();
-        let event = match outcome {
-            Charge::Succeeded => {
-                let message = PaymentSucceeded {
-                    payment_id: payment_id.to_string(),
-                    order_id: key.clone(),
-                    user_id: order.user_id,
-                    amount: Some(total),
-                };
-                self.topics.event(key, &message)
-            }
-            Charge::Declined { reason } => {
-                let message = PaymentFailed {
-                    payment_id: payment_id.to_string(),
-                    order_id: key.clone(),
-                    user_id: order.user_id,
-                    amount: Some(total),
-                    reason,
-                };
-                self.topics.event(key, &message)
-            }
-        };
-        enqueue(connection, &event).await?;
-        tracing::info!(order.id = %order_id, payment.status = status.as_str(), "payment taken");
+        if store::insert_pending(connection, &payment).await.map_err(HandleError::retryable)? {
+            tracing::info!(order.id = %order_id, payment.id = %payment.id, "payment pending");
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
-    /// Charges, retrying transient failures with backoff; after the last attempt a
-    /// transient failure counts as a decline (`processing_error`).
-    async fn charge(&self, key: &str, card_token: &str, total: &Money) -> (Charge, u32) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.provider.charge(key, card_token, total.amount, &total.currency).await {
-                Ok(outcome) => return (outcome, attempt),
-                Err(error) if attempt >= self.charge_attempts => {
-                    tracing::warn!(%error, attempt, "charge failed transiently too often; declining");
-                    return (Charge::Declined { reason: "processing_error".into() }, attempt);
-                }
-                Err(error) => {
-                    tracing::info!(%error, attempt, "charge failed transiently; retrying");
-                    tokio::time::sleep(Duration::from_millis(20 * 2_u64.pow(attempt.min(8)))).await;
-                }
-            }
-        }
-    }
-
-    async fn cancelled(&self, connection: &mut PgConnection, order: OrderCancelled) -> Result<(), HandleError> {
+    /// Asks for the refund of a paid order; the worker gives the money back.
+    async fn cancelled(&self, connection: &mut PgConnection, order: &OrderCancelled) -> Result<(), HandleError> {
         if !order.refund {
             return Ok(());
         }
         let order_id = Uuid::parse_str(&order.order_id)?;
-        let Some(payment) = store::succeeded_for_order(connection, order_id).await.map_err(HandleError::retryable)?
-        else {
-            return Ok(());
-        };
-        self.provider
-            .refund(&format!("refund-{}", payment.id), payment.amount, &payment.currency)
-            .await
-            .map_err(HandleError::retryable)?;
-        store::set_status(connection, payment.id, PaymentStatus::Refunded).await.map_err(HandleError::retryable)?;
-        let message = PaymentRefunded {
-            payment_id: payment.id.to_string(),
-            order_id: order.order_id.clone(),
-            user_id: order.user_id,
-            amount: Some(Money { amount: payment.amount, currency: payment.currency }),
-        };
-        let event = self.topics.event(order.order_id, &message);
-        enqueue(connection, &event).await?;
+        match store::request_refund(connection, order_id).await.map_err(HandleError::retryable)? {
+            Some(PaymentStatus::Succeeded) => {
+                tracing::info!(order.id = %order_id, "refund pending");
+                self.wake.notify_one();
+            }
+            // Asked for before: nothing more to give back.
+            Some(PaymentStatus::RefundPending | PaymentStatus::Refunded) => {}
+            // The order service asks for a refund only after PaymentSucceeded: anything
+            // else is not ours to refund.
+            other => tracing::warn!(order.id = %order_id, payment.status = ?other.map(PaymentStatus::as_str),
+                "refund asked for an order without a succeeded payment; nothing refunded"),
+        }
         Ok(())
     }
 }

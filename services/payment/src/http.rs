@@ -35,7 +35,7 @@ pub struct PaymentResponse {
     pub id: Uuid,
     pub order_id: Uuid,
     pub amount: Option<Money>,
-    /// succeeded, failed or refunded.
+    /// pending (the charge is under way), succeeded, failed, refund_pending or refunded.
     pub status: String,
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -1,12 +1,14 @@
 //! SQL for payments. Functions take a connection, so the caller decides the transaction
 //! (the outbox write shares it).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{NewPayment, Payment, PaymentStatus},
+    domain::{Claimed, NewPayment, Payment, PaymentStatus, Work},
     error::Error,
 };
 
@@ -48,53 +50,151 @@ impl TryFrom<Row> for Payment {
 const SELECT: &str = "SELECT id, order_id, user_id, amount, currency, status, failure_reason, attempts, \
     created_at, updated_at FROM payments";
 
-/// Whether the order has a payment already (whatever its status).
-pub async fn exists_for_order(connection: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
-    let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(connection)
-        .await?;
-    Ok(id.is_some())
-}
-
-pub async fn insert(connection: &mut PgConnection, payment: &NewPayment) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO payments (id, order_id, user_id, amount, currency, status, failure_reason, attempts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+/// Records a placed order's payment as `pending`, due at once; `false` if the order has a
+/// payment already (a redelivered `OrderPlaced`).
+pub async fn insert_pending(connection: &mut PgConnection, payment: &NewPayment) -> Result<bool, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO payments (id, order_id, user_id, amount, currency, status, card_token) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(payment.id)
     .bind(payment.order_id)
     .bind(payment.user_id)
     .bind(payment.amount)
     .bind(&payment.currency)
-    .bind(payment.status.as_str())
-    .bind(&payment.failure_reason)
-    .bind(i32::try_from(payment.attempts).unwrap_or(i32::MAX))
+    .bind(&payment.card_token)
+    .execute(connection)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Asks for the refund of the order's payment: a succeeded payment becomes `refund_pending`,
+/// due at once. Returns the status the payment had (`None`: the order has no payment), so
+/// the caller can tell a refund asked for twice from one asked for too early.
+pub async fn request_refund(connection: &mut PgConnection, order_id: Uuid) -> Result<Option<PaymentStatus>, Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(status) = status else { return Ok(None) };
+    let status = PaymentStatus::parse(&status)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown payment status {status:?}")))?;
+    if status == PaymentStatus::Succeeded {
+        sqlx::query(
+            "UPDATE payments SET status = 'refund_pending', next_attempt_at = now(), updated_at = now() \
+             WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .execute(connection)
+        .await?;
+    }
+    Ok(Some(status))
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    order_id: Uuid,
+    user_id: Uuid,
+    amount: i64,
+    currency: String,
+    status: String,
+    card_token: Option<String>,
+    attempts: i32,
+    refund_attempts: i32,
+}
+
+impl TryFrom<ClaimedRow> for Claimed {
+    type Error = Error;
+
+    fn try_from(row: ClaimedRow) -> Result<Self, Error> {
+        let (work, claims) = match row.status.as_str() {
+            "pending" => (Work::Charge, row.attempts),
+            "refund_pending" => (Work::Refund, row.refund_attempts),
+            other => return Err(Error::Internal(anyhow::anyhow!("claimed a payment in status {other:?}"))),
+        };
+        Ok(Self {
+            id: row.id,
+            order_id: row.order_id,
+            user_id: row.user_id,
+            amount: row.amount,
+            currency: row.currency,
+            work,
+            card_token: row.card_token,
+            claims: u32::try_from(claims).unwrap_or(0),
+        })
+    }
+}
+
+/// Claims up to `limit` due payments (charges and refunds) for `lease`, in one statement
+/// that commits on its own (`SKIP LOCKED`: replicas claim different payments), counting
+/// the claim before any provider call.
+pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duration) -> Result<Vec<Claimed>, Error> {
+    // The statuses are literals, not parameters, so the partial index `payments_due_idx`
+    // serves a generic plan too.
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        "UPDATE payments p SET next_attempt_at = now() + $2 * interval '1 millisecond', \
+             attempts = p.attempts + (p.status = 'pending')::int, \
+             refund_attempts = p.refund_attempts + (p.status = 'refund_pending')::int \
+         FROM (SELECT id FROM payments WHERE status IN ('pending', 'refund_pending') AND next_attempt_at <= now() \
+               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+         WHERE p.id = due.id \
+         RETURNING p.id, p.order_id, p.user_id, p.amount, p.currency, p.status, p.card_token, p.attempts, \
+             p.refund_attempts",
+    )
+    .bind(limit)
+    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .fetch_all(connection)
+    .await?;
+    let mut claimed = rows.into_iter().map(Claimed::try_from).collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by_key(|payment| payment.id);
+    Ok(claimed)
+}
+
+/// Records a charge's outcome on a still pending payment; `false` if it was recorded
+/// already (by a worker that took the payment over after a lease ran out).
+pub async fn record_charge(
+    connection: &mut PgConnection,
+    id: Uuid,
+    status: PaymentStatus,
+    failure_reason: Option<&str>,
+) -> Result<bool, Error> {
+    let updated = sqlx::query(
+        "UPDATE payments SET status = $2, failure_reason = $3, card_token = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(failure_reason)
+    .execute(connection)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Records a refund; `false` if it was recorded already.
+pub async fn record_refund(connection: &mut PgConnection, id: Uuid) -> Result<bool, Error> {
+    let updated = sqlx::query(
+        "UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 AND status = 'refund_pending'",
+    )
+    .bind(id)
+    .execute(connection)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// After a transient failure: the payment is due again after `pause` (its lease ends early).
+pub async fn retry_later(connection: &mut PgConnection, id: Uuid, pause: Duration) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE payments SET next_attempt_at = now() + $2 * interval '1 millisecond' \
+         WHERE id = $1 AND status IN ('pending', 'refund_pending')",
+    )
+    .bind(id)
+    .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
     .execute(connection)
     .await?;
     Ok(())
 }
 
-/// The order's succeeded payment, locked for the rest of the transaction (so a refund
-/// happens once).
-pub async fn succeeded_for_order(connection: &mut PgConnection, order_id: Uuid) -> Result<Option<Payment>, Error> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE order_id = $1 AND status = 'succeeded' FOR UPDATE"))
-        .bind(order_id)
-        .fetch_optional(connection)
-        .await?;
-    row.map(Payment::try_from).transpose()
-}
-
-pub async fn set_status(connection: &mut PgConnection, id: Uuid, status: PaymentStatus) -> Result<(), Error> {
-    sqlx::query("UPDATE payments SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(status.as_str())
-        .execute(connection)
-        .await?;
-    Ok(())
-}
-
-/// Newest first, at most 100; `owner` limits to one user's payments, `order_id` to one order's.
 /// One page of payments, newest first (ids are UUIDv7): `owner`'s only when given, the
 /// order's only when given, those before `before` (the last id of the previous page); and
 /// the id to continue from when there are more.

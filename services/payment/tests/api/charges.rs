@@ -17,19 +17,22 @@ use shop_proto::shop::{
 use shop_testkit::{eventually, http_client};
 use uuid::Uuid;
 
-use crate::reads::{App, spawn};
+use crate::reads::spawn;
 
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-async fn publish(app: &App, name: &str, order: Uuid, message: &impl prost::Message) {
-    let producer = KafkaConfig::for_brokers(&brokers()).producer().unwrap();
+/// Publishes an order event as the order service would, through one producer per test
+/// process (a producer per event would cost a connection and a metadata fetch each).
+pub(crate) async fn publish(prefix: &str, name: &str, order: Uuid, message: &impl prost::Message) {
+    static PRODUCER: std::sync::OnceLock<rdkafka::producer::FutureProducer> = std::sync::OnceLock::new();
+    let producer = PRODUCER.get_or_init(|| KafkaConfig::for_brokers(&brokers()).producer().unwrap());
     let (id, ce_type) = (Uuid::now_v7().to_string(), format!("shop.order.v1.{name}"));
     let headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
         .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) });
-    let (topic, key, payload) = (format!("{}shop.order.v1", app.prefix), order.to_string(), message.encode_to_vec());
+    let (topic, key, payload) = (format!("{prefix}shop.order.v1"), order.to_string(), message.encode_to_vec());
     let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
     producer.send(record, Duration::from_secs(10)).await.unwrap();
 }
@@ -55,16 +58,21 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
     let cards = ["tok_visa", "tok_chargeDeclined", "tok_insufficientFunds", "tok_processingError"];
     let orders: Vec<Uuid> = cards.iter().map(|_| Uuid::now_v7()).collect();
     for (order, card) in orders.iter().zip(cards) {
-        publish(&app, "OrderPlaced", *order, &placed(*order, card, 1250)).await;
+        publish(&app.prefix, "OrderPlaced", *order, &placed(*order, card, 1250)).await;
     }
     // Redelivered as a new event (another ce_id): still one payment.
-    publish(&app, "OrderPlaced", orders[0], &placed(orders[0], "tok_visa", 1250)).await;
+    publish(&app.prefix, "OrderPlaced", orders[0], &placed(orders[0], "tok_visa", 1250)).await;
     // Unusable: no total. Dead-lettered, not retried forever, and nothing is charged.
     let broken = Uuid::now_v7();
-    publish(&app, "OrderPlaced", broken, &OrderPlaced { total: None, ..placed(broken, "tok_visa", 1) }).await;
+    publish(&app.prefix, "OrderPlaced", broken, &OrderPlaced { total: None, ..placed(broken, "tok_visa", 1) }).await;
     // Other order events change nothing here.
-    publish(&app, "OrderShipped", orders[0], &OrderShipped { order_id: orders[0].to_string(), ..Default::default() })
-        .await;
+    publish(
+        &app.prefix,
+        "OrderShipped",
+        orders[0],
+        &OrderShipped { order_id: orders[0].to_string(), ..Default::default() },
+    )
+    .await;
 
     let payments = || async {
         let mut rows: Vec<(Uuid, String, Option<String>, i32, i64)> =
@@ -75,9 +83,9 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
         rows.sort_by_key(|row| orders.iter().position(|order| *order == row.0));
         rows
     };
-    let taken = eventually("four payments", Duration::from_secs(60), || async {
+    let taken = eventually("four payments decided", Duration::from_secs(60), || async {
         let rows = payments().await;
-        (rows.len() == 4).then_some(rows)
+        (rows.len() == 4 && rows.iter().all(|row| row.1 != "pending")).then_some(rows)
     })
     .await;
     let outcomes: Vec<(&str, Option<&str>, i32)> =
@@ -117,18 +125,23 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
     assert_eq!((declined.reason.as_str(), declined.amount.unwrap().amount), ("card_declined", 1250));
 
     // Cancellations: without refund, or of an unpaid order, nothing; with refund, once.
-    publish(&app, "OrderCancelled", orders[1], &cancelled(orders[1], true)).await;
-    publish(&app, "OrderCancelled", orders[0], &cancelled(orders[0], false)).await;
-    publish(&app, "OrderCancelled", orders[0], &cancelled(orders[0], true)).await;
-    publish(&app, "OrderCancelled", orders[0], &cancelled(orders[0], true)).await;
+    publish(&app.prefix, "OrderCancelled", orders[1], &cancelled(orders[1], true)).await;
+    publish(&app.prefix, "OrderCancelled", orders[0], &cancelled(orders[0], false)).await;
+    publish(&app.prefix, "OrderCancelled", orders[0], &cancelled(orders[0], true)).await;
+    publish(&app.prefix, "OrderCancelled", orders[0], &cancelled(orders[0], true)).await;
     eventually("the refund", Duration::from_secs(30), || async { (payments().await[0].1 == "refunded").then_some(()) })
         .await;
     // Markers after the cancellations on their partitions (same keys): once they are applied,
     // so are the cancellations.
     let marker = Uuid::now_v7();
     for order in [orders[0], orders[1]] {
-        publish(&app, "OrderShipped", order, &OrderShipped { order_id: marker.to_string(), ..Default::default() })
-            .await;
+        publish(
+            &app.prefix,
+            "OrderShipped",
+            order,
+            &OrderShipped { order_id: marker.to_string(), ..Default::default() },
+        )
+        .await;
     }
     eventually("every cancellation consumed", Duration::from_secs(30), || async {
         let metrics = http_client().get(app.server.url("/metrics")).send().await.ok()?.text().await.ok()?;

@@ -6,3 +6,4 @@ mod reads;
 mod shutdown;
 mod sigkill;
 mod stop;
+mod worker;

@@ -20,10 +20,15 @@ pub(crate) struct App {
 
 /// The payment service in-process, on its own database and topic prefix.
 pub(crate) async fn spawn() -> App {
+    spawn_with(&[]).await
+}
+
+/// [`spawn`] with more settings.
+pub(crate) async fn spawn_with(extra: &[(&str, &str)]) -> App {
     let issuer = TestIssuer::start().await;
     let db = TestDb::new().await;
     let prefix = format!("t{}.", Uuid::now_v7().simple());
-    let vars = Vars::from_pairs([
+    let mut vars = Vars::from_pairs([
         ("DATABASE_URL", db.url().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("JWKS_URL", issuer.jwks_url()),
@@ -31,6 +36,9 @@ pub(crate) async fn spawn() -> App {
         ("KAFKA_TOPIC_PREFIX", prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
+    for (name, value) in extra {
+        vars = vars.with(name, *value);
+    }
     let app = payment_service::app::build(payment_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
     App { server, issuer, db, prefix }
