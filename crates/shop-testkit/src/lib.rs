@@ -10,6 +10,8 @@
 //! - [`eventually`]: wait for a condition with a deadline instead of a fixed sleep.
 //! - [`TcpProxy`], [`TestBroker`] and [`ServiceProcess`]: fault injection, a private
 //!   broker behind a proxy, and a service binary run as a child process.
+//! - [`FakeProvider`]: a payment provider over HTTP whose ledger outlives the payment
+//!   service, and that can be slow, fail or hang.
 //! - [`standins`]: in-memory gRPC stand-ins for Shop's own services, so that a service's
 //!   tests start only that service.
 //!
@@ -20,9 +22,13 @@
 #![expect(clippy::expect_used, clippy::panic, reason = "test support: a broken fixture should fail the test loudly")]
 
 mod faults;
+mod provider;
+mod smtp;
 pub mod standins;
 
 pub use faults::{Outage, STOP_DEADLINE, ServiceProcess, TcpProxy, TestBroker, sigterm_during, through};
+pub use provider::{FakeProvider, Hang, Operation};
+pub use smtp::{Received, SmtpSink};
 
 use std::{future::Future, net::SocketAddr, sync::OnceLock, time::Duration};
 
@@ -327,129 +333,6 @@ impl TestIssuer {
     /// An admin token.
     pub fn admin(&self) -> String {
         self.token(uuid::Uuid::now_v7(), shop_kit::auth::Role::Admin)
-    }
-}
-
-/// A real SMTP server in-process that keeps every message it accepts. It can be told to
-/// refuse the next N messages with a transient `451`, to test retries, and to take its time
-/// before it accepts a message, as a slow relay does.
-pub struct SmtpSink {
-    address: SocketAddr,
-    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    refuse: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    /// Milliseconds to wait before accepting each message.
-    slow: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Messages whose data has started and that are not accepted yet.
-    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    stop: CancellationToken,
-}
-
-impl SmtpSink {
-    pub async fn start() -> Self {
-        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the SMTP sink");
-        let address = listener.local_addr().expect("SMTP sink address");
-        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let slow = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let stop = CancellationToken::new();
-        let (store, refusals, cancel) = (messages.clone(), refuse.clone(), stop.clone());
-        let (delay, receiving) = (slow.clone(), in_flight.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((stream, _)) = accepted else { continue };
-                let (store, refusals) = (store.clone(), refusals.clone());
-                let (delay, receiving) = (delay.clone(), receiving.clone());
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut lines = tokio::io::BufReader::new(read).lines();
-                    let _ = write.write_all(b"220 shop-test-sink ESMTP\r\n").await;
-                    let mut data: Option<String> = None;
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Some(body) = data.as_mut() {
-                            if line == "." {
-                                let pause = delay.load(std::sync::atomic::Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(pause)).await;
-                                receiving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                                store
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .push(std::mem::take(body));
-                                data = None;
-                                let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
-                            } else {
-                                body.push_str(&line);
-                                body.push('\n');
-                            }
-                            continue;
-                        }
-                        let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-                        let reply: &[u8] = match verb.as_str() {
-                            "EHLO" | "HELO" => b"250 shop-test-sink\r\n",
-                            "MAIL"
-                                if refusals
-                                    .fetch_update(
-                                        std::sync::atomic::Ordering::SeqCst,
-                                        std::sync::atomic::Ordering::SeqCst,
-                                        |n| n.checked_sub(1),
-                                    )
-                                    .is_ok() =>
-                            {
-                                b"451 4.3.0 try again later\r\n"
-                            }
-                            "DATA" => {
-                                receiving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                data = Some(String::new());
-                                b"354 end with .\r\n"
-                            }
-                            "QUIT" => {
-                                let _ = write.write_all(b"221 bye\r\n").await;
-                                return;
-                            }
-                            _ => b"250 OK\r\n",
-                        };
-                        let _ = write.write_all(reply).await;
-                    }
-                });
-            }
-        });
-        Self { address, messages, refuse, slow, in_flight, stop }
-    }
-
-    /// `smtp://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("smtp://{}", self.address)
-    }
-
-    /// Every message accepted so far (headers and body, as sent).
-    pub fn messages(&self) -> Vec<String> {
-        self.messages.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    /// Refuse the next `count` messages with a transient 451.
-    pub fn refuse_next(&self, count: u32) {
-        self.refuse.store(count, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Wait `pause` before accepting each message (a slow relay).
-    pub fn slow(&self, pause: Duration) {
-        self.slow.store(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Messages being received: their data has started and they are not accepted yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

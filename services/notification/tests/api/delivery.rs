@@ -27,6 +27,11 @@ fn brokers() -> String {
 }
 
 pub(crate) async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
+    spawn_with(smtp.map(SmtpSink::url), &[]).await
+}
+
+/// The service with `SMTP_URL` (when given) and more settings.
+pub(crate) async fn spawn_with(smtp_url: Option<String>, extra: &[(&str, String)]) -> TestApp {
     let issuer = TestIssuer::start().await;
     let db = TestDb::new().await;
     let prefix = format!("t{}.", Uuid::now_v7().simple());
@@ -38,8 +43,11 @@ pub(crate) async fn spawn(smtp: Option<&SmtpSink>) -> TestApp {
         ("KAFKA_TOPIC_PREFIX", prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    if let Some(smtp) = smtp {
-        vars = vars.with("SMTP_URL", smtp.url());
+    if let Some(url) = smtp_url {
+        vars = vars.with("SMTP_URL", url);
+    }
+    for (name, value) in extra {
+        vars = vars.with(name, value.clone());
     }
     let app = notification_service::app::build(notification_service::config::Config::from_vars(&vars).unwrap())
         .await
@@ -202,6 +210,56 @@ async fn failed_sends_are_retried_and_every_attempt_is_kept() {
     })
     .await;
     assert_eq!(stored[0]["attempts"], 3, "two refusals, then success");
+}
+
+/// The first failed delivery attempt's error, once there is one.
+async fn first_failure(app: &TestApp) -> String {
+    let pool = sqlx::PgPool::connect(app.db.url()).await.unwrap();
+    eventually("a failed delivery attempt", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT error FROM delivery_attempts WHERE NOT succeeded ORDER BY attempt LIMIT 1",
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_with_authentication_to_a_relay_whose_certificate_is_trusted() {
+    let smtp = SmtpSink::start_tls("shop", "s3cr#t").await;
+    let ca = smtp.ca_file().unwrap().to_str().unwrap().to_owned();
+    // The password percent-encoded in the URL, as lettre reads it.
+    let url = |password: &str| format!("smtp://shop:{password}@localhost:{}?tls=required", smtp.port());
+    let register = async |app: &TestApp| {
+        let user = Uuid::now_v7();
+        let event = registered(user, "tls@example.com");
+        publish(app, "shop.user.v1", "shop.user.v1.UserRegistered", &user.to_string(), Uuid::now_v7(), &event).await;
+    };
+
+    // A relay whose certificate nobody vouched for: nothing is sent, the attempt says why.
+    let untrusted = spawn_with(Some(url("s3cr%23t")), &[]).await;
+    register(&untrusted).await;
+    let error = first_failure(&untrusted).await;
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    // The wrong password: refused by the relay.
+    let wrong = spawn_with(Some(url("guess")), &[("SMTP_CA_FILE", ca.clone())]).await;
+    register(&wrong).await;
+    let error = first_failure(&wrong).await;
+    assert!(error.contains("535") || error.to_lowercase().contains("credentials"), "{error}");
+    assert!(smtp.received().is_empty(), "nothing was accepted: {:?}", smtp.received());
+
+    // Trusted through SMTP_CA_FILE, with the right password: sent over TLS as `shop`.
+    let app = spawn_with(Some(url("s3cr%23t")), &[("SMTP_CA_FILE", ca)]).await;
+    register(&app).await;
+    let received =
+        eventually("the email over TLS", Duration::from_secs(30), || async { smtp.received().into_iter().next() })
+            .await;
+    assert!(received.tls && received.user.as_deref() == Some("shop"), "{received:?}");
+    assert!(received.message.contains("tls@example.com"));
 }
 
 #[tokio::test]
