@@ -314,7 +314,8 @@ async fn place(api: &Api, buyer: &mut Buyer, tally: &mut Tally, key: &str, card:
         if id.is_some() {
             return id;
         }
-        tally.note("order place", answer, 201);
+        // A retry's refusal is told apart: the same key must get the first answer.
+        tally.note(if attempt == 1 { "order place" } else { "order place (retry)" }, answer, 201);
         if !retry {
             return None;
         }

@@ -377,3 +377,136 @@ fn events(url: &str) -> anyhow::Result<HashMap<(String, String), i64>> {
 fn number(text: &str) -> anyhow::Result<i64> {
     text.trim().parse().with_context(|| format!("not a number: {text:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.to_owned(), b.to_owned())
+    }
+
+    /// A platform at rest after three orders: `a` confirmed, `b` cancelled after payment
+    /// (refunded), `c` declined; two units of product `p` sold out of 10.
+    fn at_rest() -> Snapshot {
+        let orders = [("a", "confirmed"), ("b", "cancelled"), ("c", "cancelled")];
+        let notifications = [
+            ("a", "order_confirmed"),
+            ("b", "order_confirmed"),
+            ("b", "order_cancelled"),
+            ("b", "payment_refunded"),
+            ("c", "order_cancelled"),
+        ];
+        Snapshot {
+            orders: orders.iter().map(|(id, status)| pair(id, status)).collect(),
+            lines: vec![("a".into(), "p".into(), 2), ("b".into(), "p".into(), 1), ("c".into(), "p".into(), 4)],
+            order_events: [(pair("a", "OrderConfirmed"), 1), (pair("b", "OrderConfirmed"), 1)].into_iter().collect(),
+            payments: vec![pair("a", "succeeded"), pair("b", "refunded"), pair("c", "failed")],
+            payment_events: [
+                (pair("a", "PaymentSucceeded"), 1),
+                (pair("b", "PaymentSucceeded"), 1),
+                (pair("b", "PaymentRefunded"), 1),
+                (pair("c", "PaymentFailed"), 1),
+            ]
+            .into_iter()
+            .collect(),
+            notifications: notifications.iter().map(|(order, template)| (pair(order, template), 1)).collect(),
+            pending_notifications: 0,
+            inventory: [("p".to_owned(), (8, 0))].into_iter().collect(),
+            reservations: [(pair("p", "committed"), 2), (pair("p", "returned"), 1), (pair("p", "released"), 4)]
+                .into_iter()
+                .collect(),
+            unpublished: [("order", 0)].into_iter().collect(),
+        }
+    }
+
+    fn broken(snapshot: &Snapshot) -> Vec<&'static str> {
+        let stock = [("p".to_owned(), 10)].into_iter().collect();
+        let acknowledged = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        snapshot.violations(&acknowledged, &["b".to_owned()], &stock).into_iter().map(|(name, _)| name).collect()
+    }
+
+    #[test]
+    fn a_consistent_platform_violates_nothing() {
+        assert_eq!(broken(&at_rest()), Vec::<&str>::new());
+        assert!(at_rest().is_quiet());
+    }
+
+    #[test]
+    fn each_invariant_catches_a_deliberate_break() {
+        type Break = fn(&mut Snapshot);
+        let cases: [(&str, Break, &str); 12] = [
+            (
+                "an order left pending",
+                |s| {
+                    let _ = s.orders.insert("a".into(), "pending_payment".into());
+                },
+                "settled",
+            ),
+            ("a payment in flight", |s| s.payments[1].1 = "refund_pending".into(), "settled"),
+            (
+                "an unpublished event",
+                |s| {
+                    let _ = s.unpublished.insert("payment", 1);
+                },
+                "settled",
+            ),
+            (
+                "an acknowledged order lost",
+                |s| {
+                    let _ = s.orders.remove("c");
+                },
+                "acknowledged orders kept",
+            ),
+            (
+                "a cancellation undone",
+                |s| {
+                    let _ = s.orders.insert("b".into(), "confirmed".into());
+                },
+                "customer cancellations kept",
+            ),
+            ("two payments", |s| s.payments.push(pair("a", "succeeded")), "one payment per order"),
+            (
+                "charged twice",
+                |s| {
+                    let _ = s.payment_events.insert(pair("a", "PaymentSucceeded"), 2);
+                },
+                "charged once",
+            ),
+            ("money kept", |s| s.payments[1].1 = "succeeded".into(), "refunded once"),
+            (
+                "refunded twice",
+                |s| {
+                    let _ = s.payment_events.insert(pair("b", "PaymentRefunded"), 2);
+                },
+                "refunded once",
+            ),
+            (
+                "no confirmation sent",
+                |s| {
+                    let _ = s.notifications.remove(&pair("a", "order_confirmed"));
+                },
+                "notified once per kind",
+            ),
+            (
+                "a refund not told",
+                |s| {
+                    let _ = s.notifications.remove(&pair("b", "payment_refunded"));
+                },
+                "notified once per kind",
+            ),
+            (
+                "a unit lost",
+                |s| {
+                    let _ = s.inventory.insert("p".into(), (7, 0));
+                },
+                "stock balances",
+            ),
+        ];
+        for (case, break_it, invariant) in cases {
+            let mut snapshot = at_rest();
+            break_it(&mut snapshot);
+            assert!(broken(&snapshot).contains(&invariant), "{case}: {:?}", broken(&snapshot));
+        }
+    }
+}

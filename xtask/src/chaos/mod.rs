@@ -14,7 +14,7 @@
 //! folder; the services (debug build) on ports +30000 with databases `shop_chaos_*`. All of
 //! it is stopped and removed at the end, after a failure or a Ctrl-C too; the services' logs
 //! stay in target/shop-dev/chaos-logs (`<service>.killed.log` is a log from before its
-//! SIGKILL). A run takes about four minutes.
+//! SIGKILL). A run takes about three minutes.
 //!
 //! # Layout
 //! - `mod.rs`: the run: start, disruptions in order, settling, the report.
@@ -175,12 +175,19 @@ impl Run<'_> {
             tally.acknowledged.len()
         ));
         let settling = Instant::now();
+        let mut noted = settling;
         let (snapshot, violations) = loop {
             self.check_interrupt()?;
             let snapshot = Snapshot::read(&databases)?;
             let violations = snapshot.violations(&tally.acknowledged, &tally.cancelled, &stock_before);
             if (snapshot.is_quiet() && violations.is_empty()) || settling.elapsed() > SETTLE {
                 break (snapshot, violations);
+            }
+            if let Some((invariant, detail)) = violations.first()
+                && noted.elapsed() >= Duration::from_secs(20)
+            {
+                self.log(&format!("not yet: {invariant}: {detail}"));
+                noted = Instant::now();
             }
             self.pause(Duration::from_secs(2))?;
         };
