@@ -59,6 +59,18 @@ pub(crate) enum Command {
     /// databases, Redis keys and broker, all removed afterwards) beside bare axum/tonic
     /// servers, oha, pgbench, redis-benchmark and k6.
     Bench(crate::bench::Args),
+    /// Restart Postgres and Redis, pause the broker, kill each service during checkouts; then
+    /// check every order, payment, refund, notification and the stock.
+    ///
+    /// Runs a private instance (ports +30000) on a Postgres, Redis and tansu broker of its own
+    /// (ports 55432, 56379, 39092; nothing shared is touched). With checkouts running it
+    /// restarts Postgres (pg_ctl restart -m fast), restarts Redis, pauses the broker for 20 s
+    /// (SIGSTOP) and SIGKILLs each service once, starting it again. Once the platform is at
+    /// rest (at most 2 minutes) it prints the counts and fails naming each violated invariant:
+    /// every order confirmed or cancelled, each confirmed one charged exactly once and
+    /// notified once per kind, each cancelled paid one refunded once, the stock balanced.
+    /// Everything it started is removed afterwards, after Ctrl-C too.
+    Chaos,
     /// Internal to `bench`: a bare server that only answers.
     #[command(hide = true)]
     BenchServer(crate::bench::ServerArgs),
@@ -153,13 +165,14 @@ mod tests {
         assert_eq!(bench.only, [crate::bench::Section::Reads, crate::bench::Section::Saga]);
         let Command::Bench(bench) = parse(&["bench"]) else { panic!("bench") };
         assert!(bench.only.is_empty());
+        assert!(matches!(parse(&["chaos"]), Command::Chaos));
         assert!(matches!(parse(&["bench-server", "axum", "29000"]), Command::BenchServer(_)));
         assert!(matches!(parse(&["bench-grpc", "http://127.0.0.1:29001", "id", "32", "8"]), Command::BenchGrpc(_)));
     }
 
     #[test]
     fn wrong_command_lines_are_refused() {
-        let cases: [&[&str]; 12] = [
+        let cases: [&[&str]; 13] = [
             &["up", "extra"],
             &["test", "-E", "test(x)"],
             &["seed", "extra"],
@@ -172,6 +185,7 @@ mod tests {
             &["load", "smoke", "--vus", "0"],
             &["load", "smoke", "--duration", "30"],
             &["bench", "--only", "reads,everything"],
+            &["chaos", "--forever"],
         ];
         for line in cases {
             let arguments = std::iter::once("cargo xtask").chain(line.iter().copied());
@@ -197,7 +211,7 @@ mod tests {
     #[test]
     fn help_renders_for_every_subcommand() {
         let lines = every_subcommand();
-        assert!(lines.len() >= 14, "{lines:?}");
+        assert!(lines.len() >= 15, "{lines:?}");
         for line in lines {
             let mut arguments: Vec<&str> = vec!["cargo xtask"];
             arguments.extend(line.iter().map(String::as_str));
@@ -211,7 +225,8 @@ mod tests {
     #[test]
     fn help_lists_every_command_flag_and_scenario() {
         let help = Cli::command().render_long_help().to_string();
-        for command in ["up", "test", "seed", "dlq", "render", "deploy-check", "promote", "set-image", "load", "bench"]
+        for command in
+            ["up", "test", "seed", "dlq", "render", "deploy-check", "promote", "set-image", "load", "bench", "chaos"]
         {
             assert!(help.contains(&format!("  {command} ")), "{command} missing from\n{help}");
         }

@@ -244,20 +244,19 @@ pub(crate) fn spawn_tansu_advertising(
 
 /// Runs SQL as the Postgres admin through psql; returns its output.
 pub(crate) fn psql(sql: &str) -> anyhow::Result<String> {
-    let output = Command::new("psql")
-        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
-        .output()
-        .context("cannot run psql (install the postgresql-client package)")?;
-    if !output.status.success() {
-        bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    psql_at(&postgres_url(), sql)
 }
 
 /// Runs SQL in database `name` through psql; returns its output.
 pub(crate) fn psql_in(name: &str, sql: &str) -> anyhow::Result<String> {
+    psql_at(&database_url(name), sql)
+}
+
+/// Runs SQL on the database at `url` through psql; returns its output (`-tA`: unaligned
+/// rows, `|` between columns).
+pub(crate) fn psql_at(url: &str, sql: &str) -> anyhow::Result<String> {
     let output = Command::new("psql")
-        .args([&database_url(name), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
         .output()
         .context("cannot run psql (install the postgresql-client package)")?;
     if !output.status.success() {
@@ -266,10 +265,10 @@ pub(crate) fn psql_in(name: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Creates the database if it does not exist.
-pub(crate) fn ensure_database(name: &str) -> anyhow::Result<()> {
-    if psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"))? != "1" {
-        psql(&format!(r#"CREATE DATABASE "{name}""#))?;
+/// Creates the database if it does not exist, on the server of the admin URL `admin`.
+pub(crate) fn ensure_database_on(admin: &str, name: &str) -> anyhow::Result<()> {
+    if psql_at(admin, &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"))? != "1" {
+        psql_at(admin, &format!(r#"CREATE DATABASE "{name}""#))?;
         eprintln!("xtask: created database {name}");
     }
     Ok(())
@@ -277,8 +276,12 @@ pub(crate) fn ensure_database(name: &str) -> anyhow::Result<()> {
 
 /// The URL of database `name` on the admin server.
 pub(crate) fn database_url(name: &str) -> String {
-    let admin = postgres_url();
-    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(base, query)| (base, Some(query)));
+    database_url_on(&postgres_url(), name)
+}
+
+/// The URL of database `name` on the server of the admin URL `admin`.
+pub(crate) fn database_url_on(admin: &str, name: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(base, query)| (base, Some(query)));
     let scheme_end = base.find("://").map_or(0, |at| at + 3);
     let base = base[scheme_end..].find('/').map_or(base, |slash| &base[..scheme_end + slash]);
     match query {
@@ -297,12 +300,11 @@ pub(crate) fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// Removes every Redis key under `prefix` (a private platform instance's). Without
+/// Removes every Redis key under `prefix` (a private platform instance's) from the Redis at
+/// `url`. Without
 /// redis-cli the keys stay (they expire with the carts' idle TTL) and a note says so.
-pub(crate) fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
-    let url = redis_url();
-    let Ok(listed) =
-        Command::new("redis-cli").args(["-u", &url, "--scan", "--pattern", &format!("{prefix}*")]).output()
+pub(crate) fn delete_redis_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let Ok(listed) = Command::new("redis-cli").args(["-u", url, "--scan", "--pattern", &format!("{prefix}*")]).output()
     else {
         eprintln!("xtask: redis-cli not found; keys under {prefix:?} are left to expire");
         return Ok(());
@@ -314,7 +316,7 @@ pub(crate) fn delete_redis_keys(prefix: &str) -> anyhow::Result<()> {
     let keys: Vec<&str> = text.lines().filter(|key| !key.is_empty()).collect();
     for chunk in keys.chunks(500) {
         let status =
-            Command::new("redis-cli").args(["-u", &url, "UNLINK"]).args(chunk).stdout(Stdio::null()).status()?;
+            Command::new("redis-cli").args(["-u", url, "UNLINK"]).args(chunk).stdout(Stdio::null()).status()?;
         if !status.success() {
             bail!("redis-cli UNLINK failed");
         }
@@ -374,6 +376,18 @@ mod tests {
         ];
         for (url, port, expected) in cases {
             assert_eq!(host_port(url, port), expected, "case {url}");
+        }
+    }
+
+    #[test]
+    fn database_urls_on_an_admin_url() {
+        let cases = [
+            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/shop_order"),
+            ("postgres://postgres@127.0.0.1:55432", "postgres://postgres@127.0.0.1:55432/shop_order"),
+            ("postgres://u:p@db/x?sslmode=disable", "postgres://u:p@db/shop_order?sslmode=disable"),
+        ];
+        for (admin, expected) in cases {
+            assert_eq!(database_url_on(admin, "shop_order"), expected, "case {admin}");
         }
     }
 }

@@ -190,6 +190,8 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
         release: false,
         extra_env: Vec::new(),
         brokers: brokers.to_owned(),
+        postgres_url: None,
+        redis_url: None,
     };
     if let Some(dir) = &instance.log_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

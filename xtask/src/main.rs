@@ -9,6 +9,8 @@
 //! - `cargo xtask promote`, `set-image`: a release moves dev → staging → prod (see [`promote`]).
 //! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
 //! - `cargo xtask bench`: every figure next to this machine's limits (see [`bench`]).
+//! - `cargo xtask chaos`: the invariants hold through restarts, a paused broker and killed
+//!   services (see [`chaos`]).
 //!
 //! Few dependencies on purpose: this builds before anything else and must stay quick. It
 //! depends on no service crate: what it shares with one (the SQL the benchmark compares
@@ -35,8 +37,11 @@
 //!   pgbench, redis-benchmark), `baseline` (the bare axum/tonic servers and the gRPC client,
 //!   the hidden `bench-server` and `bench-grpc` commands), `broker` (its own broker behind a
 //!   proxy that can cut it), `memory` (RSS), `report` (docs/performance.md, with `notes.md`).
+//! - [`chaos`]: the chaos run, one file per concern: `mod.rs` (the run and its report),
+//!   `servers` (its own Postgres, Redis and broker), `driver` (the buyers), `invariants`.
 
 mod bench;
+mod chaos;
 mod cli;
 mod color;
 mod deploy;
@@ -87,6 +92,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::SetImage(args) => promote::set_image_command(args),
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chaos => chaos::run(),
         // Internal: the benchmark's bare servers and gRPC client, run as their own processes.
         Command::BenchServer(args) => bench::server(args),
         Command::BenchGrpc(args) => bench::grpc_client(args),

@@ -56,6 +56,11 @@ pub(crate) struct Instance {
     pub(crate) extra_env: Vec<(String, String)>,
     /// The broker the services use (`KAFKA_BROKERS`).
     pub(crate) brokers: String,
+    /// The admin URL of the Postgres its databases live on; `None`: `SHOP_POSTGRES_URL`
+    /// (chaos runs a server of its own, which it restarts).
+    pub(crate) postgres_url: Option<String>,
+    /// Its Redis; `None`: `REDIS_URL`.
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Instance {
@@ -72,6 +77,8 @@ impl Instance {
             release: false,
             extra_env: Vec::new(),
             brokers: infra::brokers(),
+            postgres_url: None,
+            redis_url: None,
         }
     }
 
@@ -81,6 +88,21 @@ impl Instance {
 
     pub(crate) fn url(&self, service: &Service) -> String {
         format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    /// The admin URL of its Postgres.
+    pub(crate) fn postgres_url(&self) -> String {
+        self.postgres_url.clone().unwrap_or_else(infra::postgres_url)
+    }
+
+    /// The URL of its Redis.
+    pub(crate) fn redis_url(&self) -> String {
+        self.redis_url.clone().unwrap_or_else(infra::redis_url)
+    }
+
+    /// The URL of `service`'s database, if it has one.
+    pub(crate) fn database_url(&self, service: &Service) -> Option<String> {
+        self.database(service).map(|name| infra::database_url_on(&self.postgres_url(), &name))
     }
 
     pub(crate) fn database(&self, service: &Service) -> Option<String> {
@@ -98,9 +120,10 @@ impl Instance {
         children: &mut Vec<(&'static Service, Child)>,
         stop: &mpsc::Receiver<()>,
     ) -> anyhow::Result<Vec<Duration>> {
+        let admin = self.postgres_url();
         for service in services::ALL {
             if let Some(database) = self.database(service) {
-                infra::ensure_database(&database)?;
+                infra::ensure_database_on(&admin, &database)?;
             }
         }
         let mut ready_after = Vec::new();
@@ -114,7 +137,7 @@ impl Instance {
             ready_after.push(spawned.elapsed());
         }
         if let Some(product) = services::ALL.iter().find(|service| service.name == "product")
-            && let Some(database) = self.database(product)
+            && let Some(database) = self.database_url(product)
         {
             crate::seed::if_empty(&database)?;
         }
@@ -130,12 +153,13 @@ impl Instance {
     /// Removes its databases and Redis keys (an instance with a broker of its own removes
     /// the broker's files instead of its topics).
     pub(crate) fn remove_stores(&self) -> anyhow::Result<()> {
+        let admin = self.postgres_url();
         for service in services::ALL {
             if let Some(database) = self.database(service) {
-                infra::psql(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
+                infra::psql_at(&admin, &format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#))?;
             }
         }
-        infra::delete_redis_keys(&self.redis_prefix)
+        infra::delete_redis_keys(&self.redis_url(), &self.redis_prefix)
     }
 
     /// Starts one service with `overrides` on top of its environment. Its log lines on the
@@ -150,7 +174,7 @@ impl Instance {
         command
             .process_group(0)
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port(service)))
-            .env("REDIS_URL", infra::redis_url())
+            .env("REDIS_URL", self.redis_url())
             .env("REDIS_KEY_PREFIX", &self.redis_prefix)
             .env("KAFKA_BROKERS", &self.brokers)
             .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
@@ -164,8 +188,8 @@ impl Instance {
         for other in services::ALL {
             command.env(format!("{}_GRPC_URL", other.name.to_uppercase()), self.url(other));
         }
-        if let Some(database) = self.database(service) {
-            command.env("DATABASE_URL", infra::database_url(&database));
+        if let Some(database) = self.database_url(service) {
+            command.env("DATABASE_URL", database);
         }
         if let Some(key) = &self.signing_key {
             command.env("JWT_SIGNING_KEY_FILE", key);

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
 //! `cargo fmt --check`, `cargo clippy -D warnings`, the offline deploy checks
 //! (`cargo xtask deploy-check`), the k6 smoke scenario against a private copy of the
-//! platform, then every test (nextest) against the
+//! platform, the chaos run (`cargo xtask chaos`: restarts and kills during checkouts, on
+//! servers of its own), then every test (nextest) against the
 //! real Postgres, Redis and broker, which it makes sure are up. The test runner's summary
 //! is the last thing printed, so a run that tested nothing is visible.
 //! Arguments after `--` go to nextest (`cargo xtask test -- -E 'test(login)'`).
@@ -38,6 +39,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         drop_leftover_test_databases()?;
         eprintln!("xtask: == k6 smoke (a private copy of the platform)");
         crate::load::smoke_on_private_instance(&dir, &brokers).context("the k6 smoke test failed")?;
+        eprintln!("xtask: == chaos (its own Postgres, Redis and broker)");
+        crate::chaos::run().context("the chaos run failed")?;
         step("tests", nextest(&passthrough, &brokers))
     })();
     for thing in started.into_iter().rev() {

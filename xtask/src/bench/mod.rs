@@ -152,6 +152,8 @@ fn measure(dir: &Path, started: Instant, only: &[Section]) -> anyhow::Result<()>
         release: true,
         extra_env: vec![("RUST_LOG".into(), "warn".into())],
         brokers: BENCH_BROKER.into(),
+        postgres_url: None,
+        redis_url: None,
     };
     if let Some(logs) = &instance.log_dir {
         std::fs::create_dir_all(logs)?;
