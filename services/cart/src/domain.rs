@@ -31,6 +31,10 @@ pub struct Line {
     pub name: String,
     pub quantity: i64,
     pub unit_price: Money,
+    /// When the buyer set it (Unix ms; 0 for lines stored before this existed), so a late
+    /// `OrderPlaced` leaves lines set after the order alone.
+    #[serde(default)]
+    pub set_at_ms: i64,
 }
 
 /// A cart as clients see it.
@@ -85,6 +89,7 @@ mod tests {
             name: "x".into(),
             quantity,
             unit_price: Money { amount: price, currency: "EUR".into() },
+            set_at_ms: 0,
         }
     }
 

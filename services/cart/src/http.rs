@@ -78,7 +78,13 @@ pub(crate) async fn set_item(
     let product_id = parse_id(&product_id, "product_not_found")?;
     let quantity = Quantity::parse(body.quantity).map_err(|message| Error::invalid("quantity", message))?;
     let product = state.product(product_id).await?;
-    let line = Line { product_id, name: product.name, quantity: quantity.get(), unit_price: product.price };
+    let line = Line {
+        product_id,
+        name: product.name,
+        quantity: quantity.get(),
+        unit_price: product.price,
+        set_at_ms: chrono::Utc::now().timestamp_millis(),
+    };
     match state.store().set(caller.user_id, &line).await? {
         SetOutcome::Set => Ok(Json(view(&state, caller.user_id).await?)),
         SetOutcome::CurrencyMismatch { cart } => Err(Error::CurrencyMismatch { cart }),

@@ -272,6 +272,29 @@ async fn order_placed_removes_the_ordered_lines_exactly_once() {
     assert_eq!(skus(&app.view(&token).await), expected, "the duplicate removed nothing");
 }
 
+/// An OrderPlaced that arrives late (after a broker outage) removes the lines as they were
+/// when the order was placed, and leaves a line the buyer set since.
+#[tokio::test]
+async fn a_late_order_placed_leaves_lines_set_after_the_order() {
+    let app = spawn_app().await;
+    let (a, b) = (app.product("A", 100, "USD"), app.product("B", 200, "USD"));
+    let (user, token) = app.issuer.customer();
+    app.set(&token, &a, json!(1)).await;
+    app.set(&token, &b, json!(1)).await;
+    // The order is placed (its event id minted) now; the buyer sets A again; the event comes.
+    let placed = uuid::Uuid::now_v7();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.set(&token, &a, json!(3)).await;
+    order_placed(&app, placed, user, &[&a, &b]).await;
+    let cart = shop_testkit::eventually("B removed", Duration::from_secs(30), || async {
+        let cart = app.view(&token).await;
+        (cart["items"].as_array()?.len() == 1).then_some(cart)
+    })
+    .await;
+    assert_eq!(cart["items"][0]["product_id"], json!(a), "A was set after the order: kept");
+    assert_eq!(cart["items"][0]["quantity"], 3);
+}
+
 /// With its Redis unreachable, the cart answers 503 `cache_unavailable` (retry later; nothing
 /// changed), is unready, and serves again once Redis is back.
 #[tokio::test]
