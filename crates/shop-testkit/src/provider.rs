@@ -60,7 +60,14 @@ struct Ledger {
 
 pub struct FakeProvider {
     ledger: Arc<Mutex<Ledger>>,
+    released: Arc<tokio::sync::Notify>,
     server: TestServer,
+}
+
+#[derive(Clone)]
+struct Shared {
+    ledger: Arc<Mutex<Ledger>>,
+    released: Arc<tokio::sync::Notify>,
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
@@ -71,11 +78,12 @@ impl FakeProvider {
     /// Serves on `127.0.0.1:0`. Must run inside a Tokio runtime.
     pub async fn start() -> Self {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let released = Arc::new(tokio::sync::Notify::new());
         let routes = Router::new()
             .route("/v1/charges", post(charge))
             .route("/v1/refunds", post(refund))
             .route("/v1/operations/{key}", get(lookup))
-            .with_state(Arc::clone(&ledger));
+            .with_state(Shared { ledger: Arc::clone(&ledger), released: Arc::clone(&released) });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("cannot bind the fake provider");
@@ -84,7 +92,7 @@ impl FakeProvider {
             axum::serve(listener, routes).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
             Ok(())
         });
-        Self { ledger, server }
+        Self { ledger, released, server }
     }
 
     /// `PAYMENT_PROVIDER_URL`.
@@ -102,10 +110,17 @@ impl FakeProvider {
         lock(&self.ledger).fail_next = count;
     }
 
-    /// From now on charges and refunds hang (`Some`) at that point, forever; or answer
-    /// again (`None`; the requests already hanging stay hung).
+    /// From now on charges and refunds hang (`Some`) at that point until
+    /// [`FakeProvider::release`]; or answer again (`None`; the requests already hanging stay
+    /// hung).
     pub fn hang(&self, hang: Option<Hang>) {
         lock(&self.ledger).hang = hang;
+    }
+
+    /// Lets the hanging requests go on: those hung before their effect answer 503 having
+    /// done nothing, those hung after it answer what took effect.
+    pub fn release(&self) {
+        self.released.notify_waiters();
     }
 
     /// Charges and refunds received and not answered yet.
@@ -133,7 +148,7 @@ fn answer(operation: &Operation) -> (StatusCode, Json<Value>) {
 
 /// Counts the request, then fails, hangs or applies `effect` once per key, as configured.
 async fn operate(
-    ledger: &Mutex<Ledger>,
+    shared: &Shared,
     kind: &'static str,
     headers: &HeaderMap,
     body: &Value,
@@ -142,6 +157,7 @@ async fn operate(
     let Some(key) = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_owned) else {
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": "Idempotency-Key is required" })));
     };
+    let ledger = &shared.ledger;
     let (operation, latency, hang) = {
         let mut ledger = lock(ledger);
         *ledger.requests.entry((key.clone(), kind)).or_default() += 1;
@@ -174,7 +190,7 @@ async fn operate(
         }
     };
     if hang.is_some() {
-        std::future::pending::<()>().await;
+        shared.released.notified().await;
     }
     tokio::time::sleep(latency).await;
     lock(ledger).in_flight -= 1;
@@ -185,27 +201,27 @@ async fn operate(
 }
 
 async fn charge(
-    State(ledger): State<Arc<Mutex<Ledger>>>,
+    State(shared): State<Shared>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     let status = if body["source"] == "tok_chargeDeclined" { "declined" } else { "succeeded" };
-    operate(&ledger, "charge", &headers, &body, status).await
+    operate(&shared, "charge", &headers, &body, status).await
 }
 
 async fn refund(
-    State(ledger): State<Arc<Mutex<Ledger>>>,
+    State(shared): State<Shared>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    operate(&ledger, "refund", &headers, &body, "succeeded").await
+    operate(&shared, "refund", &headers, &body, "succeeded").await
 }
 
-async fn lookup(State(ledger): State<Arc<Mutex<Ledger>>>, Path(key): Path<String>) -> (StatusCode, Json<Value>) {
-    let mut ledger = lock(&ledger);
+async fn lookup(State(shared): State<Shared>, Path(key): Path<String>) -> (StatusCode, Json<Value>) {
+    let mut ledger = lock(&shared.ledger);
     *ledger.requests.entry((key.clone(), "lookup")).or_default() += 1;
     match ledger.by_key.get(&key) {
         Some(index) => answer(&ledger.operations[*index]),
-        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no such operation" }))),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "status": "not_found" }))),
     }
 }

@@ -72,6 +72,9 @@ fn smtp_transport(url: &str, ca: Option<&[u8]>) -> Result<AsyncSmtpTransport<Tok
     if credentials && matches!(mode, TlsMode::None | TlsMode::Opportunistic) {
         return Err("credentials need TLS: use smtps:// or ?tls=required".into());
     }
+    if ca.is_some() && mode == TlsMode::None {
+        return Err("SMTP_CA_FILE is set but the URL asks for no TLS: add ?tls=required or use smtps://".into());
+    }
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|error| error.to_string())?;
     if let (Some(pem), Some(host)) = (ca, parsed.host_str()) {
         let certificate = Certificate::from_pem(pem).map_err(|error| format!("SMTP_CA_FILE: {error}"))?;
@@ -205,6 +208,14 @@ mod tests {
 
     #[test]
     fn a_ca_file_must_hold_a_certificate() {
+        let ca = std::env::temp_dir().join(format!("a-ca-{}.pem", uuid::Uuid::now_v7()));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").unwrap();
+        let plain = config(&[("SMTP_URL", "smtp://relay:25"), ("SMTP_CA_FILE", ca.to_str().unwrap())]);
+        let _ = std::fs::remove_file(&ca);
+        assert!(
+            plain.err().unwrap_or_default().contains("asks for no TLS"),
+            "a CA for a relay without TLS is a mistake"
+        );
         let missing = config(&[("SMTP_URL", "smtps://relay"), ("SMTP_CA_FILE", "/nonexistent/ca.pem")]);
         assert!(missing.err().unwrap_or_default().contains("SMTP_CA_FILE"));
         let file = std::env::temp_dir().join(format!("not-a-ca-{}.pem", uuid::Uuid::now_v7()));

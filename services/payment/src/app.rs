@@ -63,7 +63,8 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         charge_attempts: config.charge_attempts,
         concurrency: config.worker_concurrency,
         timeout: config.provider.timeout,
-        lease: config.provider.lease(),
+        lease: config.provider.lease(config.database.acquire_timeout, config.database.statement_timeout),
+        decline_after: config.provider.decline_after,
         wake,
     };
     // Each event touches one order's payment: events may share a transaction.

@@ -8,8 +8,9 @@
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | events |
 //! | `PAYMENT_CHARGE_ATTEMPTS` | `3` | attempts at a charge that fails transiently before it is declined (1 to 10) |
 //! | `PAYMENT_WORKER_CONCURRENCY` | `32` | provider calls in flight per replica (1 to 256) |
-//! | `PAYMENT_PROVIDER_URL` | none | a provider behind HTTP (see [`crate::provider`]); unset: the in-process test provider |
-//! | `PAYMENT_PROVIDER_TIMEOUT` | `10s` | the longest one provider call may take (1 s to 60 s); a claimed payment's lease is twice this plus 10 s |
+//! | `PAYMENT_PROVIDER_URL` (or `PAYMENT_PROVIDER_URL_FILE`) | none | a provider behind HTTP (see [`crate::provider`]); unset: the in-process test provider |
+//! | `PAYMENT_PROVIDER_TIMEOUT` | `10s` | the longest one provider call may take (1 s to 60 s); a claimed payment's lease is three times this, plus `DATABASE_ACQUIRE_TIMEOUT`, three `DATABASE_STATEMENT_TIMEOUT`s and 5 s (70 s by default) |
+//! | `PAYMENT_DECLINE_AFTER` | `60s` | after the last failed attempt at a charge, how long to wait before the final lookup that declines it (0 s to 1 h): a call that timed out may still land at the provider |
 //! | `TEST_PROVIDER_LATENCY` | `0s` | the test provider's delay per call |
 //! | `TEST_PROVIDER_FAILURE_RATE`, `TEST_PROVIDER_TIMEOUT_RATE` | `0`, `0` | the share of its calls that fail transiently, or take effect and never answer |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
@@ -23,6 +24,8 @@ use shop_kit::{
     events::KafkaConfig,
     retention::RetentionConfig,
 };
+
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::provider::TestBehaviour;
 
@@ -43,8 +46,9 @@ pub struct Config {
 
 /// Which provider, and how long its calls may take.
 pub struct ProviderConfig {
-    pub url: Option<String>,
+    pub url: Option<SecretString>,
     pub timeout: Duration,
+    pub decline_after: Duration,
     pub test: TestBehaviour,
 }
 
@@ -66,20 +70,32 @@ impl ProviderConfig {
             failure_rate: rate("TEST_PROVIDER_FAILURE_RATE")?,
             timeout_rate: rate("TEST_PROVIDER_TIMEOUT_RATE")?,
         };
-        let url: Option<String> = vars.optional("PAYMENT_PROVIDER_URL")?;
+        // A secret: the URL may carry the provider's credentials. Errors never repeat it.
+        let url = vars.optional_secret("PAYMENT_PROVIDER_URL")?;
         if let Some(url) = &url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !(url.expose_secret().starts_with("http://") || url.expose_secret().starts_with("https://"))
         {
-            return Err(vars.invalid("PAYMENT_PROVIDER_URL", "must be an http:// or https:// URL").into());
+            return Err(shop_kit::config::ConfigError::Invalid {
+                name: "PAYMENT_PROVIDER_URL".into(),
+                value: "(not shown)".into(),
+                reason: "must be an http:// or https:// URL".into(),
+            }
+            .into());
         }
-        Ok(Self { url, timeout, test })
+        let decline_after = vars.or("PAYMENT_DECLINE_AFTER", HumanDuration(Duration::from_secs(60)))?.0;
+        if decline_after > Duration::from_secs(3600) {
+            return Err(vars.invalid("PAYMENT_DECLINE_AFTER", "must be at most 1h").into());
+        }
+        Ok(Self { url, timeout, decline_after, test })
     }
 
-    /// How long a claimed payment stays with the worker that claimed it: a lookup and a
-    /// charge at the timeout each, and a margin. A worker that dies delays its payments by
-    /// at most this.
-    pub fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(10)
+    /// How long a claimed payment stays with the worker that claimed it: the most one claim
+    /// can take (a lookup, a call and a final lookup at the timeout each, then a record that
+    /// may wait `acquire` for a connection and `statement` for each of its three
+    /// statements), and 5 s. A worker that dies delays its payments by at most this; one that
+    /// overruns it writes nothing (every write checks that its claim still holds).
+    pub fn lease(&self, acquire: Duration, statement: Duration) -> Duration {
+        self.timeout * 3 + acquire + statement * 3 + Duration::from_secs(5)
     }
 }
 

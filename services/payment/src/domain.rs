@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use crate::provider::Charge;
 
-/// Where a payment is: waiting for its charge, taken, declined, waiting for its refund, or
-/// given back.
+/// Where a payment is: waiting for its charge, taken, declined, waiting for its refund,
+/// given back, or refused a refund.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {
     Pending,
@@ -15,15 +15,18 @@ pub enum PaymentStatus {
     Failed,
     RefundPending,
     Refunded,
+    /// The provider refused the refund for good: a person must give the money back.
+    RefundFailed,
 }
 
 /// Every status, in the order a payment can pass through them.
-pub const STATUSES: [PaymentStatus; 5] = [
+pub const STATUSES: [PaymentStatus; 6] = [
     PaymentStatus::Pending,
     PaymentStatus::Succeeded,
     PaymentStatus::Failed,
     PaymentStatus::RefundPending,
     PaymentStatus::Refunded,
+    PaymentStatus::RefundFailed,
 ];
 
 impl PaymentStatus {
@@ -34,6 +37,7 @@ impl PaymentStatus {
             Self::Failed => "failed",
             Self::RefundPending => "refund_pending",
             Self::Refunded => "refunded",
+            Self::RefundFailed => "refund_failed",
         }
     }
 
@@ -147,7 +151,7 @@ mod tests {
         }
         assert_eq!(
             STATUSES.map(PaymentStatus::as_str),
-            ["pending", "succeeded", "failed", "refund_pending", "refunded"],
+            ["pending", "succeeded", "failed", "refund_pending", "refunded", "refund_failed"],
             "the texts are the stored values (the CHECK constraint) and the REST values"
         );
         for unknown in ["", "Succeeded", "processing", "refunded "] {

@@ -35,7 +35,7 @@ pub struct PaymentResponse {
     pub id: Uuid,
     pub order_id: Uuid,
     pub amount: Option<Money>,
-    /// pending (the charge is under way), succeeded, failed, refund_pending or refunded.
+    /// pending (the charge is under way), succeeded, failed, refund_pending, refunded or refund_failed.
     pub status: String,
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,

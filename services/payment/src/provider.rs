@@ -17,19 +17,21 @@
 //! |---|---|
 //! | `POST /v1/charges` `{amount, currency, source}`, header `Idempotency-Key` | 200 `{"status":"succeeded"}`, 402 `{"status":"declined","reason":…}` |
 //! | `POST /v1/refunds` `{amount, currency, charge}`, header `Idempotency-Key` | 200 `{"status":"succeeded"}` |
-//! | `GET /v1/operations/{idempotency key}` | 200 with the recorded answer, 404 if none |
+//! | `GET /v1/operations/{idempotency key}` | 200 with the recorded answer, 404 `{"status":"not_found"}` if none |
 //!
-//! Any other status, a connection error or a timeout is transient. The same key with the
+//! Any other status (a 404 without that body too: a wrong path or a proxy must never read as
+//! "nothing was charged"), a connection error or a timeout is transient. The same key with the
 //! same request answers what it answered the first time and moves no money again.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures::future::BoxFuture;
 use rand::Rng as _;
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 /// What a charge led to (for a refund: [`Charge::Succeeded`]).
@@ -86,15 +88,27 @@ pub struct TestBehaviour {
 /// `tok_insufficientFunds` is declined for insufficient funds, `tok_processingError`
 /// fails transiently every time (so it is retried, then declined). Other tokens are
 /// declined as invalid. Repeating a key answers the recorded outcome.
+///
+/// Its ledger is in memory, per process, and keeps the last [`LEDGER_CAPACITY`] keys: it is
+/// for development and tests, never for money (each replica has its own).
 #[derive(Default)]
 pub struct TestProvider {
     behaviour: TestBehaviour,
-    ledger: Mutex<HashMap<String, Charge>>,
+    ledger: Mutex<Ledger>,
+}
+
+/// How many idempotency keys the test provider remembers.
+pub const LEDGER_CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+struct Ledger {
+    outcomes: HashMap<String, Charge>,
+    order: VecDeque<String>,
 }
 
 impl TestProvider {
     pub fn new(behaviour: TestBehaviour) -> Self {
-        Self { behaviour, ledger: Mutex::new(HashMap::new()) }
+        Self { behaviour, ledger: Mutex::new(Ledger::default()) }
     }
 
     /// The outcome of a test card token (`None`: a transient processor error).
@@ -110,7 +124,7 @@ impl TestProvider {
     }
 
     fn recorded(&self, key: &str) -> Option<Charge> {
-        self.ledger.lock().map(|ledger| ledger.get(key).cloned()).unwrap_or(None)
+        self.ledger.lock().map(|ledger| ledger.outcomes.get(key).cloned()).unwrap_or(None)
     }
 
     /// Latency, then a transient failure at `failure_rate`; then `act` takes effect and, at
@@ -130,8 +144,15 @@ impl TestProvider {
             Some(outcome) => outcome,
             None => {
                 let outcome = act().ok_or_else(|| Transient("the processor had an error".into()))?;
-                if let Ok(mut ledger) = self.ledger.lock() {
-                    ledger.entry(key.to_owned()).or_insert_with(|| outcome.clone());
+                if let Ok(mut ledger) = self.ledger.lock()
+                    && ledger.outcomes.insert(key.to_owned(), outcome.clone()).is_none()
+                {
+                    ledger.order.push_back(key.to_owned());
+                    if ledger.order.len() > LEDGER_CAPACITY
+                        && let Some(oldest) = ledger.order.pop_front()
+                    {
+                        ledger.outcomes.remove(&oldest);
+                    }
                 }
                 outcome
             }
@@ -218,7 +239,11 @@ impl RemoteProvider {
         let response = request.send().await.map_err(|error| Transient(format!("provider unreachable: {error}")))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+            let body: Option<Answer> = response.json().await.ok();
+            return match body {
+                Some(answer) if answer.status == "not_found" => Ok(None),
+                _ => Err(Transient("the provider answered 404 without not_found".into())),
+            };
         }
         if !(status.is_success() || status == reqwest::StatusCode::PAYMENT_REQUIRED) {
             return Err(Transient(format!("the provider answered {status}")));
@@ -279,7 +304,7 @@ impl PaymentProvider for RemoteProvider {
 /// The provider the configuration names.
 pub fn from_config(config: &crate::config::ProviderConfig) -> anyhow::Result<Arc<dyn PaymentProvider>> {
     Ok(match &config.url {
-        Some(url) => Arc::new(RemoteProvider::new(url, config.timeout)?),
+        Some(url) => Arc::new(RemoteProvider::new(url.expose_secret(), config.timeout)?),
         None => Arc::new(TestProvider::new(config.test.clone())),
     })
 }

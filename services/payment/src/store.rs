@@ -151,19 +151,30 @@ pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duratio
     Ok(claimed)
 }
 
-/// Records a charge's outcome on a still pending payment; `false` if it was recorded
-/// already (by a worker that took the payment over after a lease ran out).
+/// The condition that the claim `$2` still holds the payment: its work is still to be done
+/// and no later claim has taken it over (a claim counts itself). Every write of the worker
+/// carries it, so a worker whose lease ran out writes nothing.
+const CLAIM_HELD: &str =
+    "((status = 'pending' AND attempts = $2) OR (status = 'refund_pending' AND refund_attempts = $2))";
+
+fn claims(claim: &Claimed) -> i32 {
+    i32::try_from(claim.claims).unwrap_or(i32::MAX)
+}
+
+/// Records a charge's outcome; `false` if the claim no longer holds (its lease ran out and
+/// another claim took the payment over, or recorded it).
 pub async fn record_charge(
     connection: &mut PgConnection,
-    id: Uuid,
+    claim: &Claimed,
     status: PaymentStatus,
     failure_reason: Option<&str>,
 ) -> Result<bool, Error> {
-    let updated = sqlx::query(
-        "UPDATE payments SET status = $2, failure_reason = $3, card_token = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'pending'",
-    )
-    .bind(id)
+    let updated = sqlx::query(&format!(
+        "UPDATE payments SET status = $3, failure_reason = $4, card_token = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND {CLAIM_HELD}"
+    ))
+    .bind(claim.id)
+    .bind(claims(claim))
     .bind(status.as_str())
     .bind(failure_reason)
     .execute(connection)
@@ -171,24 +182,35 @@ pub async fn record_charge(
     Ok(updated.rows_affected() == 1)
 }
 
-/// Records a refund; `false` if it was recorded already.
-pub async fn record_refund(connection: &mut PgConnection, id: Uuid) -> Result<bool, Error> {
-    let updated = sqlx::query(
-        "UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 AND status = 'refund_pending'",
-    )
-    .bind(id)
+/// Records a refund's outcome (`refunded`, or `refund_failed` with the provider's reason);
+/// `false` if the claim no longer holds.
+pub async fn record_refund(
+    connection: &mut PgConnection,
+    claim: &Claimed,
+    refused: Option<&str>,
+) -> Result<bool, Error> {
+    let status = if refused.is_some() { PaymentStatus::RefundFailed } else { PaymentStatus::Refunded };
+    let updated = sqlx::query(&format!(
+        "UPDATE payments SET status = $3, failure_reason = coalesce($4, failure_reason), updated_at = now() \
+         WHERE id = $1 AND status = 'refund_pending' AND {CLAIM_HELD}"
+    ))
+    .bind(claim.id)
+    .bind(claims(claim))
+    .bind(status.as_str())
+    .bind(refused)
     .execute(connection)
     .await?;
     Ok(updated.rows_affected() == 1)
 }
 
-/// After a transient failure: the payment is due again after `pause` (its lease ends early).
-pub async fn retry_later(connection: &mut PgConnection, id: Uuid, pause: Duration) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE payments SET next_attempt_at = now() + $2 * interval '1 millisecond' \
-         WHERE id = $1 AND status IN ('pending', 'refund_pending')",
-    )
-    .bind(id)
+/// After a transient failure: the payment is due again after `pause` (its lease ends early),
+/// if the claim still holds it.
+pub async fn retry_later(connection: &mut PgConnection, claim: &Claimed, pause: Duration) -> Result<(), Error> {
+    sqlx::query(&format!(
+        "UPDATE payments SET next_attempt_at = now() + $3 * interval '1 millisecond' WHERE id = $1 AND {CLAIM_HELD}"
+    ))
+    .bind(claim.id)
+    .bind(claims(claim))
     .bind(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX))
     .execute(connection)
     .await?;

@@ -41,8 +41,11 @@ pub struct Worker {
     pub concurrency: usize,
     /// The longest one provider call may take.
     pub timeout: Duration,
-    /// How long a claim holds (longer than a lookup and a call).
+    /// How long a claim holds (longer than the most one claim can take).
     pub lease: Duration,
+    /// How long after the last failed attempt a charge is looked up a final time, then
+    /// declined if the provider has nothing.
+    pub decline_after: Duration,
     pub wake: Arc<Notify>,
 }
 
@@ -51,14 +54,17 @@ pub struct Worker {
 enum Decision {
     Charged(Charge),
     Refunded,
+    /// The provider refused the refund for good.
+    RefundRefused(String),
     RetryAfter(Duration),
 }
 
 impl Worker {
     /// Keeps up to `concurrency` payments in work: claims as many as there is room for
     /// whenever a call ends, something was recorded as due (the consumer wakes it), or
-    /// [`POLL`] passes. At a stop it claims nothing more and lets the calls in flight end
-    /// (each is bounded by the timeout), so their outcomes are recorded.
+    /// [`POLL`] passes. At a stop it claims nothing more and gives the calls in flight up to
+    /// the provider timeout to end and be recorded; what is still running then is
+    /// abandoned, and its lease brings it back (looked up first).
     pub async fn run(self, shutdown: CancellationToken) {
         // Each payment is a task of its own, so the calls and records progress while the
         // loop waits for a connection to claim more.
@@ -70,7 +76,11 @@ impl Worker {
         loop {
             let room = worker.concurrency.saturating_sub(in_flight.len());
             if look && room > 0 {
-                match worker.claim(room).await {
+                let claimed = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    claimed = worker.claim(room) => claimed,
+                };
+                match claimed {
                     Ok(claimed) => {
                         // A full claim: more may be due.
                         look = claimed.len() == room;
@@ -88,12 +98,19 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => log_panic(ended),
                 () = worker.wake.notified() => look = true,
                 _ = poll.tick() => look = true,
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        let drain = async {
+            while let Some(ended) = in_flight.join_next().await {
+                log_panic(ended);
+            }
+        };
+        if tokio::time::timeout(worker.timeout, drain).await.is_err() {
+            tracing::warn!("stopping with provider calls still running; their leases bring them back");
+        }
     }
 
     /// Claims up to `room` due payments for the lease.
@@ -111,32 +128,32 @@ impl Worker {
         }
     }
 
-    /// Calls the provider (asking first when an earlier claim may have reached it).
+    /// Calls the provider (asking first when an earlier claim may have reached it). A charge
+    /// whose attempts are used up waits [`Worker::decline_after`], so that a call that
+    /// timed out has landed at the provider if it ever will, then is looked up once more
+    /// and declined only if the provider has nothing.
     async fn decide(&self, payment: &Claimed) -> Decision {
-        let outcome = self.call(payment).await;
-        match (payment.work, outcome) {
+        if payment.work == Work::Charge && payment.claims > self.charge_attempts {
+            return match self.timed("lookup", self.provider.lookup(&payment.charge_key())).await {
+                Ok(Some(charge)) => Decision::Charged(charge),
+                Ok(None) => {
+                    tracing::warn!(payment.id = %payment.id, attempts = self.charge_attempts,
+                        "charge failed transiently too often and the provider took nothing; declining");
+                    Decision::Charged(Charge::Declined { reason: "processing_error".into() })
+                }
+                Err(error) => {
+                    tracing::warn!(payment.id = %payment.id, %error, "cannot tell whether the charge was taken; asking again later");
+                    Decision::RetryAfter(self.backoff(payment))
+                }
+            };
+        }
+        match (payment.work, self.call(payment).await) {
             (Work::Charge, Ok(charge)) => Decision::Charged(charge),
             (Work::Refund, Ok(Charge::Succeeded)) => Decision::Refunded,
-            (Work::Refund, Ok(Charge::Declined { reason })) => {
-                tracing::error!(payment.id = %payment.id, %reason, "the provider refused a refund; retrying");
-                Decision::RetryAfter(self.backoff(payment))
-            }
+            (Work::Refund, Ok(Charge::Declined { reason })) => Decision::RefundRefused(reason),
             (Work::Charge, Err(error)) if payment.claims >= self.charge_attempts => {
-                // The last attempt. A timed-out call may still have charged: only a lookup
-                // that finds nothing makes the decline safe.
-                match self.timed("lookup", self.provider.lookup(&payment.charge_key())).await {
-                    Ok(Some(charge)) => Decision::Charged(charge),
-                    Ok(None) => {
-                        tracing::warn!(payment.id = %payment.id, %error, attempts = payment.claims,
-                            "charge failed transiently too often; declining");
-                        Decision::Charged(Charge::Declined { reason: "processing_error".into() })
-                    }
-                    Err(lookup) => {
-                        tracing::warn!(payment.id = %payment.id, %error, %lookup,
-                            "cannot tell whether the charge was taken; asking again later");
-                        Decision::RetryAfter(self.backoff(payment))
-                    }
-                }
+                tracing::info!(payment.id = %payment.id, %error, "last charge attempt failed; looking it up once more later");
+                Decision::RetryAfter(self.decline_after)
             }
             (_, Err(error)) => {
                 tracing::info!(payment.id = %payment.id, %error, attempt = payment.claims, "provider call failed; retrying");
@@ -192,10 +209,12 @@ impl Worker {
         let mut transaction = self.pool.begin().await?;
         let key = payment.order_id.to_string();
         match decision {
-            Decision::RetryAfter(pause) => store::retry_later(&mut transaction, payment.id, pause).await?,
+            Decision::RetryAfter(pause) => store::retry_later(&mut transaction, payment, pause).await?,
             Decision::Charged(charge) => {
                 let (status, reason) = PaymentStatus::of_charge(&charge);
-                if store::record_charge(&mut transaction, payment.id, status, reason.as_deref()).await? {
+                if !store::record_charge(&mut transaction, payment, status, reason.as_deref()).await? {
+                    lost_claim(payment, status.as_str());
+                } else {
                     let event = match charge {
                         Charge::Succeeded => self.topics.event(
                             key.clone(),
@@ -222,8 +241,19 @@ impl Worker {
                     tracing::info!(order.id = %payment.order_id, payment.status = status.as_str(), "payment taken");
                 }
             }
+            Decision::RefundRefused(reason) => {
+                if store::record_refund(&mut transaction, payment, Some(&reason)).await? {
+                    metrics::counter!("payments_recorded_total", "status" => "refund_failed").increment(1);
+                    tracing::error!(order.id = %payment.order_id, payment.id = %payment.id, %reason,
+                        "the provider refused the refund for good: give the money back by hand (docs/runbook.md)");
+                } else {
+                    lost_claim(payment, "refund_failed");
+                }
+            }
             Decision::Refunded => {
-                if store::record_refund(&mut transaction, payment.id).await? {
+                if !store::record_refund(&mut transaction, payment, None).await? {
+                    lost_claim(payment, "refunded");
+                } else {
                     let refunded = PaymentRefunded {
                         payment_id: payment.id.to_string(),
                         order_id: key.clone(),
@@ -238,5 +268,21 @@ impl Worker {
         }
         transaction.commit().await?;
         Ok(())
+    }
+}
+
+/// A write that found its claim taken over: the other claim records the outcome (looked up
+/// under the same key, so it is the provider's).
+fn lost_claim(payment: &Claimed, outcome: &str) {
+    metrics::counter!("payment_claims_lost_total").increment(1);
+    tracing::warn!(payment.id = %payment.id, claim = payment.claims, outcome,
+        "the claim was taken over (its lease ran out); not recorded here");
+}
+
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = ended
+        && error.is_panic()
+    {
+        tracing::error!(%error, "a payment task panicked; its lease brings the payment back");
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! - `settled`: no order is `pending_payment`; no payment is still in flight (any status
 //!   other than `succeeded`, `failed`, `refunded`, such as `pending` or `refund_pending`);
-//!   no notification is `pending`; every outbox is drained (no unpublished row).
+//!   no notification is `pending`; every outbox is drained (no unpublished row); no stock is
+//!   reserved (a checkout killed between its reservation and its order leaves a hold that
+//!   the product service's sweeper releases after `RESERVATION_TTL`, 45 s in the run).
 //! - `acknowledged orders kept`: every order answered 201 exists.
 //! - `customer cancellations kept`: every order whose cancellation was answered 200 is
 //!   `cancelled`.
@@ -134,12 +136,14 @@ impl Snapshot {
         let pending_orders = self.orders.values().filter(|status| *status == "pending_payment").count();
         let in_flight = self.payments.iter().filter(|(_, status)| !FINAL_PAYMENT.contains(&status.as_str())).count();
         let unpublished: i64 = self.unpublished.values().sum();
-        if pending_orders == 0 && in_flight == 0 && self.pending_notifications == 0 && unpublished == 0 {
+        let reserved: i64 = self.inventory.values().map(|(_, reserved)| reserved).sum();
+        if pending_orders == 0 && in_flight == 0 && self.pending_notifications == 0 && unpublished == 0 && reserved == 0
+        {
             return None;
         }
         Some(format!(
             "{pending_orders} orders pending_payment, {in_flight} payments in flight, {} notifications pending, \
-             unpublished outbox rows {:?}",
+             unpublished outbox rows {:?}, {reserved} units reserved",
             self.pending_notifications, self.unpublished
         ))
     }

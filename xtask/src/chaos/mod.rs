@@ -89,7 +89,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         signing_key: signing_key(&dir),
         log_dir: Some(logs.clone()),
         release: false,
-        extra_env: Vec::new(),
+        // A checkout SIGKILLed between its reservation and its order leaves a hold with no
+        // order: the sweeper releases it after this, within the settling time.
+        extra_env: vec![("RESERVATION_TTL".into(), "45s".into())],
         brokers: servers::BROKER.into(),
         postgres_url: Some(Servers::postgres_url()),
         redis_url: Some(Servers::redis_url()),

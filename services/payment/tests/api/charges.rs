@@ -96,9 +96,10 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
             ("succeeded", None, 1),
             ("failed", Some("card_declined"), 1),
             ("failed", Some("insufficient_funds"), 1),
-            ("failed", Some("processing_error"), 3),
+            ("failed", Some("processing_error"), 4),
         ],
-        "a transient failure is retried (PAYMENT_CHARGE_ATTEMPTS = 3), then declined"
+        "a transient failure is retried (PAYMENT_CHARGE_ATTEMPTS = 3), then looked up once more \
+         (PAYMENT_DECLINE_AFTER later) and declined"
     );
     assert!(taken.iter().all(|row| row.4 == 1250));
 

@@ -35,6 +35,8 @@ pub(crate) async fn spawn_with(extra: &[(&str, &str)]) -> App {
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
         ("KAFKA_TOPIC_PREFIX", prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+        // A charge whose attempts failed is declined 1 s later (not 60 s).
+        ("PAYMENT_DECLINE_AFTER", "1s".to_owned()),
     ]);
     for (name, value) in extra {
         vars = vars.with(name, *value);

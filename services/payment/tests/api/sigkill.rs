@@ -56,8 +56,11 @@ fn start(db: &TestDb, prefix: &str) -> Service {
         // the next batch in flight. With the default (100) a fetch that brings all 40 events
         // at once applies them in one transaction, and the count jumps from 0 to 40.
         .env("KAFKA_CONSUMER_BATCH", "4")
-        // A short lease (14 s), so payments the killed worker had claimed are taken over soon.
+        // A short lease (18 s), so payments the killed worker had claimed are taken over soon.
         .env("PAYMENT_PROVIDER_TIMEOUT", "2s")
+        .env("DATABASE_ACQUIRE_TIMEOUT", "1s")
+        .env("DATABASE_STATEMENT_TIMEOUT", "2s")
+        .env("PAYMENT_DECLINE_AFTER", "1s")
         // Charges take a while, four at a time, so the kill lands with some decided, some
         // being charged and some still pending.
         .env("TEST_PROVIDER_LATENCY", "200ms")

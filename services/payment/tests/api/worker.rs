@@ -56,7 +56,9 @@ async fn two_hundred_orders_at_two_seconds_a_charge_complete_on_five_connections
     let pool = PgPool::connect(app.db.url()).await.unwrap();
     // The longest open transaction of the service's connections, sampled every 20 ms: its
     // age in ms, and what it was doing. (An `idle` session has none open; Postgres may leave
-    // `xact_start` set on one that LISTENs, from reading its notifications.)
+    // `xact_start` set on one that LISTENs, from reading its notifications.) The outbox
+    // relay's transaction is left out: it spans a Kafka send (bounded by the producer's 5 s
+    // timeout) and is shop-kit's, not the charge path's.
     let longest = Arc::new(std::sync::Mutex::new((0_u64, String::new())));
     let watcher = {
         let (pool, longest, database) = (pool.clone(), Arc::clone(&longest), app.db.name().to_owned());
@@ -66,7 +68,8 @@ async fn two_hundred_orders_at_two_seconds_a_charge_complete_on_five_connections
                     "SELECT extract(epoch FROM clock_timestamp() - xact_start)::float8, \
                          concat_ws(' | ', backend_type, state, query) FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
-                         AND state <> 'idle' ORDER BY xact_start LIMIT 1",
+                         AND state <> 'idle' AND query NOT LIKE '%FROM outbox%' \
+                         AND query NOT LIKE '%pg_try_advisory_xact_lock%' ORDER BY xact_start LIMIT 1",
                 )
                 .bind(&database)
                 .fetch_optional(&pool)
@@ -111,7 +114,8 @@ enum Crash {
 
 const ORDERS: usize = 3;
 
-/// The real binary against `provider`, with a 2 s provider timeout (so a 14 s lease).
+/// The real binary against `provider`, with a 3 s provider timeout and short database
+/// timeouts (so a lease of 3 × 3 + 1 + 3 × 2 + 5 = 21 s).
 fn start(db: &TestDb, prefix: &str, provider: &FakeProvider) -> ServiceProcess {
     ServiceProcess::start(
         env!("CARGO_BIN_EXE_payment-service"),
@@ -121,7 +125,9 @@ fn start(db: &TestDb, prefix: &str, provider: &FakeProvider) -> ServiceProcess {
             ("KAFKA_TOPIC_PREFIX", prefix.to_owned()),
             ("KAFKA_CREATE_TOPICS", "true".to_owned()),
             ("PAYMENT_PROVIDER_URL", provider.url()),
-            ("PAYMENT_PROVIDER_TIMEOUT", "2s".to_owned()),
+            ("PAYMENT_PROVIDER_TIMEOUT", "3s".to_owned()),
+            ("DATABASE_ACQUIRE_TIMEOUT", "1s".to_owned()),
+            ("DATABASE_STATEMENT_TIMEOUT", "2s".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ],
     )
@@ -141,7 +147,7 @@ async fn sigkilled(crash: Crash) {
     match crash {
         Crash::AfterPending => provider.hang(Some(Hang::BeforeEffect)),
         Crash::DuringCharge => provider.hang(Some(Hang::AfterEffect)),
-        Crash::AfterChargeBeforeRecord => provider.slow(Duration::from_millis(1500)),
+        Crash::AfterChargeBeforeRecord => provider.hang(Some(Hang::AfterEffect)),
         Crash::DuringRefund => {}
     }
     for order in &orders {
@@ -164,11 +170,13 @@ async fn sigkilled(crash: Crash) {
     .await;
     let mut locks = None;
     if crash == Crash::AfterChargeBeforeRecord {
-        // The worker's claim has committed, so the rows are free: hold them, and the
-        // worker's record waits behind this transaction once the provider has answered.
+        // The worker's claim has committed, so the rows are free: hold them, let the
+        // provider answer, and the worker's record waits behind this transaction.
         let mut transaction = pool.begin().await.unwrap();
         sqlx::query("SELECT id FROM payments FOR UPDATE").fetch_all(&mut *transaction).await.unwrap();
         locks = Some(transaction);
+        provider.hang(None);
+        provider.release();
         eventually("every record waiting on its row", Duration::from_secs(30), || async {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
@@ -189,7 +197,6 @@ async fn sigkilled(crash: Crash) {
         if crash == Crash::DuringRefund { ("refund_pending", "refunded") } else { ("pending", "succeeded") };
     assert_eq!(count(&pool, waiting).await, ORDERS as i64, "{crash:?}: nothing recorded before the kill");
     provider.hang(None);
-    provider.slow(Duration::ZERO);
 
     let restarted = start(&db, &prefix, &provider);
     eventually("every outcome recorded after the lease", Duration::from_secs(90), || async {
@@ -256,4 +263,64 @@ async fn sigkilled_after_the_charge_before_its_record_looks_it_up_instead_of_cha
 #[tokio::test]
 async fn sigkilled_during_a_refund_refunds_once() {
     sigkilled(Crash::DuringRefund).await;
+}
+
+/// Every write of the worker checks that its claim still holds: a worker whose lease ran out
+/// while it was busy (a slow provider, a slow database) writes nothing, not even a retry
+/// time, and the claim that took the payment over records the outcome. The refund's claims
+/// likewise; a refund the provider refuses for good ends `refund_failed`.
+#[tokio::test]
+async fn a_worker_whose_lease_ran_out_writes_nothing() {
+    use payment_service::{
+        domain::{NewPayment, PaymentStatus},
+        store,
+    };
+    let db = TestDb::new().await;
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    payment_service::MIGRATOR.run(&pool).await.unwrap();
+    let mut connection = pool.acquire().await.unwrap();
+    let payment = NewPayment {
+        id: Uuid::now_v7(),
+        order_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        amount: 100,
+        currency: "EUR".into(),
+        card_token: "tok_visa".into(),
+    };
+    assert!(store::insert_pending(&mut connection, &payment).await.unwrap());
+    assert!(
+        !store::insert_pending(&mut connection, &NewPayment { id: Uuid::now_v7(), ..payment.clone() }).await.unwrap()
+    );
+    let status = async |connection: &mut sqlx::PgConnection| -> String {
+        sqlx::query_scalar("SELECT status FROM payments").fetch_one(connection).await.unwrap()
+    };
+
+    // A lease of zero: the first claim runs out at once and a second takes the payment over.
+    let late = store::claim_due(&mut connection, 10, Duration::ZERO).await.unwrap().remove(0);
+    let current = store::claim_due(&mut connection, 10, Duration::from_secs(60)).await.unwrap().remove(0);
+    assert_eq!((late.claims, current.claims), (1, 2));
+    assert!(
+        !store::record_charge(&mut connection, &late, PaymentStatus::Failed, Some("processing_error")).await.unwrap()
+    );
+    store::retry_later(&mut connection, &late, Duration::ZERO).await.unwrap();
+    assert!(
+        store::claim_due(&mut connection, 10, Duration::from_secs(60)).await.unwrap().is_empty(),
+        "the late worker did not shorten the current claim's lease"
+    );
+    assert_eq!(status(&mut connection).await, "pending");
+    assert!(store::record_charge(&mut connection, &current, PaymentStatus::Succeeded, None).await.unwrap());
+    assert_eq!(status(&mut connection).await, "succeeded");
+
+    // The refund: asked for, claimed twice, recorded only by the claim that holds it.
+    assert_eq!(store::request_refund(&mut connection, payment.order_id).await.unwrap(), Some(PaymentStatus::Succeeded));
+    assert_eq!(
+        store::request_refund(&mut connection, payment.order_id).await.unwrap(),
+        Some(PaymentStatus::RefundPending),
+        "asked twice: once"
+    );
+    let late = store::claim_due(&mut connection, 10, Duration::ZERO).await.unwrap().remove(0);
+    let current = store::claim_due(&mut connection, 10, Duration::from_secs(60)).await.unwrap().remove(0);
+    assert!(!store::record_refund(&mut connection, &late, None).await.unwrap());
+    assert!(store::record_refund(&mut connection, &current, Some("charge_disputed")).await.unwrap());
+    assert_eq!(status(&mut connection).await, "refund_failed");
 }

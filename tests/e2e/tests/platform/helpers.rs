@@ -65,6 +65,12 @@ pub(crate) fn payment_vars(payment_db: &TestDb, jwks_url: &str, topic_prefix: &s
         ("KAFKA_BROKERS", brokers()),
         ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+        // A charge whose attempts failed is declined 1 s later (not 60 s), and a payment a
+        // crashed worker had claimed is taken over after 22 s (3 × 2 + 2 + 3 × 3 + 5), not 70.
+        ("PAYMENT_DECLINE_AFTER", "1s".to_owned()),
+        ("PAYMENT_PROVIDER_TIMEOUT", "2s".to_owned()),
+        ("DATABASE_ACQUIRE_TIMEOUT", "2s".to_owned()),
+        ("DATABASE_STATEMENT_TIMEOUT", "3s".to_owned()),
     ])
 }
 
