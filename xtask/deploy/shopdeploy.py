@@ -10,7 +10,9 @@ a cluster, a helm binary or network access:
   xtask/deploy/schemas/ (a copy of the project's shared schemas);
 - our own policies (every workload restricted, probed, sized, pinned; prod has HPA, PDB,
   ServiceMonitor, PrometheusRule and NetworkPolicies for every service);
-- checkov on the rendered prod manifests, with 0 failed checks allowed.
+- checkov on the rendered prod manifests, with 0 failed checks allowed;
+- `promtool test rules` on every rendered PrometheusRule (alerttests.py): each alert fires
+  on a series that should page and stays silent on one that should not.
 
 `selftest` breaks a copy of the charts on purpose, one way at a time, and proves each break
 makes the check fail.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import alerttests
 import helm_python
 import jsonschema
 import kubernetes_validate
@@ -474,9 +477,23 @@ def check_checkov(manifests: list[Manifest], venv_bin: Path, report: Report) -> 
     return f"checkov on prod: {passed} passed, {failed} failed, {skipped} skipped (each with its reason)"
 
 
-def run_checks(root: Path, venv_bin: Path | None, quiet: bool = False) -> Report:
+def check_alerts(env: str, manifests: list[Manifest], promtool: Path, report: Report) -> str:
+    rules = [manifest.obj for manifest in manifests if manifest.kind == "PrometheusRule"]
+    cases = 0
+    for rule in rules:
+        passed, output, count = alerttests.run_promtool(promtool, rule)
+        cases += count
+        if not passed:
+            report.fail(f"{env}: promtool test rules for {rule['metadata']['name']}: {output[-1500:]}")
+    return f"{env}: promtool: {cases} test cases on {len(rules)} PrometheusRules"
+
+
+def run_checks(
+    root: Path, venv_bin: Path | None, quiet: bool = False, promtool: Path | None = None, alerts: bool = True
+) -> Report:
     report = Report()
     say = (lambda *_: None) if quiet else (lambda message: print(message, flush=True))
+    promtool = promtool or alerttests.ensure_promtool(root)
     check_repo_files(root, report)
     say(f"skaffold.yaml and argocd/: {'ok' if not report.failures else 'FAILED'}")
     for env in ENVIRONMENTS:
@@ -490,6 +507,8 @@ def run_checks(root: Path, venv_bin: Path | None, quiet: bool = False) -> Report
         check_schemas(env, manifests, report)
         check_policies(env, manifests, report)
         say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies {'ok' if len(report.failures) == before else 'FAILED'}")
+        if alerts:
+            say(check_alerts(env, manifests, promtool, report))
         if env == "prod" and venv_bin is not None:
             say(check_checkov(manifests, venv_bin, report))
     return report
@@ -562,6 +581,16 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "shutdown deadline < terminationGracePeriodSeconds - preStopSleepSeconds",
     ),
     (
+        "a fast burn-rate alert that waits two hours",
+        _edit("helm/shop-service/templates/prometheusrule.yaml", "          for: 2m\n", "          for: 2h\n"),
+        "promtool test rules",
+    ),
+    (
+        "5xx no longer counted as errors",
+        _edit("helm/shop-service/templates/prometheusrule.yaml", 'status=~"5.."', 'status=~"4.."'),
+        "promtool test rules",
+    ),
+    (
         "the network policies turned off",
         _edit("helm/shop-service/values.yaml", "networkPolicy:\n  enabled: true", "networkPolicy:\n  enabled: false"),
         "no default-deny NetworkPolicy",
@@ -571,6 +600,7 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
 
 def selftest(root: Path) -> int:
     failures = 0
+    promtool = alerttests.ensure_promtool(root)
     for description, apply, expected in BREAKS:
         with tempfile.TemporaryDirectory(prefix="shop-deploy-selftest-") as directory:
             copy_root = Path(directory)
@@ -578,7 +608,8 @@ def selftest(root: Path) -> int:
                 shutil.copytree(root / part, copy_root / part)
             shutil.copy(root / "skaffold.yaml", copy_root / "skaffold.yaml")
             apply(copy_root)
-            report = run_checks(copy_root, venv_bin=None, quiet=True)
+            # promtool only where the break is in the alerts: it is the slow part.
+            report = run_checks(copy_root, venv_bin=None, quiet=True, promtool=promtool, alerts="promtool" in expected)
         caught = [failure for failure in report.failures if expected in failure]
         if caught:
             print(f"selftest: {description}: caught ({caught[0][:160]})")
