@@ -3,7 +3,9 @@
 For every PrometheusRule a render produces, this writes its groups as a rules file and a
 promtool test file made for that service (its `job` and `namespace`), then runs promtool:
 
-- the SLO recording rules compute the error ratio of a known series;
+- the SLO recording rules compute the error ratio of a known series, count gRPC answers
+  whose code is the server's fault (HTTP 200, `grpc_status` INTERNAL) as errors, and leave
+  probes and scrapes out;
 - each burn-rate alert fires on a series that burns the budget (half the requests failing,
   or slower than the threshold) and stays silent on a service that spends its budgets
   exactly (burn rate 1); the two alerts of a pair must be built on one budget with the
@@ -146,6 +148,34 @@ def build_tests(rules: dict[str, Any], job: str, namespace: str) -> list[dict[st
                 "exp_samples": [{"labels": f"shop:http_request_slow:ratio_rate1h{{{selector}}}", "value": 0}],
             },
         ] if {"shop:http_request_errors:ratio_rate5m", "shop:http_request_slow:ratio_rate1h"} <= records else [],
+    })
+    grpc_failures = [
+        series("http_requests_total", {"status": "200", "protocol": "grpc", "grpc_status": "INTERNAL"}, _counter(500, minutes)),
+        series("http_requests_total", {"status": "200", "protocol": "grpc", "grpc_status": "OK"}, _counter(400, minutes)),
+        # A client's mistake is not the server's failure.
+        series("http_requests_total", {"status": "200", "protocol": "grpc", "grpc_status": "INVALID_ARGUMENT"}, _counter(100, minutes)),
+    ]
+    tests.append({
+        "name": f"{job}: half the gRPC answers INTERNAL (HTTP 200) burns the availability budget",
+        "interval": "1m",
+        "input_series": grpc_failures,
+        "alert_rule_test": expect(availability, []),
+    })
+    probes = [
+        series("http_requests_total", {"status": "200", "route": "/v1/orders"}, _counter(1000, minutes)),
+        # A failing readiness probe (a dependency is away) and scrapes are not users' requests.
+        series("http_requests_total", {"status": "503", "route": "/readyz"}, _counter(1000, minutes)),
+        series("http_requests_total", {"status": "500", "route": "/metrics"}, _counter(1000, minutes)),
+        series("http_request_duration_seconds_bucket", {"le": le, "route": "/v1/orders"}, _counter(1000, minutes)),
+        series("http_request_duration_seconds_count", {"route": "/v1/orders"}, _counter(1000, minutes)),
+        series("http_request_duration_seconds_bucket", {"le": le, "route": "/readyz"}, _counter(0, minutes)),
+        series("http_request_duration_seconds_count", {"route": "/readyz"}, _counter(1000, minutes)),
+    ]
+    tests.append({
+        "name": f"{job}: failing and slow probes and scrapes page no one",
+        "interval": "1m",
+        "input_series": probes,
+        "alert_rule_test": expect([], availability + latency),
     })
     tests.append({
         "name": f"{job}: half the requests slower than {le}s burns the latency budget (both alerts)",
