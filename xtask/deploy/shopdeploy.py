@@ -144,11 +144,114 @@ def render_release(chart_dir: Path, release: str, namespace: str, values: dict[s
     return manifests
 
 
-def render_env(root: Path, env: str) -> list[Manifest]:
+def render_env(root: Path, env: str, image: dict[str, Any] | None = None) -> list[Manifest]:
+    """Every object of `env`; `image` (tag, digest) replaces each service's image reference."""
     manifests = []
     for release, chart_dir, values in releases(root, env):
+        if image is not None and chart_dir.name == "shop-service":
+            values = merge(values, {"image": image})
         manifests.extend(render_release(chart_dir, release, f"shop-{env}", values))
     return manifests
+
+
+#: The image references Skaffold and CI produce, besides the committed `sha-<7>` tags: CI's
+#: `sha-<40>`, Skaffold's local image id with `push: false` (64 hex characters), and a tag
+#: pinned by digest.
+TAG_FORMS = {
+    "sha-<40>": {"tag": "sha-" + "0123456789abcdef0123456789abcdef01234567"},
+    "a 64-hex local image id": {"tag": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+    "<tag>@sha256:<digest>": {
+        "tag": "sha-0123456",
+        "digest": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    },
+}
+
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def label_problems(labels: dict[str, Any]) -> list[str]:
+    """What the API server would refuse in a label map (apimachinery's validation rules)."""
+    problems = []
+    for key, value in (labels or {}).items():
+        prefix, _, name = str(key).rpartition("/")
+        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+            problems.append(f"label key {key!r}: the prefix must be a DNS subdomain of at most 253 characters")
+        if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+            problems.append(f"label key {key!r}: the name must be 1 to 63 alphanumerics, '-', '_' or '.', alphanumeric at both ends")
+        text = "" if value is None else str(value)
+        if len(text) > 63 or not _LABEL_VALUE.match(text):
+            problems.append(f"label {key}={text!r}: a value must be at most 63 alphanumerics, '-', '_' or '.', alphanumeric at both ends")
+    return problems
+
+
+def _label_maps(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every label map of an object: its own, its pod template's, its selector's."""
+    maps = [("metadata.labels", obj.get("metadata", {}).get("labels") or {})]
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template") or {}
+    maps.append(("pod template labels", (template.get("metadata") or {}).get("labels") or {}))
+    selector = spec.get("selector")
+    if isinstance(selector, dict):
+        maps.append(("selector", selector.get("matchLabels") or (selector if obj.get("kind") == "Service" else {})))
+    return maps
+
+
+def check_labels(where: str, manifests: list[Manifest], report: Report) -> None:
+    for manifest in manifests:
+        for place, labels in _label_maps(manifest.obj):
+            for problem in label_problems(labels):
+                report.fail(f"{where}/{manifest.label()} {place}: {problem}")
+
+
+#: What each third-party image the charts run writes at run time, read from its upstream
+#: Dockerfile and entrypoint (the findings are written next to each template too). With a
+#: read-only root filesystem, each path needs a writable mount at it or above it.
+IMAGE_WRITES: dict[str, list[str]] = {
+    # apache/kafka (docker/jvm/Dockerfile, docker/resources/common-scripts/configure): the
+    # configure step requires /opt/kafka/config/ writable and writes server.properties,
+    # log4j.properties and tools-log4j.properties there; data in KAFKA_LOG_DIRS; logs in
+    # /opt/kafka/logs.
+    "docker.io/apache/kafka": ["/opt/kafka/config", "/var/lib/kafka/data", "/opt/kafka/logs", "/tmp"],
+    # postgres (docker-library/postgres docker-entrypoint.sh): initdb into PGDATA, the socket
+    # and lock in /var/run/postgresql.
+    "docker.io/library/postgres": ["/var/lib/postgresql/data", "/var/run/postgresql"],
+    # redis (docker-library/redis): `dir /data` is the working directory.
+    "docker.io/library/redis": ["/data"],
+}
+
+
+def check_images(env: str, manifests: list[Manifest], report: Report) -> None:
+    for manifest in manifests:
+        if manifest.kind not in WORKLOAD_KINDS:
+            continue
+        spec = pod_spec(manifest.obj)
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            image = str(container.get("image", ""))
+            writes = next((paths for repository, paths in IMAGE_WRITES.items() if image.startswith(repository + ":")), None)
+            read_only = (container.get("securityContext") or {}).get("readOnlyRootFilesystem")
+            if writes is None or not read_only:
+                continue
+            mounts = [str(mount.get("mountPath", "")).rstrip("/") for mount in container.get("volumeMounts") or []]
+            for path in writes:
+                if not any(path == mount or path.startswith(mount + "/") for mount in mounts):
+                    report.fail(
+                        f"{env}/{manifest.label()} container {container.get('name')}: {image} writes {path}, "
+                        "which no volumeMount makes writable (the root filesystem is read-only)"
+                    )
+
+
+def check_tag_forms(root: Path, env: str, report: Report) -> None:
+    """Renders `env` with each image reference Skaffold and CI produce, and checks what the
+    API server would check of the labels."""
+    for form, image in TAG_FORMS.items():
+        try:
+            manifests = render_env(root, env, image)
+        except (helm_python.HelmError, ValueError, yaml.YAMLError) as error:
+            report.fail(f"{env} with {form}: render failed: {error}")
+            continue
+        check_labels(f"{env} with {form}", manifests, report)
 
 
 def write_manifests(manifests: list[Manifest], out: Path) -> int:
@@ -489,7 +592,12 @@ def check_alerts(env: str, manifests: list[Manifest], promtool: Path, report: Re
 
 
 def run_checks(
-    root: Path, venv_bin: Path | None, quiet: bool = False, promtool: Path | None = None, alerts: bool = True
+    root: Path,
+    venv_bin: Path | None,
+    quiet: bool = False,
+    promtool: Path | None = None,
+    alerts: bool = True,
+    tag_forms: bool = True,
 ) -> Report:
     report = Report()
     say = (lambda *_: None) if quiet else (lambda message: print(message, flush=True))
@@ -506,7 +614,11 @@ def run_checks(
             continue
         check_schemas(env, manifests, report)
         check_policies(env, manifests, report)
-        say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies {'ok' if len(report.failures) == before else 'FAILED'}")
+        check_labels(env, manifests, report)
+        check_images(env, manifests, report)
+        if tag_forms:
+            check_tag_forms(root, env, report)
+        say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies + labels + image paths{' + tag forms' if tag_forms else ''} {'ok' if len(report.failures) == before else 'FAILED'}")
         if alerts:
             say(check_alerts(env, manifests, promtool, report))
         if env == "prod" and venv_bin is not None:
@@ -596,6 +708,16 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "promtool test rules",
     ),
     (
+        "a 64-hex image tag copied whole into a label",
+        _edit("helm/shop-service/templates/_helpers.tpl", '.Values.image.tag | trunc 63 | trimSuffix "-" | trimSuffix "." | trimSuffix "_" | quote', ".Values.image.tag | quote"),
+        "label app.kubernetes.io/version",
+    ),
+    (
+        "the Kafka config directory read-only again",
+        _edit("helm/shop-dev-infra/templates/kafka.yaml", "              mountPath: /opt/kafka/config\n", "              mountPath: /opt/kafka/config/kraft\n"),
+        "writes /opt/kafka/config",
+    ),
+    (
         "the network policies turned off",
         _edit("helm/shop-service/values.yaml", "networkPolicy:\n  enabled: true", "networkPolicy:\n  enabled: false"),
         "no default-deny NetworkPolicy",
@@ -614,7 +736,9 @@ def selftest(root: Path) -> int:
             shutil.copy(root / "skaffold.yaml", copy_root / "skaffold.yaml")
             apply(copy_root)
             # promtool only where the break is in the alerts: it is the slow part.
-            report = run_checks(copy_root, venv_bin=None, quiet=True, promtool=promtool, alerts="promtool" in expected)
+            report = run_checks(
+                copy_root, venv_bin=None, quiet=True, promtool=promtool, alerts="promtool" in expected, tag_forms="label" in expected
+            )
         caught = [failure for failure in report.failures if expected in failure]
         if caught:
             print(f"selftest: {description}: caught ({caught[0][:160]})")

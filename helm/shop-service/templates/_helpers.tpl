@@ -8,7 +8,9 @@
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "shop.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+{{- /* A label value holds at most 63 characters; Skaffold's local image ids are 64 hex
+     characters (push: false re-tags each image with the id after "sha256:"). */}}
+app.kubernetes.io/version: {{ .Values.image.tag | trunc 63 | trimSuffix "-" | trimSuffix "." | trimSuffix "_" | quote }}
 app.kubernetes.io/component: service
 app.kubernetes.io/part-of: shop
 app.kubernetes.io/managed-by: {{ .Release.Service }}
