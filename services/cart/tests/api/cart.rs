@@ -281,9 +281,14 @@ async fn a_late_order_placed_leaves_lines_set_after_the_order() {
     let (user, token) = app.issuer.customer();
     app.set(&token, &a, json!(1)).await;
     app.set(&token, &b, json!(1)).await;
-    // The order is placed (its event id minted) now; the buyer sets A again; the event comes.
+    // The order is placed (its event id minted) now; once the clock has moved past that
+    // millisecond the buyer sets A again; then the event comes.
     let placed = uuid::Uuid::now_v7();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (seconds, nanos) = placed.get_timestamp().unwrap().to_unix();
+    let placed_ms = u128::from(seconds) * 1000 + u128::from(nanos / 1_000_000);
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() <= placed_ms {
+        tokio::task::yield_now().await;
+    }
     app.set(&token, &a, json!(3)).await;
     order_placed(&app, placed, user, &[&a, &b]).await;
     let cart = shop_testkit::eventually("B removed", Duration::from_secs(30), || async {
