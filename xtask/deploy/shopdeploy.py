@@ -10,6 +10,13 @@ a cluster, a helm binary or network access:
   xtask/deploy/schemas/ (a copy of the project's shared schemas);
 - our own policies (every workload restricted, probed, sized, pinned; prod has HPA, PDB,
   ServiceMonitor, PrometheusRule and NetworkPolicies for every service);
+- what the API server and the controllers check that the schemas do not carry (label and
+  annotation syntax and size, object names per kind, port, container, volume and env var
+  names), and the references that only meet in a cluster: Service selectors and targetPorts,
+  probe ports, NetworkPolicy and PDB selectors, autoscaler targets, volumeMounts, the
+  Secret and ConfigMap keys pods read (or docs/deploy.md's table of Secrets made outside
+  the charts), the user, ports and writable paths of each third-party image, and the image
+  tags committed under argocd/envs/ (CI's `sha-<40>`, a commit of this history);
 - checkov on the rendered prod manifests, with 0 failed checks allowed;
 - `promtool test rules` on every rendered PrometheusRule (alerttests.py): each alert fires
   on a series that should page and stays silent on one that should not.
@@ -154,11 +161,12 @@ def render_env(root: Path, env: str, image: dict[str, Any] | None = None) -> lis
     return manifests
 
 
-#: The image references Skaffold and CI produce, besides the committed `sha-<7>` tags: CI's
-#: `sha-<40>`, Skaffold's local image id with `push: false` (64 hex characters), and a tag
-#: pinned by digest.
+#: The image references Skaffold and CI produce, besides the committed `sha-<40>` tags (CI's
+#: form): an abbreviated `sha-<7>`, Skaffold's local image id with `push: false` (64 hex
+#: characters), and a tag pinned by digest.
 TAG_FORMS = {
-    "sha-<40>": {"tag": "sha-" + "0123456789abcdef0123456789abcdef01234567"},
+    "sha-<7>": {"tag": "sha-0123456"},
+    "sha-<40>-dirty": {"tag": "sha-0123456789abcdef0123456789abcdef01234567-dirty"},
     "a 64-hex local image id": {"tag": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
     "<tag>@sha256:<digest>": {
         "tag": "sha-0123456",
@@ -219,6 +227,29 @@ IMAGE_WRITES: dict[str, list[str]] = {
     "docker.io/library/postgres": ["/var/lib/postgresql/data", "/var/run/postgresql"],
     # redis (docker-library/redis): `dir /data` is the working directory.
     "docker.io/library/redis": ["/data"],
+    # Our load-test image: grafana/k6 (alpine, ENTRYPOINT k6) with load-tests/ added; k6
+    # writes only the summaries its scenarios export to RESULTS_DIR (/tmp in the chart).
+    "ghcr.io/shop-platform/loadtest": ["/tmp"],
+}
+
+#: The user each image runs as (its Dockerfile's USER, or the user its entrypoint drops to)
+#: and the ports it listens on; the pod must run as that user (the image's files belong to
+#: it) and declare those ports.
+IMAGE_USERS: dict[str, int] = {
+    # apache/kafka: `adduser -h /home/appuser -D --shell /bin/bash appuser` (uid 1000), USER appuser.
+    "docker.io/apache/kafka": 1000,
+    # postgres:*-alpine: the entrypoint runs as `postgres`, uid 70 on alpine (999 on Debian).
+    "docker.io/library/postgres": 70,
+    # redis:*-alpine: `adduser -S -G redis -u 999 redis`; the entrypoint drops to it.
+    "docker.io/library/redis": 999,
+    # grafana/k6: `adduser -D -u 12345 -g 12345 k6`, USER 12345; load-tests/Dockerfile keeps it.
+    "ghcr.io/shop-platform/loadtest": 12345,
+}
+IMAGE_PORTS: dict[str, list[int]] = {
+    "docker.io/apache/kafka": [9092],
+    "docker.io/library/postgres": [5432],
+    "docker.io/library/redis": [6379],
+    "ghcr.io/shop-platform/loadtest": [],
 }
 
 
@@ -229,17 +260,318 @@ def check_images(env: str, manifests: list[Manifest], report: Report) -> None:
         spec = pod_spec(manifest.obj)
         for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
             image = str(container.get("image", ""))
-            writes = next((paths for repository, paths in IMAGE_WRITES.items() if image.startswith(repository + ":")), None)
-            read_only = (container.get("securityContext") or {}).get("readOnlyRootFilesystem")
-            if writes is None or not read_only:
+            repository = next((r for r in IMAGE_WRITES if image.startswith(r + ":")), None)
+            if repository is None:
+                continue
+            where = f"{env}/{manifest.label()} container {container.get('name')}"
+            user = (container.get("securityContext") or {}).get("runAsUser", (spec.get("securityContext") or {}).get("runAsUser"))
+            if user != IMAGE_USERS[repository]:
+                report.fail(f"{where}: {image} runs as uid {IMAGE_USERS[repository]}, the pod sets runAsUser {user}")
+            declared = {port.get("containerPort") for port in container.get("ports") or []}
+            for port in IMAGE_PORTS[repository]:
+                if port not in declared:
+                    report.fail(f"{where}: {image} listens on {port}, which the container does not declare")
+            writes = IMAGE_WRITES[repository]
+            if not (container.get("securityContext") or {}).get("readOnlyRootFilesystem"):
                 continue
             mounts = [str(mount.get("mountPath", "")).rstrip("/") for mount in container.get("volumeMounts") or []]
             for path in writes:
                 if not any(path == mount or path.startswith(mount + "/") for mount in mounts):
-                    report.fail(
-                        f"{env}/{manifest.label()} container {container.get('name')}: {image} writes {path}, "
-                        "which no volumeMount makes writable (the root filesystem is read-only)"
-                    )
+                    report.fail(f"{where}: {image} writes {path}, which no volumeMount makes writable (the root filesystem is read-only)")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the API server and the controllers check that the JSON schemas do not carry
+# (apimachinery's validation package and the core, apps, batch, policy and networking
+# validators of Kubernetes 1.30), and references between objects that only meet in a cluster.
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+#: Kubernetes 1.30's IsEnvVarName (relaxed only in 1.34).
+_ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+#: apimachinery's TotalAnnotationSizeLimitB: keys and values of one object together.
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def dns_label_problem(name: str) -> str | None:
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        return "must be a DNS-1123 label (at most 63 lower-case alphanumerics or '-', alphanumeric at both ends)"
+    return None
+
+
+def dns_subdomain_problem(name: str) -> str | None:
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        return "must be a DNS-1123 subdomain (at most 253 lower-case alphanumerics, '-' or '.')"
+    return None
+
+
+def object_name_problem(kind: str, name: str) -> str | None:
+    """The name rule of each kind: a Service's name becomes a DNS label (RFC 1035: it starts
+    with a letter), a Namespace is a DNS-1123 label, a Job's name is copied into its pods'
+    `job-name` label (63), a CronJob's gets 11 characters of suffix for its Jobs (52);
+    everything else is a DNS-1123 subdomain."""
+    if kind == "Service":
+        if len(name) > 63 or not _DNS_1035_LABEL.match(name):
+            return "a Service name must be a DNS-1035 label (at most 63, starting with a letter)"
+        return None
+    if kind == "Namespace":
+        return dns_label_problem(name)
+    problem = dns_subdomain_problem(name)
+    if problem:
+        return problem
+    if kind == "Job" and len(name) > 63:
+        return "a Job name longer than 63 does not fit its pods' job-name label"
+    if kind == "CronJob" and len(name) > 52:
+        return "a CronJob name must be at most 52 characters"
+    return None
+
+
+def port_name_problem(name: str) -> str | None:
+    """A container port name is an IANA_SVC_NAME (validation.IsValidPortName)."""
+    if not (
+        1 <= len(name) <= 15
+        and _IANA_SVC_NAME.match(name)
+        and "--" not in name
+        and any(character.isalpha() for character in name)
+    ):
+        return f"port name {name!r} must be an IANA service name (1 to 15 lower-case alphanumerics or '-', a letter among them, no '--')"
+    return None
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a label map; an empty
+    selector matches everything."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def pod_templates(manifests: list[Manifest]) -> list[tuple[Manifest, dict[str, Any], dict[str, Any]]]:
+    """(workload, pod template labels, pod spec) of every workload in the render."""
+    found = []
+    for manifest in manifests:
+        if manifest.kind not in WORKLOAD_KINDS:
+            continue
+        spec = manifest.obj.get("spec") or {}
+        template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template") or {}
+        found.append((manifest, (template.get("metadata") or {}).get("labels") or {}, pod_spec(manifest.obj)))
+    return found
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return (spec.get("initContainers") or []) + (spec.get("containers") or [])
+
+
+def _port_exists(container: dict[str, Any], port: Any) -> bool:
+    """A named port must be declared on the container; a number must be one of its
+    containerPorts."""
+    ports = container.get("ports") or []
+    if isinstance(port, str) and not port.isdigit():
+        return any(p.get("name") == port for p in ports)
+    return any(p.get("containerPort") == int(port) for p in ports)
+
+
+#: The Secrets made outside the charts in staging and prod, read from the table in
+#: docs/deploy.md ("| Secret | key | used by |"): (name, key) pairs, `<service>` expanded.
+def external_secrets(root: Path) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    path = root / "docs" / "deploy.md"
+    if not path.exists():
+        return found
+    in_table = False
+    for line in path.read_text().splitlines():
+        if line.startswith("| Secret | key |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break
+        if not in_table or line.startswith("|---"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        keys = re.findall(r"`([^`(]+)`", cells[1].split("(")[0])
+        for name in names:
+            for service in SERVICES if "<service>" in name else [None]:
+                for key in keys:
+                    found.add((name.replace("<service>", service) if service else name, key))
+    return found
+
+
+def _data_keys(manifest: Manifest) -> set[str]:
+    return set((manifest.obj.get("data") or {})) | set((manifest.obj.get("stringData") or {})) | set(
+        manifest.obj.get("binaryData") or {}
+    )
+
+
+def check_api_rules(env: str, manifests: list[Manifest], external: set[tuple[str, str]], report: Report) -> None:
+    """Names, ports, env, annotations, and the references between objects of one render."""
+    secrets = {m.name: _data_keys(m) for m in manifests if m.kind == "Secret"}
+    config_maps = {m.name: _data_keys(m) for m in manifests if m.kind == "ConfigMap"}
+    external_names = {name for name, _ in external} if env != "dev" else set()
+    templates = pod_templates(manifests)
+    seen: dict[tuple[str, str], Manifest] = {}
+    for manifest in manifests:
+        where = f"{env}/{manifest.label()}"
+        if (manifest.kind, manifest.name) in seen:
+            report.fail(f"{where}: a second {manifest.kind} named {manifest.name!r} (also from {seen[(manifest.kind, manifest.name)].release})")
+        seen[(manifest.kind, manifest.name)] = manifest
+        problem = object_name_problem(manifest.kind, manifest.name)
+        if problem:
+            report.fail(f"{where}: name {manifest.name!r}: {problem}")
+        annotation_maps = [("metadata.annotations", manifest.obj.get("metadata", {}).get("annotations") or {})]
+        for workload, _, _ in [t for t in templates if t[0] is manifest]:
+            spec = workload.obj.get("spec") or {}
+            template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template") or {}
+            annotation_maps.append(("pod template annotations", (template.get("metadata") or {}).get("annotations") or {}))
+        for place, annotations in annotation_maps:
+            size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+            if size > ANNOTATIONS_MAX_BYTES:
+                report.fail(f"{where} {place}: {size} bytes of annotations, the API server accepts {ANNOTATIONS_MAX_BYTES}")
+            for key in annotations:
+                for problem in label_problems({key: ""}):
+                    if "label key" in problem:
+                        report.fail(f"{where} {place}: annotation {problem.removeprefix('label ')}")
+        if manifest.kind in {"Deployment", "StatefulSet", "DaemonSet"}:
+            own = next(labels for workload, labels, _ in templates if workload is manifest)
+            if not selector_matches(manifest.obj.get("spec", {}).get("selector"), own):
+                report.fail(f"{where}: its selector does not match its own pod template's labels")
+        if manifest.kind in WORKLOAD_KINDS:
+            check_pod_spec(where, pod_spec(manifest.obj), secrets, config_maps, external, external_names, report)
+        if manifest.kind == "Service":
+            check_service(where, manifest, templates, report)
+        if manifest.kind in {"NetworkPolicy", "PodDisruptionBudget"}:
+            selector = manifest.obj.get("spec", {}).get("podSelector" if manifest.kind == "NetworkPolicy" else "selector")
+            if not any(selector_matches(selector, labels) for _, labels, _ in templates):
+                report.fail(f"{where}: its selector {selector} matches no pod of the render")
+        if manifest.kind == "HorizontalPodAutoscaler":
+            target = manifest.obj.get("spec", {}).get("scaleTargetRef") or {}
+            if (target.get("kind"), target.get("name")) not in {(m.kind, m.name) for m in manifests}:
+                report.fail(f"{where}: its scale target {target.get('kind')}/{target.get('name')} is not in the render")
+
+
+def check_service(where: str, service: Manifest, templates: list[tuple[Manifest, dict[str, Any], dict[str, Any]]], report: Report) -> None:
+    spec = service.obj.get("spec") or {}
+    selector = spec.get("selector")
+    if not selector:
+        return
+    pods = [pod for _, labels, pod in templates if all(labels.get(k) == v for k, v in selector.items())]
+    if not pods:
+        report.fail(f"{where}: its selector {selector} matches no pod template")
+        return
+    for port in spec.get("ports") or []:
+        name = port.get("name")
+        if name and dns_label_problem(name):
+            report.fail(f"{where}: Service port name {name!r} {dns_label_problem(name)}")
+        target = port.get("targetPort", port.get("port"))
+        for pod in pods:
+            if not any(_port_exists(container, target) for container in pod.get("containers") or []):
+                report.fail(f"{where}: targetPort {target!r} of port {name or port.get('port')} is no container port of the pods it selects")
+
+
+def check_pod_spec(
+    where: str,
+    spec: dict[str, Any],
+    secrets: dict[str, set[str]],
+    config_maps: dict[str, set[str]],
+    external: set[tuple[str, str]],
+    external_names: set[str],
+    report: Report,
+) -> None:
+    volumes = spec.get("volumes") or []
+    volume_names = [volume.get("name", "") for volume in volumes]
+    for name in volume_names:
+        if dns_label_problem(name):
+            report.fail(f"{where}: volume {name!r} {dns_label_problem(name)}")
+    if len(set(volume_names)) != len(volume_names):
+        report.fail(f"{where}: two volumes share a name ({volume_names})")
+
+    def secret_key(name: str, key: str | None, optional: bool, place: str) -> None:
+        if optional:
+            return
+        if name in secrets:
+            if key is not None and key not in secrets[name]:
+                report.fail(f"{where} {place}: Secret {name} has no key {key!r} (it has {sorted(secrets[name])})")
+            return
+        if name in external_names and (key is None or (name, key) in external):
+            return
+        documented = " (nor is it in docs/deploy.md's table of Secrets made outside the chart)"
+        report.fail(f"{where} {place}: Secret {name}{f' key {key!r}' if key else ''} is not in the render{documented}")
+
+    def config_map_key(name: str, key: str | None, optional: bool, place: str) -> None:
+        if optional:
+            return
+        if name not in config_maps:
+            report.fail(f"{where} {place}: ConfigMap {name} is not in the render")
+        elif key is not None and key not in config_maps[name]:
+            report.fail(f"{where} {place}: ConfigMap {name} has no key {key!r} (it has {sorted(config_maps[name])})")
+
+    for volume in volumes:
+        place = f"volume {volume.get('name')}"
+        if "secret" in volume:
+            source = volume["secret"]
+            items = source.get("items") or [None]
+            for item in items:
+                secret_key(source.get("secretName", ""), item and item.get("key"), bool(source.get("optional")), place)
+        if "configMap" in volume:
+            source = volume["configMap"]
+            for item in source.get("items") or [None]:
+                config_map_key(source.get("name", ""), item and item.get("key"), bool(source.get("optional")), place)
+    names = [container.get("name", "") for container in _containers(spec)]
+    if len(set(names)) != len(names):
+        report.fail(f"{where}: two containers share a name ({names})")
+    port_names: list[str] = []
+    for container in _containers(spec):
+        name = f"{where} container {container.get('name')}"
+        if dns_label_problem(container.get("name", "")):
+            report.fail(f"{name}: container name {dns_label_problem(container.get('name', ''))}")
+        for port in container.get("ports") or []:
+            if "name" in port:
+                port_names.append(port["name"])
+                problem = port_name_problem(port["name"])
+                if problem:
+                    report.fail(f"{name}: {problem}")
+        for probe_kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(probe_kind) or {}
+            for handler in ("httpGet", "tcpSocket", "grpc"):
+                if handler in probe and not _port_exists(container, probe[handler].get("port")):
+                    report.fail(f"{name}: the {probe_kind}'s port {probe[handler].get('port')!r} is not a port of the container")
+        for mount in container.get("volumeMounts") or []:
+            if mount.get("name") not in volume_names:
+                report.fail(f"{name}: volumeMount {mount.get('mountPath')} names volume {mount.get('name')!r}, which the pod does not have")
+        for item in container.get("env") or []:
+            if not _ENV_VAR_NAME.match(item.get("name", "")):
+                report.fail(f"{name}: env var name {item.get('name')!r} is not valid (Kubernetes 1.30: [-._a-zA-Z][-._a-zA-Z0-9]*)")
+            source = item.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret_key(ref.get("name", ""), ref.get("key"), bool(ref.get("optional")), f"env {item.get('name')}")
+            if "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                config_map_key(ref.get("name", ""), ref.get("key"), bool(ref.get("optional")), f"env {item.get('name')}")
+        for item in container.get("envFrom") or []:
+            if "secretRef" in item:
+                secret_key(item["secretRef"].get("name", ""), None, bool(item["secretRef"].get("optional")), "envFrom")
+            if "configMapRef" in item:
+                config_map_key(item["configMapRef"].get("name", ""), None, bool(item["configMapRef"].get("optional")), "envFrom")
+                for key in config_maps.get(item["configMapRef"].get("name", ""), set()):
+                    if not _ENV_VAR_NAME.match(key):
+                        report.fail(f"{name}: envFrom ConfigMap key {key!r} is not a valid env var name")
+    if len(set(port_names)) != len(port_names):
+        report.fail(f"{where}: two container ports share a name ({port_names})")
 
 
 def check_tag_forms(root: Path, env: str, report: Report) -> None:
@@ -323,6 +655,9 @@ def check_schemas(env: str, manifests: list[Manifest], report: Report) -> None:
 def check_repo_files(root: Path, report: Report) -> None:
     """skaffold.yaml and the Argo CD files against their schemas, and against each other."""
     skaffold = load_yaml(root / "skaffold.yaml")
+    tagger = skaffold.get("build", {}).get("tagPolicy", {}).get("gitCommit") or {}
+    if tagger.get("variant") != "CommitSha" or tagger.get("prefix") != "sha-":
+        report.fail("skaffold.yaml: build.tagPolicy must be gitCommit, variant CommitSha, prefix sha- (the tag CI pushes)")
     if skaffold.get("apiVersion") != "skaffold/v4beta14":
         report.fail(f"skaffold.yaml: apiVersion is {skaffold.get('apiVersion')!r}, expected skaffold/v4beta14")
     validator = jsonschema.Draft7Validator(json.loads((SCHEMAS / "skaffold" / "v4beta14.json").read_text()))
@@ -334,6 +669,35 @@ def check_repo_files(root: Path, report: Report) -> None:
                 for error in schema_errors(document):
                     report.fail(f"{path.relative_to(root)}: {document.get('kind')}: {error}")
     check_skaffold_matches_argocd(root, skaffold, report)
+    check_release_tags(root, report)
+
+
+#: What CI pushes (.github/workflows/ci.yaml, `images`): `sha-` and the full commit id; the
+#: bump records the pushed digest beside it.
+CI_TAG = re.compile(r"^sha-[0-9a-f]{40}$")
+
+
+def check_release_tags(root: Path, report: Report) -> None:
+    """Every image reference committed under argocd/envs/ names an image CI pushed: the tag
+    has CI's form and, in a git checkout, names a commit of this repository's history (CI
+    only pushes images of commits on main)."""
+    git = shutil.which("git") if (root / ".git").exists() else None
+    for path in sorted((root / "argocd" / "envs").glob("*/*.yaml")):
+        if path.name == "values.yaml":
+            continue
+        image = load_yaml(path).get("image") or {}
+        tag, digest = str(image.get("tag", "")), image.get("digest")
+        where = path.relative_to(root)
+        if not CI_TAG.match(tag):
+            report.fail(f"{where}: image tag {tag!r} is not a tag CI pushes (sha-<the full 40-hex commit id>)")
+            continue
+        if digest is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", str(digest)):
+            report.fail(f"{where}: digest {digest!r} is not sha256:<64 hex>")
+        if git:
+            commit = tag.removeprefix("sha-")
+            found = subprocess.run([git, "-C", str(root), "merge-base", "--is-ancestor", commit, "HEAD"], capture_output=True, check=False)
+            if found.returncode != 0:
+                report.fail(f"{where}: image tag {tag} names a commit that is not in this branch's history, so CI never pushed it")
 
 
 def skaffold_releases(skaffold: dict[str, Any], env: str) -> list[dict[str, Any]]:
@@ -598,13 +962,15 @@ def run_checks(
     promtool: Path | None = None,
     alerts: bool = True,
     tag_forms: bool = True,
+    envs: list[str] | None = None,
 ) -> Report:
     report = Report()
     say = (lambda *_: None) if quiet else (lambda message: print(message, flush=True))
     promtool = promtool or alerttests.ensure_promtool(root)
     check_repo_files(root, report)
     say(f"skaffold.yaml and argocd/: {'ok' if not report.failures else 'FAILED'}")
-    for env in ENVIRONMENTS:
+    external = external_secrets(root)
+    for env in envs or ENVIRONMENTS:
         before = len(report.failures)
         check_lint(root, env, report)
         try:
@@ -616,9 +982,10 @@ def run_checks(
         check_policies(env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
+        check_api_rules(env, manifests, external, report)
         if tag_forms:
             check_tag_forms(root, env, report)
-        say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies + labels + image paths{' + tag forms' if tag_forms else ''} {'ok' if len(report.failures) == before else 'FAILED'}")
+        say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies + labels + names, ports, selectors and references + image paths{' + tag forms' if tag_forms else ''} {'ok' if len(report.failures) == before else 'FAILED'}")
         if alerts:
             say(check_alerts(env, manifests, promtool, report))
         if env == "prod" and venv_bin is not None:
@@ -722,7 +1089,119 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         _edit("helm/shop-service/values.yaml", "networkPolicy:\n  enabled: true", "networkPolicy:\n  enabled: false"),
         "no default-deny NetworkPolicy",
     ),
+    # What the API server and the controllers see (check_api_rules, check_release_tags,
+    # check_images); each break is caught in dev alone unless ONLY_IN says otherwise.
+    (
+        "a Service name starting with a digit",
+        _edit("helm/shop-service/templates/service.yaml", "  name: {{ include \"shop.name\" . }}\n", "  name: 1{{ include \"shop.name\" . }}\n"),
+        "a Service name must be a DNS-1035 label",
+    ),
+    (
+        "a container port name longer than 15",
+        _edit("helm/shop-service/templates/deployment.yaml", "            - name: http\n              containerPort: 8080\n", "            - name: http-and-grpc-api\n              containerPort: 8080\n"),
+        "must be an IANA service name",
+    ),
+    (
+        "a volume name with an underscore",
+        _edit("helm/shop-service/templates/deployment.yaml", "        - name: tmp\n          emptyDir:", "        - name: tmp_files\n          emptyDir:"),
+        "volume 'tmp_files' must be a DNS-1123 label",
+    ),
+    (
+        "a volumeMount naming no volume",
+        _edit("helm/shop-service/templates/deployment.yaml", "            - name: tmp\n              mountPath: /tmp\n", "            - name: scratch\n              mountPath: /tmp\n"),
+        "names volume 'scratch', which the pod does not have",
+    ),
+    (
+        "an env var name with a space",
+        _edit("helm/shop-service/templates/deployment.yaml", "            - name: SHUTDOWN_GRACE\n", "            - name: SHUTDOWN GRACE\n"),
+        "env var name 'SHUTDOWN GRACE' is not valid",
+    ),
+    (
+        "annotations over 256 KiB",
+        _edit("helm/shop-service/templates/deployment.yaml", "    argocd.argoproj.io/sync-wave: \"1\"\n", "    argocd.argoproj.io/sync-wave: \"1\"\n    shop.dev/blob: \"" + "x" * (256 * 1024) + "\"\n"),
+        "bytes of annotations",
+    ),
+    (
+        "a Service selector that matches no pod",
+        _edit("helm/shop-service/templates/service.yaml", "  selector:\n    {{- include \"shop.selectorLabels\" . | nindent 4 }}\n", "  selector:\n    {{- include \"shop.selectorLabels\" . | nindent 4 }}\n    tier: web\n"),
+        "matches no pod template",
+    ),
+    (
+        "a Service targetPort the container does not have",
+        _edit("helm/shop-service/templates/service.yaml", "      port: 80\n      targetPort: http\n", "      port: 80\n      targetPort: web\n"),
+        "targetPort 'web' of port http is no container port",
+    ),
+    (
+        "a probe on a port the container does not have",
+        _edit("helm/shop-service/templates/deployment.yaml", "              path: /readyz\n              port: http\n", "              path: /readyz\n              port: 9090\n"),
+        "the readinessProbe's port 9090 is not a port of the container",
+    ),
+    (
+        "a NetworkPolicy that selects no pod",
+        _edit("helm/shop-service/templates/networkpolicy.yaml", "  podSelector:\n    matchLabels:\n      {{- include \"shop.selectorLabels\" . | nindent 6 }}\n", "  podSelector:\n    matchLabels:\n      {{- include \"shop.selectorLabels\" . | nindent 6 }}\n      tier: web\n"),
+        "-default-deny (shop-service/templates/networkpolicy.yaml): its selector",
+    ),
+    (
+        "a PodDisruptionBudget that selects no pod",
+        _edit("helm/shop-service/templates/pdb.yaml", "  selector:\n    matchLabels:\n", "  selector:\n    matchLabels:\n      tier: web\n"),
+        "matches no pod of the render",
+    ),
+    (
+        "an autoscaler aimed at a missing Deployment",
+        _edit("helm/shop-service/templates/hpa.yaml", "    kind: Deployment\n    name: {{ include \"shop.name\" . }}\n", "    kind: Deployment\n    name: {{ include \"shop.name\" . }}-api\n"),
+        "its scale target Deployment/",
+    ),
+    (
+        "a Secret key renamed in the chart that makes it",
+        _edit("helm/shop-dev-infra/templates/redis.yaml", "stringData:\n  url: redis://redis:6379\n", "stringData:\n  uri: redis://redis:6379\n"),
+        "Secret shop-redis has no key 'url'",
+    ),
+    (
+        "a Secret made outside the chart and not documented",
+        _edit("docs/deploy.md", "| `shop-user-jwt` | `signing-key.pem` (Ed25519 PKCS#8) | user |\n", ""),
+        "Secret shop-user-jwt key 'signing-key.pem' is not in the render",
+    ),
+    (
+        "a ConfigMap reference to nothing",
+        _edit("helm/shop-service/templates/deployment.yaml", "            - configMapRef:\n                name: {{ include \"shop.name\" . }}\n", "            - configMapRef:\n                name: {{ include \"shop.name\" . }}-env\n"),
+        "-env is not in the render",
+    ),
+    (
+        "an image tag CI never pushes",
+        _edit("argocd/envs/prod/cart.yaml", 'tag: "sha-', 'tag: "sha-abc1234" # '),
+        "is not a tag CI pushes",
+    ),
+    (
+        "Skaffold tagging with an abbreviated commit",
+        _edit("skaffold.yaml", "variant: CommitSha", "variant: AbbrevCommitSha"),
+        "build.tagPolicy must be gitCommit",
+    ),
+    (
+        "the dev Kafka run as another user",
+        _edit("helm/shop-dev-infra/templates/kafka.yaml", "        runAsUser: 1000\n", "        runAsUser: 1001\n"),
+        "runs as uid 1000, the pod sets runAsUser 1001",
+    ),
+    (
+        "the dev Postgres declaring another port",
+        _edit("helm/shop-dev-infra/templates/postgres.yaml", "              containerPort: 5432\n", "              containerPort: 5433\n"),
+        "listens on 5432, which the container does not declare",
+    ),
 ]
+
+#: Breaks that only show in some environments (the rest are checked in dev alone).
+ONLY_IN: dict[str, list[str]] = {
+    "the prod PDB turned off": ["prod"],
+    "replicas given as a string": ["prod"],
+    "an unknown values key": ["staging"],
+    "the image tag set to latest": ["prod"],
+    "a wrongly typed Strimzi field": ["staging"],
+    "a fast burn-rate alert that waits two hours": ["prod"],
+    "probes counted as users' requests": ["prod"],
+    "5xx no longer counted as errors": ["prod"],
+    "a PodDisruptionBudget that selects no pod": ["prod"],
+    "an autoscaler aimed at a missing Deployment": ["prod"],
+    "a Secret made outside the chart and not documented": ["staging"],
+}
 
 
 def selftest(root: Path) -> int:
@@ -734,10 +1213,18 @@ def selftest(root: Path) -> int:
             for part in ("helm", "argocd"):
                 shutil.copytree(root / part, copy_root / part)
             shutil.copy(root / "skaffold.yaml", copy_root / "skaffold.yaml")
+            (copy_root / "docs").mkdir()
+            shutil.copy(root / "docs" / "deploy.md", copy_root / "docs" / "deploy.md")
             apply(copy_root)
             # promtool only where the break is in the alerts: it is the slow part.
             report = run_checks(
-                copy_root, venv_bin=None, quiet=True, promtool=promtool, alerts="promtool" in expected, tag_forms="label" in expected
+                copy_root,
+                venv_bin=None,
+                quiet=True,
+                promtool=promtool,
+                alerts="promtool" in expected,
+                tag_forms="label" in expected,
+                envs=ONLY_IN.get(description, ["dev"]),
             )
         caught = [failure for failure in report.failures if expected in failure]
         if caught:
