@@ -9,7 +9,7 @@
 //! | `SHOP_DEV_MODE` | `false` | allows an ephemeral generated signing key |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | where `UserRegistered` goes |
 //! | `ACCESS_TOKEN_TTL`, `REFRESH_TOKEN_TTL` | `15m`, `30d` | token lifetimes |
-//! | `SHOP_ADMIN_EMAIL`, `SHOP_ADMIN_PASSWORD` | unset | the admin account, created or updated at start |
+//! | `SHOP_ADMIN_EMAIL(_FILE)`, `SHOP_ADMIN_PASSWORD(_FILE)` | unset | the admin account, created or updated at start |
 //! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | `5` | failed logins per account per window |
 //! | `LOGIN_MAX_FAILURES_PER_IP` | `100` | failed logins per client address per window |
 //! | `LOGIN_FAILURE_WINDOW` | `15m` | the window of both limits |
@@ -100,10 +100,12 @@ impl Config {
                  (or SHOP_DEV_MODE=true for an ephemeral development key)"
             );
         };
-        let admin = match (vars.raw("SHOP_ADMIN_EMAIL"), vars.optional_secret("SHOP_ADMIN_PASSWORD")?) {
+        // Both can come from files (`_FILE`): the chart mounts them from one Secret.
+        let admin = match (vars.optional_secret("SHOP_ADMIN_EMAIL")?, vars.optional_secret("SHOP_ADMIN_PASSWORD")?) {
             (None, None) => None,
             (Some(email), Some(password)) => Some(AdminAccount {
-                email: Email::parse(email).map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
+                email: Email::parse(secrecy::ExposeSecret::expose_secret(&email))
+                    .map_err(|reason| vars.invalid("SHOP_ADMIN_EMAIL", reason))?,
                 password: Password::parse(secrecy::ExposeSecret::expose_secret(&password))
                     .map_err(|reason| vars.invalid("SHOP_ADMIN_PASSWORD", reason))?,
             }),
