@@ -1,45 +1,77 @@
 # syntax=docker/dockerfile:1.7
 #
-# One image per service from one Dockerfile:
-#   docker build --build-arg SERVICE=order -t shop/order-service .
+# The six service images from one Dockerfile, one target each:
+#   docker build --target order -t shop/order-service .
+#   docker build --target order --build-arg PROFILE=image-dev -t shop/order-service .   # fast
 #
-# Stages: `planner` reduces the workspace to a dependency recipe (cargo-chef), `builder`
-# compiles the dependencies from that recipe first (a layer that only changes when
-# Cargo.lock or a manifest does), then the workspace, and `runtime` is distroless: no shell,
-# no package manager, a numeric non-root user. The binaries link glibc (librdkafka is C), so
-# the base is distroless/cc rather than static; zlib is linked statically.
+# Stages: `build` compiles the whole workspace's binaries in one cargo invocation, so the
+# dependencies (librdkafka among them) are compiled once for all six images; it does not
+# depend on which image is asked for, so BuildKit runs it once when Skaffold or CI builds the
+# six targets. Its cargo registry and target directory are BuildKit cache mounts that outlive
+# the build: after an edit, cargo recompiles the changed crates and relinks the binaries that
+# depend on them, and the other images' layers come out identical (same digest, no rollout).
+# Each service's target copies its one binary onto distroless: no shell, no package manager, a
+# numeric non-root user. The binaries link glibc (librdkafka is C), so the base is
+# distroless/cc rather than static; zlib is linked statically.
+#
+# PROFILE is `release` (fat LTO, one codegen unit: the published images, staging and prod) or
+# `image-dev` (no LTO, incremental: `skaffold dev`); Cargo.toml defines both.
 
 ARG RUST_VERSION=1.95
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+FROM rust:${RUST_VERSION}-slim-bookworm AS toolchain
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake g++ make pkg-config python3 \
-    && rm -rf /var/lib/apt/lists/* \
-    && cargo install cargo-chef --locked --version 0.1.73
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
-FROM chef AS planner
-COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-FROM chef AS builder
-ARG SERVICE
+FROM toolchain AS build
+ARG PROFILE=release
 ENV LIBZ_SYS_STATIC=1 CARGO_TERM_COLOR=never
-COPY --from=planner /src/recipe.json recipe.json
-RUN test -n "${SERVICE}" || (echo "--build-arg SERVICE=<user|product|cart|order|payment|notification> is required" >&2; exit 1)
-RUN cargo chef cook --release --locked --recipe-path recipe.json --package "${SERVICE}-service"
 COPY . .
-RUN cargo build --release --locked --package "${SERVICE}-service" --bin "${SERVICE}-service" \
-    && install -D "target/release/${SERVICE}-service" /out/service
+# The cache mounts are per profile (the two never share a target directory) and locked, so
+# two builds that reach this step at once take turns instead of racing on one directory.
+# `target/<profile>` is cargo's directory for every profile but `dev`, which is not used here.
+RUN --mount=type=cache,id=shop-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=shop-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,id=shop-target-${PROFILE},target=/src/target,sharing=locked \
+    cargo build --locked --profile "${PROFILE}" \
+        -p user-service -p product-service -p cart-service \
+        -p order-service -p payment-service -p notification-service \
+    && mkdir -p /out \
+    && for service in user product cart order payment notification; do \
+        cp "target/${PROFILE}/${service}-service" "/out/${service}-service"; \
+    done
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
-ARG SERVICE
 LABEL org.opencontainers.image.source="https://github.com/shop-platform/shop" \
-      org.opencontainers.image.title="${SERVICE}-service" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /out/service /usr/local/bin/service
 # 65532 is distroless's `nonroot`; numeric so Kubernetes can check runAsNonRoot.
 USER 65532:65532
 ENV LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/service"]
+
+FROM runtime AS user
+LABEL org.opencontainers.image.title="user-service"
+COPY --from=build /out/user-service /usr/local/bin/service
+
+FROM runtime AS product
+LABEL org.opencontainers.image.title="product-service"
+COPY --from=build /out/product-service /usr/local/bin/service
+
+FROM runtime AS cart
+LABEL org.opencontainers.image.title="cart-service"
+COPY --from=build /out/cart-service /usr/local/bin/service
+
+FROM runtime AS order
+LABEL org.opencontainers.image.title="order-service"
+COPY --from=build /out/order-service /usr/local/bin/service
+
+FROM runtime AS payment
+LABEL org.opencontainers.image.title="payment-service"
+COPY --from=build /out/payment-service /usr/local/bin/service
+
+FROM runtime AS notification
+LABEL org.opencontainers.image.title="notification-service"
+COPY --from=build /out/notification-service /usr/local/bin/service

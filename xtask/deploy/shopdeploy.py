@@ -670,6 +670,8 @@ def check_repo_files(root: Path, report: Report) -> None:
                     report.fail(f"{path.relative_to(root)}: {document.get('kind')}: {error}")
     check_skaffold_matches_argocd(root, skaffold, report)
     check_release_tags(root, report)
+    check_build(root, skaffold, report)
+    check_cluster_job(root, skaffold, None, report)
 
 
 #: What CI pushes (.github/workflows/ci.yaml, `images`): `sha-` and the full commit id; the
@@ -682,6 +684,11 @@ def check_release_tags(root: Path, report: Report) -> None:
     has CI's form and, in a git checkout, names a commit of this repository's history (CI
     only pushes images of commits on main)."""
     git = shutil.which("git") if (root / ".git").exists() else None
+    if git:
+        shallow = subprocess.run([git, "-C", str(root), "rev-parse", "--is-shallow-repository"], capture_output=True, text=True, check=False)
+        if shallow.stdout.strip() == "true":
+            print("argocd/envs/: a shallow clone; the tags' commits are not looked up in the history (fetch-depth: 0 does)")
+            git = None
     for path in sorted((root / "argocd" / "envs").glob("*/*.yaml")):
         if path.name == "values.yaml":
             continue
@@ -698,6 +705,103 @@ def check_release_tags(root: Path, report: Report) -> None:
             found = subprocess.run([git, "-C", str(root), "merge-base", "--is-ancestor", commit, "HEAD"], capture_output=True, check=False)
             if found.returncode != 0:
                 report.fail(f"{where}: image tag {tag} names a commit that is not in this branch's history, so CI never pushed it")
+
+
+def dockerfile_stages(text: str) -> dict[str, list[str]]:
+    """The Dockerfile's stages by name, each as its instruction lines (continuations joined)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if match:
+            current = stages.setdefault(match.group(1) or f"stage{len(stages)}", [])
+        elif current is not None:
+            current.append(line)
+    return stages
+
+
+def check_build(root: Path, skaffold: dict[str, Any], report: Report) -> None:
+    """The inner loop stays fast and the images stay what they claim: one `build` stage that
+    does not depend on the image asked for (BuildKit runs it once for all six) and keeps the
+    cargo registry and target directory in cache mounts; a target per service that copies
+    its own binary; Skaffold building each image from its target, with the fast `image-dev`
+    profile in dev and the release profile everywhere else; CI pushing the same targets."""
+    stages = dockerfile_stages((root / "Dockerfile").read_text())
+    build = " ".join(stages.get("build", []))
+    if not build:
+        report.fail("Dockerfile: no `build` stage")
+    if re.search(r"\bSERVICE\b", build):
+        report.fail("Dockerfile: the build stage depends on SERVICE, so each image compiles the workspace again")
+    for mount in ("/usr/local/cargo/registry", "/src/target"):
+        if not re.search(rf"--mount=type=cache,[^ ]*\btarget={re.escape(mount)}(,|\s|$)", build):
+            report.fail(f"Dockerfile: the build stage keeps no cache mount at {mount}")
+    artifacts = {a.get("image"): a for a in skaffold.get("build", {}).get("artifacts", [])}
+    dev_patches = {
+        patch.get("path"): patch.get("value")
+        for profile in skaffold.get("profiles", [])
+        if profile.get("name") == "dev"
+        for patch in profile.get("patches", [])
+    }
+    for index, service in enumerate(SERVICES):
+        if f"-p {service}-service" not in build:
+            report.fail(f"Dockerfile: the build stage does not build {service}-service")
+        if not any(line.startswith(f"COPY --from=build /out/{service}-service /usr/local/bin/service") for line in stages.get(service, [])):
+            report.fail(f"Dockerfile: no `{service}` target copying /out/{service}-service to /usr/local/bin/service")
+        docker = (artifacts.get(f"{service}-service") or {}).get("docker") or {}
+        if docker.get("target") != service:
+            report.fail(f"skaffold.yaml: {service}-service is not built from the Dockerfile's `{service}` target")
+        if (docker.get("buildArgs") or {}).get("PROFILE") != "release":
+            report.fail(f"skaffold.yaml: {service}-service must build with PROFILE=release outside dev")
+        position = list(artifacts).index(f"{service}-service") if f"{service}-service" in artifacts else index
+        if dev_patches.get(f"/build/artifacts/{position}/docker/buildArgs/PROFILE") != "image-dev":
+            report.fail(f"skaffold.yaml: the dev profile does not build {service}-service with PROFILE=image-dev")
+    for env in ("staging", "prod"):
+        for profile in skaffold.get("profiles", []):
+            if profile.get("name") == env and any("PROFILE" in str(p.get("path")) for p in profile.get("patches", [])):
+                report.fail(f"skaffold.yaml: the {env} profile must build the release profile")
+    cargo = (root / "Cargo.toml").read_text() if (root / "Cargo.toml").exists() else ""
+    section = re.search(r"\[profile\.image-dev\](.*?)(\n\[|\Z)", cargo, re.DOTALL)
+    if cargo and (section is None or 'lto = false' not in section.group(1)):
+        report.fail("Cargo.toml: [profile.image-dev] must exist without LTO (skaffold dev's fast profile)")
+    workflow = root / ".github" / "workflows" / "ci.yaml"
+    if workflow.exists() and "--target \"$service\"" not in workflow.read_text():
+        report.fail("ci.yaml: the images job must push each service's Dockerfile target")
+
+
+def cluster_job(root: Path) -> dict[str, Any] | None:
+    workflow = root / ".github" / "workflows" / "ci.yaml"
+    if not workflow.exists():
+        return None
+    return (load_yaml(workflow).get("jobs") or {}).get("cluster")
+
+
+def check_cluster_job(root: Path, skaffold: dict[str, Any], dev: list[Manifest] | None, report: Report) -> None:
+    """The workflow's kind job stays in step with what it deploys: `skaffold run -p dev`, a
+    rollout wait for each service and each dev-infra Deployment, and port-forwards to the
+    local ports skaffold.yaml's dev profile forwards (those of `cargo xtask up`)."""
+    job = cluster_job(root)
+    if job is None:
+        report.fail("ci.yaml: no `cluster` job (kind + skaffold run -p dev + k6 smoke)")
+        return
+    scripts = "\n".join(str(step.get("run", "")) for step in job.get("steps", []))
+    env = job.get("env") or {}
+    if "skaffold run -p dev" not in scripts:
+        report.fail("ci.yaml cluster job: it must deploy with `skaffold run -p dev`")
+    if str(env.get("SHOP_SERVICES", "")).split() != SERVICES:
+        report.fail(f"ci.yaml cluster job: SHOP_SERVICES is {env.get('SHOP_SERVICES')!r}, the services are {' '.join(SERVICES)}")
+    forwards = next((p.get("portForward", []) for p in skaffold.get("profiles", []) if p.get("name") == "dev"), [])
+    ports = {f.get("resourceName"): f.get("localPort") for f in forwards}
+    expected = [str(ports.get(service)) for service in SERVICES]
+    if str(env.get("SHOP_PORTS", "")).split() != expected:
+        report.fail(f"ci.yaml cluster job: SHOP_PORTS is {env.get('SHOP_PORTS')!r}, skaffold.yaml's dev profile forwards {' '.join(expected)}")
+    if 'rollout status "deployment/$service"' not in scripts:
+        report.fail("ci.yaml cluster job: it must wait for each service's rollout")
+    for manifest in dev or []:
+        if manifest.release == "dev-infra" and manifest.kind == "Deployment" and f"deployment/{manifest.name}" not in scripts:
+            report.fail(f"ci.yaml cluster job: it does not wait for dev-infra's deployment/{manifest.name}")
 
 
 def skaffold_releases(skaffold: dict[str, Any], env: str) -> list[dict[str, Any]]:
@@ -983,6 +1087,8 @@ def run_checks(
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
+        if env == "dev":
+            check_cluster_job(root, load_yaml(root / "skaffold.yaml"), manifests, report)
         if tag_forms:
             check_tag_forms(root, env, report)
         say(f"{env}: {len(manifests)} objects rendered, lint + schemas + policies + labels + names, ports, selectors and references + image paths{' + tag forms' if tag_forms else ''} {'ok' if len(report.failures) == before else 'FAILED'}")
@@ -1186,6 +1292,41 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         _edit("helm/shop-dev-infra/templates/postgres.yaml", "              containerPort: 5432\n", "              containerPort: 5433\n"),
         "listens on 5432, which the container does not declare",
     ),
+    (
+        "the build stage made per service",
+        _edit("Dockerfile", "FROM toolchain AS build\nARG PROFILE=release\n", "FROM toolchain AS build\nARG PROFILE=release\nARG SERVICE\nRUN echo ${SERVICE}\n"),
+        "the build stage depends on SERVICE",
+    ),
+    (
+        "the target directory no longer cached",
+        _edit("Dockerfile", "target=/src/target,", "target=/src/target-cache,"),
+        "no cache mount at /src/target",
+    ),
+    (
+        "skaffold dev building with fat LTO",
+        _edit("skaffold.yaml", "        path: /build/artifacts/3/docker/buildArgs/PROFILE\n        value: image-dev\n", "        path: /build/artifacts/3/docker/buildArgs/PROFILE\n        value: release\n"),
+        "the dev profile does not build order-service with PROFILE=image-dev",
+    ),
+    (
+        "an image built from another service's target",
+        _edit("skaffold.yaml", "        target: cart\n", "        target: order\n"),
+        "cart-service is not built from the Dockerfile's `cart` target",
+    ),
+    (
+        "the cluster job forgetting a service",
+        _edit(".github/workflows/ci.yaml", "SHOP_SERVICES: user product cart order payment notification", "SHOP_SERVICES: user product cart order payment"),
+        "ci.yaml cluster job: SHOP_SERVICES",
+    ),
+    (
+        "the cluster job forwarding other ports than skaffold dev",
+        _edit(".github/workflows/ci.yaml", 'SHOP_PORTS: "8081 8082 8083 8084 8085 8086"', 'SHOP_PORTS: "8081 8082 8083 8084 8086 8085"'),
+        "ci.yaml cluster job: SHOP_PORTS",
+    ),
+    (
+        "a dev-infra Deployment the cluster job does not wait for",
+        _edit(".github/workflows/ci.yaml", "deployment/redis deployment/kafka --timeout", "deployment/redis --timeout"),
+        "it does not wait for dev-infra's deployment/kafka",
+    ),
 ]
 
 #: Breaks that only show in some environments (the rest are checked in dev alone).
@@ -1212,7 +1353,9 @@ def selftest(root: Path) -> int:
             copy_root = Path(directory)
             for part in ("helm", "argocd"):
                 shutil.copytree(root / part, copy_root / part)
-            shutil.copy(root / "skaffold.yaml", copy_root / "skaffold.yaml")
+            for part in ("skaffold.yaml", "Dockerfile", "Cargo.toml", ".github/workflows/ci.yaml"):
+                (copy_root / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / part, copy_root / part)
             (copy_root / "docs").mkdir()
             shutil.copy(root / "docs" / "deploy.md", copy_root / "docs" / "deploy.md")
             apply(copy_root)
