@@ -48,7 +48,9 @@ LABEL org.opencontainers.image.source="https://github.com/shop-platform/shop" \
       org.opencontainers.image.licenses="Apache-2.0"
 # 65532 is distroless's `nonroot`; numeric so Kubernetes can check runAsNonRoot.
 USER 65532:65532
-ENV LISTEN_ADDR=0.0.0.0:8080
+# The commit the image is built from (CI passes it), reported by `shop_build_info`.
+ARG GIT_COMMIT=unknown
+ENV LISTEN_ADDR=0.0.0.0:8080 SHOP_BUILD_COMMIT=${GIT_COMMIT}
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/service"]
 

@@ -192,7 +192,7 @@ def build_tests(rules: dict[str, Any], job: str, namespace: str) -> list[dict[st
 
     if "ShopEventsDeadLettered" in alerts:
         rule = alerts["ShopEventsDeadLettered"]
-        labels = {"consumer": "payment", "outcome": "DeadLettered"}
+        labels = {"consumer": "payment", "outcome": "dead_lettered"}
         tests.append({
             "name": f"{job}: a dead-lettered event alerts at once; none does not",
             "interval": "1m",

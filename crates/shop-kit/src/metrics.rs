@@ -1,6 +1,15 @@
 //! Prometheus metrics: one process-wide recorder, rendered at `GET /metrics`, and the RED
 //! middleware that counts and times every request by route, method and status.
 //!
+//! Every metric has HELP text and its unit in its name: shop-kit describes its own when the
+//! recorder is installed, a service describes its own with [`describe`]. Each scrape also
+//! reports the process (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds`, `process_max_fds`, `process_threads`, `process_start_time_seconds`,
+//! read from /proc, as the Prometheus client libraries name them) and `shop_build_info`
+//! (1, labelled with the service, its version and the commit it was built from). Label
+//! values are lower snake case, except the HTTP methods and gRPC codes, which keep the
+//! spelling of their standards (`GET`, `NOT_FOUND`).
+//!
 //! Routes are labelled by their template (`/v1/users/{id}`), gRPC calls by their method
 //! path (`/shop.user.v1.UserService/GetUser`) when it is a method some service defines;
 //! anything else is `unmatched`, and a method other than the standard ones is `other`, so
@@ -59,14 +68,191 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe_metrics(SHARED);
             Some(handle)
         })
         .as_ref()
 }
 
-/// The text exposition of every metric.
+/// What a metric is, for its `# TYPE` and `# HELP` lines.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric's name, kind and HELP text.
+pub type Description = (&'static str, Kind, &'static str);
+
+/// Describes a service's own metrics (HELP text), installing the recorder first so that the
+/// descriptions are not lost.
+pub fn describe(metrics: &[Description]) {
+    if handle().is_some() {
+        describe_metrics(metrics);
+    }
+}
+
+fn describe_metrics(metrics: &[Description]) {
+    for &(name, kind, help) in metrics {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// The metrics shop-kit records for every service.
+const SHARED: &[Description] = &[
+    (
+        "http_requests_total",
+        Kind::Counter,
+        "Requests answered, by route template, method, HTTP status, protocol and gRPC status.",
+    ),
+    (
+        "http_request_duration_seconds",
+        Kind::Histogram,
+        "Time from a request's arrival to its response's headers, in seconds.",
+    ),
+    (
+        "readiness_check_passing",
+        Kind::Gauge,
+        "1 while a readiness check passes, 0 while it fails (required checks gate /readyz).",
+    ),
+    (
+        "events_consumed_total",
+        Kind::Counter,
+        "Events a consumer finished with, by outcome (applied, duplicate, ignored, dead_lettered).",
+    ),
+    (
+        "kafka_consumer_lag",
+        Kind::Gauge,
+        "Messages between a consumer group's committed offset and the partition's end, as the consumer sees it.",
+    ),
+    ("kafka_consumer_batch_events", Kind::Histogram, "Events a consumer applied in one database transaction."),
+    (
+        "kafka_consumer_rejoins_total",
+        Kind::Counter,
+        "Times the watchdog recreated a consumer whose group stopped assigning it partitions.",
+    ),
+    ("kafka_producer_replaced_total", Kind::Counter, "Times the publisher replaced a Kafka producer that had failed."),
+    ("outbox_published_total", Kind::Counter, "Outbox rows the relay published to Kafka, by topic."),
+    ("events_published_total", Kind::Counter, "Events published, by CloudEvents type."),
+    ("outbox_backlog_events", Kind::Gauge, "Outbox rows not yet published."),
+    (
+        "outbox_oldest_event_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest unpublished outbox row, in seconds (0 when none).",
+    ),
+    ("retention_deleted_rows_total", Kind::Counter, "Old rows pruned by retention, by table."),
+    (
+        "shop_build_info",
+        Kind::Gauge,
+        "Always 1; labelled with the service, its version and the commit it was built from.",
+    ),
+];
+
+/// Records `shop_build_info{service, version, commit}`: the version is the crate's, the
+/// commit `SHOP_BUILD_COMMIT` (the image sets it from the commit CI builds) or `unknown`.
+pub fn record_build_info(service: &'static str, version: &'static str) {
+    let commit = std::env::var("SHOP_BUILD_COMMIT")
+        .ok()
+        .filter(|commit| !commit.is_empty() && commit.len() <= 64 && commit.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    metrics::gauge!("shop_build_info", "service" => service, "version" => version, "commit" => commit).set(1.0);
+}
+
+/// The text exposition of every metric, followed by the process's, read just now (written
+/// here rather than through the recorder: CPU seconds are a fractional counter).
 pub fn render() -> String {
-    handle().map(PrometheusHandle::render).unwrap_or_default()
+    let Some(handle) = handle() else { return String::new() };
+    let mut text = handle.render();
+    if let Some(process) = process::sample() {
+        process.write(&mut text);
+    }
+    text
+}
+
+/// The process's own numbers, from Linux's /proc (elsewhere there are none).
+mod process {
+    pub(super) struct Sample {
+        pub(super) cpu_seconds: f64,
+        pub(super) resident_bytes: u64,
+        pub(super) open_fds: u64,
+        pub(super) max_fds: u64,
+        pub(super) threads: u64,
+        pub(super) start_time_seconds: f64,
+    }
+
+    /// Clock ticks per second and page size as Linux reports them to every process on the
+    /// architectures we build for (`getconf CLK_TCK`, `getconf PAGESIZE`).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    const PAGE_BYTES: u64 = 4096;
+
+    impl Sample {
+        /// Appends the six metrics in the text exposition format, with HELP and TYPE.
+        pub(super) fn write(&self, text: &mut String) {
+            use std::fmt::Write as _;
+            let metrics: [(&str, &str, &str, f64); 6] = [
+                (
+                    "process_cpu_seconds_total",
+                    "counter",
+                    "User and system CPU time the process has used, in seconds.",
+                    self.cpu_seconds,
+                ),
+                (
+                    "process_resident_memory_bytes",
+                    "gauge",
+                    "Resident set size of the process, in bytes.",
+                    self.resident_bytes as f64,
+                ),
+                ("process_open_fds", "gauge", "File descriptors the process has open.", self.open_fds as f64),
+                ("process_max_fds", "gauge", "The process's limit on open file descriptors.", self.max_fds as f64),
+                ("process_threads", "gauge", "Threads of the process.", self.threads as f64),
+                (
+                    "process_start_time_seconds",
+                    "gauge",
+                    "When the process started, in seconds since the Unix epoch.",
+                    self.start_time_seconds,
+                ),
+            ];
+            for (name, kind, help, value) in metrics {
+                let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n");
+            }
+        }
+    }
+
+    pub(super) fn sample() -> Option<Sample> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+        // Fields 14 and 15 (utime, stime), 20 (num_threads), 22 (starttime), 24 (rss), less 3.
+        let number = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok());
+        let cpu_ticks = number(11)? + number(12)?;
+        let threads = number(17)?;
+        let start_ticks = number(19)?;
+        let resident_pages = number(21)?;
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ").and_then(|value| value.trim().parse::<u64>().ok()))?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()?
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| line.split_whitespace().nth(3).and_then(|soft| soft.parse::<u64>().ok()))
+            .unwrap_or(0);
+        Some(Sample {
+            cpu_seconds: cpu_ticks as f64 / TICKS_PER_SECOND,
+            resident_bytes: resident_pages * PAGE_BYTES,
+            open_fds,
+            max_fds,
+            threads,
+            start_time_seconds: boot_time as f64 + start_ticks as f64 / TICKS_PER_SECOND,
+        })
+    }
 }
 
 /// Axum middleware: `http_requests_total` and `http_request_duration_seconds` per route.

@@ -205,6 +205,7 @@ impl Server {
         if crate::metrics::handle().is_none() {
             tracing::warn!("another metrics recorder is installed; /metrics will be empty");
         }
+        crate::metrics::record_build_info(self.name, env!("CARGO_PKG_VERSION"));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &self.grpc_names {
@@ -375,13 +376,10 @@ fn make_span(request: &Request) -> tracing::Span {
         http.method = %request.method(),
         http.path = %request.uri().path(),
         request_id,
-        trace_id = tracing::field::Empty,
         otel.kind = "server",
     );
+    // Every log line under this span carries the trace's ids (telemetry's JSON format).
     telemetry::continue_trace(&span, request.headers());
-    if let Some(trace_id) = telemetry::trace_id(&span) {
-        span.record("trace_id", trace_id);
-    }
     span
 }
 

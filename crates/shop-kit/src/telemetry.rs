@@ -2,19 +2,26 @@
 //! over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace-context propagation.
 //!
 //! Spans always get OpenTelemetry trace ids, even with no collector configured, so the
-//! `traceparent` of an incoming request is continued and handed on to outbound calls, and
-//! every JSON log line inside a request carries its `trace_id`.
+//! `traceparent` of an incoming request or event is continued and handed on to outbound
+//! calls and published events, and every JSON log line written while handling a request
+//! or an event carries `trace_id` and `span_id` at its top level (those of the innermost
+//! span that has them: the request's, the consumed event's, or one opened inside).
 
 use anyhow::Context as _;
 use opentelemetry::{
-    global,
+    TraceId, global,
     trace::{TraceContextExt as _, TracerProvider as _},
 };
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+    EnvFilter, Layer as _,
+    filter::LevelFilter,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt as _,
+    registry::LookupSpan,
+    util::SubscriberInitExt as _,
 };
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -74,16 +81,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with_context(|| format!("configuration: RUST_LOG has an invalid value {:?}", config.log_filter))?;
     let registry = tracing_subscriber::registry().with(otel.with_filter(LevelFilter::INFO));
     let installed = match config.log_format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(filter),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stdout).with_filter(filter)).try_init(),
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_filter(filter)).try_init(),
     };
     installed.context("a global tracing subscriber is already installed")?;
@@ -93,11 +91,102 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     Ok(TelemetryGuard { provider: Some(provider) })
 }
 
+/// The JSON log layer: one object per line, the event's fields at the top level, the
+/// current span under `span`, and the trace ids (see [`WithTraceIds`]).
+fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'lookup> LookupSpan<'lookup>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .map_event_format(WithTraceIds)
+        .with_writer(writer)
+}
+
+/// A JSON event format with the OpenTelemetry ids of the event's span added at the top
+/// level: `{"timestamp":…,"level":…,"message":…,…,"trace_id":"<32 hex>","span_id":"<16 hex>"}`.
+/// The ids are those of the innermost span in the event's scope that OpenTelemetry knows
+/// (spans below INFO are not exported, so a DEBUG span inside a request reports the
+/// request's). A line outside any span has neither.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'lookup> LookupSpan<'lookup>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(context, Writer::new(&mut line), event)?;
+        let ids = context.event_scope().and_then(|scope| {
+            scope.into_iter().find_map(|span| {
+                let extensions = span.extensions();
+                let data = extensions.get::<tracing_opentelemetry::OtelData>()?;
+                Some((data.trace_id()?, data.span_id()?))
+            })
+        });
+        // The JSON format writes one object per line; the ids go in before its closing brace.
+        match (ids, line.strip_suffix("}\n")) {
+            (Some((trace_id, span_id)), Some(object)) if trace_id != TraceId::INVALID => {
+                writeln!(writer, "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}")
+            }
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
 /// Makes `span` a child of the trace context carried in `headers` (W3C `traceparent`).
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     let parent = global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
     if parent.span().span_context().is_valid() {
         // Fails only when the span is disabled, in which case there is nothing to continue.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// A trace context in its W3C text form, to keep with work that another task picks up
+/// later (an outbox row, a payment the worker charges, a notification it sends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredContext {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl StoredContext {
+    /// The current span's context.
+    pub fn current() -> Self {
+        let mut fields = std::collections::HashMap::new();
+        let context = tracing::Span::current().context();
+        global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut fields));
+        Self { traceparent: fields.remove("traceparent"), tracestate: fields.remove("tracestate") }
+    }
+
+    /// Makes `span` a child of this context; nothing when it holds none (or an invalid one).
+    pub fn continue_in(&self, span: &tracing::Span) {
+        let Some(traceparent) = &self.traceparent else { return };
+        let mut fields = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.clone())]);
+        if let Some(tracestate) = &self.tracestate {
+            fields.insert("tracestate".to_owned(), tracestate.clone());
+        }
+        continue_from(span, &fields);
+    }
+}
+
+/// Makes `span` a child of the trace context in `fields` (message headers: `traceparent`,
+/// `tracestate`); nothing when they carry none.
+pub fn continue_from(span: &tracing::Span, fields: &std::collections::HashMap<String, String>) {
+    let parent = global::get_text_map_propagator(|propagator| propagator.extract(fields));
+    if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
 }
@@ -113,4 +202,65 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into a shared buffer, for reading what the layer wrote.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_inside_a_span_has_the_trace_and_span_ids_at_the_top_level() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(LevelFilter::INFO))
+            .with(json_layer(move || writer.clone()).with_filter(LevelFilter::DEBUG));
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+            let request = tracing::info_span!("request");
+            continue_trace(&request, &headers);
+            request.in_scope(|| {
+                tracing::info!("in the request");
+                // A DEBUG span is not exported: its lines report the request's span.
+                tracing::debug_span!("query").in_scope(|| tracing::info!("in a debug span"));
+                tracing::info_span!("call").in_scope(|| tracing::warn!(attempt = 2, "in a child span"));
+            });
+            tracing::info!("outside any span");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let line = |message: &str| lines.iter().find(|line| line["message"] == message).unwrap().clone();
+        let (request, debug, child) = (line("in the request"), line("in a debug span"), line("in a child span"));
+        for traced in [&request, &debug, &child] {
+            assert_eq!(traced["trace_id"], trace_id, "{traced}");
+            assert_eq!(traced["span_id"].as_str().unwrap().len(), 16, "{traced}");
+        }
+        assert_ne!(request["span_id"], "00f067aa0ba902b7", "the request's own span, not the caller's");
+        assert_eq!(debug["span_id"], request["span_id"], "{debug}");
+        assert_ne!(child["span_id"], request["span_id"], "{child}");
+        assert_eq!(child["attempt"], 2, "the event's fields stay at the top level: {child}");
+        let outside = line("outside any span");
+        assert!(outside.get("trace_id").is_none() && outside.get("span_id").is_none(), "{outside}");
+    }
 }

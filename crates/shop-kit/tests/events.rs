@@ -279,7 +279,7 @@ async fn events_apply_exactly_once_with_retries_and_dead_letters() {
     let dead = read(&format!("{topic}.dlq"), 2).await;
     // The outcome is counted once the broker has acknowledged the DLQ record, which may be
     // after a reader already sees it.
-    let dead_lettered = format!(r#"events_consumed_total{{consumer="{group}",outcome="DeadLettered"}} 2"#);
+    let dead_lettered = format!(r#"events_consumed_total{{consumer="{group}",outcome="dead_lettered"}} 2"#);
     eventually("both dead letters counted", Duration::from_secs(30), || async {
         shop_kit::metrics::render().lines().any(|line| line == dead_lettered).then_some(())
     })

@@ -184,16 +184,17 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `binary` with exactly `env` (plus `LISTEN_ADDR` on a free port).
+    /// Starts `binary` with exactly `env` (plus `LISTEN_ADDR` on a free port, and
+    /// `LOG_FORMAT=pretty` unless `env` sets it).
     pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
         let address = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address");
         let log = std::env::temp_dir().join(format!("shop-service-{}.log", uuid::Uuid::now_v7().simple()));
         let file = std::fs::File::create(&log).expect("a log file");
         let child = Command::new(binary)
             .env_clear()
+            .env("LOG_FORMAT", "pretty")
             .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .env("LISTEN_ADDR", address.to_string())
-            .env("LOG_FORMAT", "pretty")
             .stdout(Stdio::from(file.try_clone().expect("a log file")))
             .stderr(Stdio::from(file))
             .spawn()

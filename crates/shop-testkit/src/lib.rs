@@ -22,11 +22,13 @@
 #![expect(clippy::expect_used, clippy::panic, reason = "test support: a broken fixture should fail the test loudly")]
 
 mod faults;
+mod otlp;
 mod provider;
 mod smtp;
 pub mod standins;
 
 pub use faults::{Outage, STOP_DEADLINE, ServiceProcess, TcpProxy, TestBroker, sigterm_during, through};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use provider::{FakeProvider, Hang, Operation};
 pub use smtp::{Received, SmtpSink};
 
@@ -334,6 +336,65 @@ impl TestIssuer {
     pub fn admin(&self) -> String {
         self.token(uuid::Uuid::now_v7(), shop_kit::auth::Role::Admin)
     }
+}
+
+/// Checks a `/metrics` text as a scraper relies on it: every metric family has HELP text
+/// before its TYPE, the process metrics and `shop_build_info` are there, and every label
+/// value is lower snake case, except the HTTP methods and gRPC codes (upper case, as their
+/// standards spell them) and the free-form values (routes, topics, event types, versions).
+/// Panics with the offending lines.
+pub fn assert_metrics_well_formed(text: &str) {
+    let mut described = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            if help.trim().is_empty() {
+                problems.push(format!("empty HELP: {line}"));
+            }
+            described.insert(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if !described.contains(name) {
+                problems.push(format!("no HELP before: {line}"));
+            }
+        } else if !line.starts_with('#')
+            && let Some((_, labels)) = line.split_once('{')
+        {
+            let labels = labels.rsplit_once('}').map_or(labels, |(labels, _)| labels);
+            for pair in labels.split("\",").filter(|pair| !pair.is_empty()) {
+                let Some((key, value)) = pair.split_once("=\"") else { continue };
+                let value = value.trim_end_matches('"');
+                let free_form =
+                    ["route", "topic", "type", "version", "commit", "consumer", "table", "check", "le", "partition"];
+                let upper = ["method", "grpc_status"];
+                let ok = if free_form.contains(&key) {
+                    true
+                } else if upper.contains(&key) {
+                    value.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') || value == "other"
+                } else {
+                    value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                };
+                if !ok {
+                    problems.push(format!("label {key}={value:?} is not in the house casing: {line}"));
+                }
+            }
+        }
+    }
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+        "process_start_time_seconds",
+        "shop_build_info",
+    ] {
+        if !described.contains(name) {
+            problems.push(format!("{name} is missing"));
+        }
+    }
+    assert!(problems.is_empty(), "/metrics is not well-formed:\n{}\n\n{text}", problems.join("\n"));
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use shop_kit::metrics::Kind;
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Consumes as _, Relay},
@@ -75,6 +76,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
     let grpc =
         GrpcAuth::new(NotificationServiceServer::new(crate::grpc::NotificationGrpc::new(state.clone())), verifier);
+    shop_kit::metrics::describe(&[("notifications_sent_total", Kind::Counter, "Notifications delivered, by channel.")]);
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state))
         .grpc(grpc)

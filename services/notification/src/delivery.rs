@@ -16,6 +16,7 @@ use lettre::{
 use shop_kit::events::Topics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     config::SmtpConfig,
@@ -72,9 +73,18 @@ impl Worker {
             store::claim_due(&mut connection, CLAIM_BATCH, LEASE).await?
         };
         for notification in &due {
-            let attempt = notification.attempts.saturating_add(1);
-            let outcome = self.send(notification).await;
-            self.record(notification, attempt, outcome).await?;
+            // In the trace of the event the message answers: the send, its log lines and
+            // NotificationDelivered belong to that trace.
+            let span = tracing::info_span!("deliver", notification.id = %notification.id,
+                template = %notification.template, otel.kind = "internal");
+            notification.trace.continue_in(&span);
+            async {
+                let attempt = notification.attempts.saturating_add(1);
+                let outcome = self.send(notification).await;
+                self.record(notification, attempt, outcome).await
+            }
+            .instrument(span)
+            .await?;
         }
         Ok(due.len())
     }

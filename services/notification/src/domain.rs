@@ -90,6 +90,8 @@ pub struct Notification {
     /// Delivery attempts made so far.
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// The trace of the event the message answers, continued by the delivery worker.
+    pub trace: shop_kit::telemetry::StoredContext,
 }
 
 /// A notification about to be stored, pending: its timestamps are the database's.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use shop_kit::telemetry::StoredContext;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -26,6 +27,11 @@ struct Row {
     status: String,
     attempts: i32,
     created_at: DateTime<Utc>,
+    /// Only the delivery worker's claim reads these.
+    #[sqlx(default)]
+    traceparent: Option<String>,
+    #[sqlx(default)]
+    tracestate: Option<String>,
 }
 
 impl TryFrom<Row> for Notification {
@@ -49,6 +55,7 @@ impl TryFrom<Row> for Notification {
             status,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             created_at: row.created_at,
+            trace: StoredContext { traceparent: row.traceparent, tracestate: row.tracestate },
         })
     }
 }
@@ -89,9 +96,11 @@ pub async fn recipient_email(connection: &mut PgConnection, user_id: Uuid) -> Re
 pub async fn insert(connection: &mut PgConnection, notification: &NewNotification) -> Result<(), Error> {
     // Either key may conflict: the event was seen before (a redelivery the inbox did not
     // catch) or the customer already has this message about this order.
+    let trace = StoredContext::current();
     sqlx::query(
         "INSERT INTO notifications (id, event_id, user_id, channel, recipient, template, subject, body, order_id, \
-         html_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+         html_body, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(notification.id)
     .bind(notification.event_id)
@@ -103,6 +112,9 @@ pub async fn insert(connection: &mut PgConnection, notification: &NewNotificatio
     .bind(&notification.body)
     .bind(notification.order_id)
     .bind(&notification.html_body)
+    // The consumed event's trace, for the delivery worker to continue.
+    .bind(trace.traceparent)
+    .bind(trace.tracestate)
     .execute(&mut *connection)
     .await?;
     sqlx::query("SELECT pg_notify('shop_notifications', '')").execute(connection).await?;
@@ -123,7 +135,7 @@ pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duratio
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
          WHERE n.id = due.id \
          RETURNING n.id, n.user_id, n.order_id, n.channel, n.recipient, n.template, n.subject, n.body, n.html_body, n.status, \
-         n.attempts, n.created_at",
+         n.attempts, n.created_at, n.traceparent, n.tracestate",
     )
     .bind(limit)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use shop_kit::metrics::Kind;
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay},
@@ -76,6 +77,19 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     ));
     let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
     let grpc = GrpcAuth::new(PaymentServiceServer::new(crate::grpc::PaymentGrpc::new(state.clone())), verifier);
+    shop_kit::metrics::describe(&[
+        (
+            "payment_provider_calls_total",
+            Kind::Counter,
+            "Calls to the payment provider, by operation and outcome (ok, transient_error).",
+        ),
+        ("payments_recorded_total", Kind::Counter, "Payment outcomes recorded, by status."),
+        (
+            "payment_claims_lost_total",
+            Kind::Counter,
+            "Provider outcomes not recorded because another worker took the claim over.",
+        ),
+    ]);
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state))
         .grpc(grpc)

@@ -108,6 +108,8 @@ pub struct Claimed {
     pub card_token: Option<String>,
     /// Claims of this work so far, this one included.
     pub claims: u32,
+    /// The trace of the event that made the work due, continued by the worker.
+    pub trace: shop_kit::telemetry::StoredContext,
 }
 
 impl Claimed {
@@ -178,6 +180,7 @@ mod tests {
             work: Work::Charge,
             card_token: Some("tok_visa".into()),
             claims: 1,
+            trace: shop_kit::telemetry::StoredContext::default(),
         };
         assert_eq!(claimed.key(), id.to_string());
         assert!(!claimed.maybe_called_before(), "the first claim calls the provider directly");

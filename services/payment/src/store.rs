@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use shop_kit::telemetry::StoredContext;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -53,9 +54,11 @@ const SELECT: &str = "SELECT id, order_id, user_id, amount, currency, status, fa
 /// Records a placed order's payment as `pending`, due at once; `false` if the order has a
 /// payment already (a redelivered `OrderPlaced`).
 pub async fn insert_pending(connection: &mut PgConnection, payment: &NewPayment) -> Result<bool, Error> {
+    // The consumed event's trace, for the worker to continue.
+    let trace = StoredContext::current();
     let inserted = sqlx::query(
-        "INSERT INTO payments (id, order_id, user_id, amount, currency, status, card_token) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6) ON CONFLICT (order_id) DO NOTHING",
+        "INSERT INTO payments (id, order_id, user_id, amount, currency, status, card_token, traceparent, tracestate) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(payment.id)
     .bind(payment.order_id)
@@ -63,6 +66,8 @@ pub async fn insert_pending(connection: &mut PgConnection, payment: &NewPayment)
     .bind(payment.amount)
     .bind(&payment.currency)
     .bind(&payment.card_token)
+    .bind(trace.traceparent)
+    .bind(trace.tracestate)
     .execute(connection)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -80,11 +85,16 @@ pub async fn request_refund(connection: &mut PgConnection, order_id: Uuid) -> Re
     let status = PaymentStatus::parse(&status)
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown payment status {status:?}")))?;
     if status == PaymentStatus::Succeeded {
+        // The refund continues the trace of the cancellation that asked for it.
+        let trace = StoredContext::current();
         sqlx::query(
-            "UPDATE payments SET status = 'refund_pending', next_attempt_at = now(), updated_at = now() \
+            "UPDATE payments SET status = 'refund_pending', next_attempt_at = now(), updated_at = now(), \
+                 traceparent = $2, tracestate = $3 \
              WHERE order_id = $1",
         )
         .bind(order_id)
+        .bind(trace.traceparent)
+        .bind(trace.tracestate)
         .execute(connection)
         .await?;
     }
@@ -102,6 +112,8 @@ struct ClaimedRow {
     card_token: Option<String>,
     attempts: i32,
     refund_attempts: i32,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 impl TryFrom<ClaimedRow> for Claimed {
@@ -122,6 +134,7 @@ impl TryFrom<ClaimedRow> for Claimed {
             work,
             card_token: row.card_token,
             claims: u32::try_from(claims).unwrap_or(0),
+            trace: StoredContext { traceparent: row.traceparent, tracestate: row.tracestate },
         })
     }
 }
@@ -140,7 +153,7 @@ pub async fn claim_due(connection: &mut PgConnection, limit: i64, lease: Duratio
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
          WHERE p.id = due.id \
          RETURNING p.id, p.order_id, p.user_id, p.amount, p.currency, p.status, p.card_token, p.attempts, \
-             p.refund_attempts",
+             p.refund_attempts, p.traceparent, p.tracestate",
     )
     .bind(limit)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))

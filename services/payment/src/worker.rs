@@ -21,6 +21,7 @@ use shop_proto::shop::events::v1::{PaymentFailed, PaymentRefunded, PaymentSuccee
 use sqlx::PgPool;
 use tokio::{sync::Notify, task::JoinSet, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     domain::{Claimed, PaymentStatus, Work},
@@ -121,11 +122,21 @@ impl Worker {
 
     /// Calls the provider for one claimed payment and records the outcome. A record that
     /// fails leaves the payment to its lease: it is claimed again and looked up.
+    ///
+    /// It runs in a span that continues the trace of the event that made the work due, so
+    /// its log lines, the provider call and the outcome event belong to that checkout's trace.
     async fn work(&self, payment: Claimed) {
-        let decision = self.decide(&payment).await;
-        if let Err(error) = self.record(&payment, decision).await {
-            tracing::warn!(payment.id = %payment.id, error = format!("{error:#}"), "payment outcome not recorded");
+        let span = tracing::info_span!("payment", payment.id = %payment.id, order.id = %payment.order_id,
+            work = ?payment.work, otel.kind = "internal");
+        payment.trace.continue_in(&span);
+        async {
+            let decision = self.decide(&payment).await;
+            if let Err(error) = self.record(&payment, decision).await {
+                tracing::warn!(payment.id = %payment.id, error = format!("{error:#}"), "payment outcome not recorded");
+            }
         }
+        .instrument(span)
+        .await;
     }
 
     /// Calls the provider (asking first when an earlier claim may have reached it). A charge

@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use shop_kit::metrics::Kind;
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay, Topics},
@@ -126,6 +127,14 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         crate::events::OrderEvents { cache: state.cache().clone() },
     )?;
     let grpc = GrpcAuth::optional(ProductServiceServer::new(crate::grpc::ProductGrpc::new(state.clone())), verifier);
+    shop_kit::metrics::describe(&[
+        ("product_cache_requests_total", Kind::Counter, "Product reads by cache result (local_hit, hit, miss, error)."),
+        (
+            "reservations_expired_units_total",
+            Kind::Counter,
+            "Units of stock whose reservation expired unconfirmed and returned to stock.",
+        ),
+    ]);
     let server = Server::new(SERVICE, config.http)
         .rest(crate::http::router(state.clone()))
         .grpc(grpc)

@@ -5,13 +5,11 @@
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
-use opentelemetry::propagation::Extractor;
 use rdkafka::{
     Message as _,
     message::{BorrowedMessage, Headers as _},
 };
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use super::{ApplyError, ApplyOnce, ConsumerRunner, Consumes, Delivery, HandleError, Outcome, Received, backoff};
@@ -81,10 +79,7 @@ impl<A: ApplyOnce> ConsumerRunner<A> {
     fn span_for(&self, message: &BorrowedMessage<'_>, headers: &HashMap<String, String>) -> tracing::Span {
         let span = tracing::info_span!("consume", messaging.destination = message.topic(), ce_type = tracing::field::Empty,
             consumer = %self.name, otel.kind = "consumer");
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderMapExtractor(headers))
-        });
-        let _ = span.set_parent(parent);
+        crate::telemetry::continue_from(&span, headers);
         span
     }
 
@@ -148,18 +143,6 @@ fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-struct HeaderMapExtractor<'a>(&'a HashMap<String, String>);
-
-impl Extractor for HeaderMapExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
 }
 
 /// The message as the consumer's type: `None` for a type it ignores; an error (the reason

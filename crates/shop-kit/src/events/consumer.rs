@@ -53,10 +53,10 @@ impl Outcome {
     /// The `outcome` label of `events_consumed_total`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Applied => "Applied",
-            Self::Duplicate => "Duplicate",
-            Self::Ignored => "Ignored",
-            Self::DeadLettered => "DeadLettered",
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+            Self::DeadLettered => "dead_lettered",
         }
     }
 }

@@ -1,12 +1,8 @@
 //! The transactional outbox: an event is a row written in the transaction of the state
 //! change it describes; the relay publishes it after the commit.
 
-use std::collections::HashMap;
-
-use opentelemetry::propagation::Injector;
 use shop_proto::contracts::EventContract;
 use sqlx::PgConnection;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 /// The channel the relay listens on.
@@ -44,14 +40,6 @@ impl Event {
     }
 }
 
-struct MapInjector<'a>(&'a mut HashMap<String, String>);
-
-impl Injector for MapInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
-    }
-}
-
 /// An event with the trace context of the span that enqueues it: what one outbox row holds.
 pub struct Traced<'a> {
     event: &'a Event,
@@ -62,12 +50,8 @@ pub struct Traced<'a> {
 impl<'a> Traced<'a> {
     /// `event` under the current span's trace context.
     pub fn current(event: &'a Event) -> Self {
-        let mut trace = HashMap::new();
-        let context = tracing::Span::current().context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut MapInjector(&mut trace))
-        });
-        Self { event, traceparent: trace.remove("traceparent"), tracestate: trace.remove("tracestate") }
+        let crate::telemetry::StoredContext { traceparent, tracestate } = crate::telemetry::StoredContext::current();
+        Self { event, traceparent, tracestate }
     }
 
     /// Binds the eight values of [`outbox_insert`], in its order.

@@ -57,11 +57,24 @@ pub(crate) async fn spawn_with(smtp_url: Option<String>, extra: &[(&str, String)
 }
 
 async fn publish(app: &TestApp, topic: &str, ce_type: &str, key: &str, ce_id: Uuid, message: &impl prost::Message) {
+    publish_traced(app, (topic, ce_type, key, ce_id), message, None).await;
+}
+
+/// [`publish`] with a W3C `traceparent` header when given one.
+async fn publish_traced(
+    app: &TestApp,
+    (topic, ce_type, key, ce_id): (&str, &str, &str, Uuid),
+    message: &impl prost::Message,
+    traceparent: Option<&str>,
+) {
     let producer = KafkaConfig::for_brokers(&brokers()).producer().unwrap();
     let id = ce_id.to_string();
-    let headers = OwnedHeaders::new()
+    let mut headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
         .insert(Header { key: "ce_type", value: Some(ce_type) });
+    if let Some(traceparent) = traceparent {
+        headers = headers.insert(Header { key: "traceparent", value: Some(traceparent) });
+    }
     let topic = format!("{}{topic}", app.prefix);
     let payload = message.encode_to_vec();
     producer
@@ -267,13 +280,12 @@ async fn without_smtp_notifications_go_to_the_log() {
     let app = spawn(None).await;
     let (user, token) = app.issuer.customer();
     let order = Uuid::now_v7();
-    publish(
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    publish_traced(
         &app,
-        "shop.order.v1",
-        "shop.order.v1.OrderConfirmed",
-        &order.to_string(),
-        Uuid::now_v7(),
+        ("shop.order.v1", "shop.order.v1.OrderConfirmed", &order.to_string(), Uuid::now_v7()),
         &confirmed(order, user),
+        Some(&format!("00-{trace_id}-00f067aa0ba902b7-01")),
     )
     .await;
     let stored = eventually("the logged notification", Duration::from_secs(30), || async {
@@ -293,6 +305,15 @@ async fn without_smtp_notifications_go_to_the_log() {
         prost::Message::decode(message.payload().unwrap()).unwrap();
     assert_eq!(delivered.notification_id, stored[0]["id"].as_str().unwrap());
     assert_eq!(delivered.channel, "log");
+    // The delivery worker continued the confirmed order's trace, and the event carries it.
+    use rdkafka::message::Headers as _;
+    let traceparent = message
+        .headers()
+        .and_then(|headers| headers.iter().find(|header| header.key == "traceparent"))
+        .and_then(|header| header.value)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .expect("NotificationDelivered carries a traceparent");
+    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent}");
     assert!(stored[0]["body"].as_str().unwrap().contains(&order.to_string()));
 }
 

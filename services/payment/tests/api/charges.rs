@@ -26,18 +26,32 @@ pub(crate) fn brokers() -> String {
 /// Publishes an order event as the order service would, through one producer per test
 /// process (a producer per event would cost a connection and a metadata fetch each).
 pub(crate) async fn publish(prefix: &str, name: &str, order: Uuid, message: &impl prost::Message) {
+    publish_traced(prefix, name, order, message, None).await;
+}
+
+/// [`publish`], with a W3C `traceparent` header when given one.
+pub(crate) async fn publish_traced(
+    prefix: &str,
+    name: &str,
+    order: Uuid,
+    message: &impl prost::Message,
+    traceparent: Option<&str>,
+) {
     static PRODUCER: std::sync::OnceLock<rdkafka::producer::FutureProducer> = std::sync::OnceLock::new();
     let producer = PRODUCER.get_or_init(|| KafkaConfig::for_brokers(&brokers()).producer().unwrap());
     let (id, ce_type) = (Uuid::now_v7().to_string(), format!("shop.order.v1.{name}"));
-    let headers = OwnedHeaders::new()
+    let mut headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
         .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) });
+    if let Some(traceparent) = traceparent {
+        headers = headers.insert(Header { key: "traceparent", value: Some(traceparent) });
+    }
     let (topic, key, payload) = (format!("{prefix}shop.order.v1"), order.to_string(), message.encode_to_vec());
     let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
     producer.send(record, Duration::from_secs(10)).await.unwrap();
 }
 
-fn placed(order: Uuid, card: &str, amount: i64) -> OrderPlaced {
+pub(crate) fn placed(order: Uuid, card: &str, amount: i64) -> OrderPlaced {
     OrderPlaced {
         order_id: order.to_string(),
         user_id: Uuid::now_v7().to_string(),
@@ -47,7 +61,7 @@ fn placed(order: Uuid, card: &str, amount: i64) -> OrderPlaced {
     }
 }
 
-fn cancelled(order: Uuid, refund: bool) -> OrderCancelled {
+pub(crate) fn cancelled(order: Uuid, refund: bool) -> OrderCancelled {
     OrderCancelled { order_id: order.to_string(), refund, reason: "cancelled by request".into(), ..Default::default() }
 }
 
@@ -163,8 +177,10 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
     let metrics = http_client().get(app.server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|line| line.starts_with("events_consumed_total")
-            && line.contains("DeadLettered")
+            && line.contains(r#"outcome="dead_lettered""#)
             && line.ends_with(" 1")),
         "the order without a total is dead-lettered:\n{metrics}"
     );
+    // The payment service's own metrics (provider calls, recorded payments) are described too.
+    shop_testkit::assert_metrics_well_formed(&metrics);
 }

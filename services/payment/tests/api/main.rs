@@ -6,4 +6,5 @@ mod reads;
 mod shutdown;
 mod sigkill;
 mod stop;
+mod traces;
 mod worker;

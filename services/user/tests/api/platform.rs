@@ -29,6 +29,9 @@ async fn health_readiness_metrics_and_openapi() {
         .unwrap_or_else(|| panic!("no request counter for POST /v1/users in:\n{metrics}"));
     assert!(line.contains(r#"method="POST""#), "{line}");
     assert!(metrics.contains("http_request_duration_seconds_bucket{"), "histogram missing");
+    shop_testkit::assert_metrics_well_formed(&metrics);
+    let build_info = metrics.lines().find(|line| line.starts_with("shop_build_info{")).unwrap();
+    assert!(build_info.contains(r#"service="user-service""#) && build_info.ends_with(" 1"), "{build_info}");
 
     let openapi: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
