@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Publisher, backoff, outbox::CHANNEL};
+use crate::telemetry::StoredContext;
 
 /// How long the batch in hand may still take once the service stops. Past it the batch is
 /// abandoned: its transaction rolls back and its rows stay pending, to be published after a
@@ -174,10 +175,24 @@ impl Relay {
             return Ok(0);
         }
         let producer = self.publisher.current()?;
+        // One producer span per event, a child of the span that enqueued it; the record
+        // carries the producer span's context, so the consumer's span is its child. The
+        // spans end once the broker has answered.
+        let spans: Vec<tracing::Span> = rows
+            .iter()
+            .map(|row| {
+                let span = tracing::info_span!("publish", messaging.destination = %row.topic,
+                    ce_type = %row.ce_type, otel.kind = "producer");
+                StoredContext { traceparent: row.traceparent.clone(), tracestate: row.tracestate.clone() }
+                    .continue_in(&span);
+                span
+            })
+            .collect();
         // Queue every record first (the producer keeps their order per partition), then wait.
         let deliveries: Vec<_> = rows
             .iter()
-            .map(|row| {
+            .zip(&spans)
+            .map(|(row, span)| {
                 let id = row.id.to_string();
                 let time = row.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let mut headers = OwnedHeaders::new_with_capacity(8)
@@ -187,17 +202,20 @@ impl Relay {
                     .insert(Header { key: "ce_type", value: Some(row.ce_type.as_str()) })
                     .insert(Header { key: "ce_time", value: Some(time.as_str()) })
                     .insert(Header { key: "content-type", value: Some("application/protobuf") });
-                if let Some(traceparent) = &row.traceparent {
+                let trace = span.in_scope(StoredContext::current);
+                if let Some(traceparent) = trace.traceparent.as_ref().or(row.traceparent.as_ref()) {
                     headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
                 }
-                if let Some(tracestate) = &row.tracestate {
+                if let Some(tracestate) = trace.tracestate.as_ref().or(row.tracestate.as_ref()) {
                     headers = headers.insert(Header { key: "tracestate", value: Some(tracestate.as_str()) });
                 }
                 let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
                 producer.send(record, Duration::from_secs(5))
             })
             .collect();
-        for (row, delivery) in rows.iter().zip(futures::future::join_all(deliveries).await) {
+        let delivered = futures::future::join_all(deliveries).await;
+        drop(spans);
+        for (row, delivery) in rows.iter().zip(delivered) {
             if let Err((error, _)) = delivery {
                 // Nothing is marked: the batch is published again later; consumers dedupe.
                 self.publisher.failed(&producer, &error);

@@ -10,7 +10,8 @@
 //! - `journey`: all six services and an SMTP server, from registration to refund;
 //! - `fault`: a payment service or the broker killed mid-batch, nothing lost or doubled;
 //! - `outage`: the broker unreachable: every service stays ready, checkout stays open;
-//! - `cart`: the cart priced by the real product service.
+//! - `cart`: the cart priced by the real product service;
+//! - `trace`: one checkout's spans, exported over OTLP to a receiver, form one trace.
 //!
 //! Every service runs in this process (`app::build` + [`shop_testkit::TestServer`]),
 //! each with its own database and Redis prefix, all on one topic prefix per test; none is
@@ -25,3 +26,4 @@ mod helpers;
 mod journey;
 mod outage;
 mod saga;
+mod trace;
