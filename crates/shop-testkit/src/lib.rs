@@ -365,8 +365,19 @@ pub fn assert_metrics_well_formed(text: &str) {
             for pair in labels.split("\",").filter(|pair| !pair.is_empty()) {
                 let Some((key, value)) = pair.split_once("=\"") else { continue };
                 let value = value.trim_end_matches('"');
-                let free_form =
-                    ["route", "topic", "type", "version", "commit", "consumer", "table", "check", "le", "partition"];
+                let free_form = [
+                    "route",
+                    "topic",
+                    "type",
+                    "version",
+                    "commit",
+                    "consumer",
+                    "table",
+                    "check",
+                    "le",
+                    "quantile",
+                    "partition",
+                ];
                 let upper = ["method", "grpc_status"];
                 let ok = if free_form.contains(&key) {
                     true

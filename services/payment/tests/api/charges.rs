@@ -160,8 +160,9 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
     }
     eventually("every cancellation consumed", Duration::from_secs(30), || async {
         let metrics = http_client().get(app.server.url("/metrics")).send().await.ok()?.text().await.ok()?;
-        let ignored =
-            metrics.lines().find(|line| line.starts_with("events_consumed_total") && line.contains("Ignored"))?;
+        let ignored = metrics
+            .lines()
+            .find(|line| line.starts_with("events_consumed_total") && line.contains(r#"outcome="ignored""#))?;
         (ignored.rsplit(' ').next()?.parse::<f64>().ok()? >= 3.0).then_some(())
     })
     .await;
