@@ -33,11 +33,17 @@ import yaml
 
 def ensure_promtool(root: Path) -> Path:
     """The promtool binary: on PATH, in target/tools, or unpacked there from Debian's package."""
-    found = shutil.which("promtool")
+    return ensure_prometheus_binary(root, "promtool")
+
+
+def ensure_prometheus_binary(root: Path, name: str) -> Path:
+    """`promtool` or `prometheus`: on PATH, in target/tools, or unpacked there (both at once)
+    from Debian's `prometheus` package."""
+    found = shutil.which(name)
     if found:
         return Path(found)
     tools = root / "target" / "tools"
-    local = tools / "promtool"
+    local = tools / name
     if local.exists():
         return local
     tools.mkdir(parents=True, exist_ok=True)
@@ -48,8 +54,9 @@ def ensure_promtool(root: Path) -> Path:
             subprocess.run(download, cwd=directory, capture_output=True, check=True)
         package = next(Path(directory).glob("prometheus_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(package), str(Path(directory) / "x")], check=True)
-        shutil.copy(Path(directory) / "x" / "usr" / "bin" / "promtool", local)
-    local.chmod(0o755)
+        for binary in ("promtool", "prometheus"):
+            shutil.copy(Path(directory) / "x" / "usr" / "bin" / binary, tools / binary)
+            (tools / binary).chmod(0o755)
     return local
 
 

@@ -20,8 +20,8 @@ pub(crate) enum Command {
     /// starting the local servers if they are installed but stopped, a Kafka-protocol broker
     /// (`KAFKA_BROKERS`, or a local tansu), creates the databases, builds and starts every
     /// service, waits until each is ready and streams the logs with a service prefix.
-    /// `up` takes no arguments: configure it with environment variables.
-    Up,
+    /// Configure it with environment variables; `--observe` also runs Prometheus.
+    Up(crate::up::Args),
     /// fmt, clippy, deploy-check, the k6 smoke test, then every test against real Postgres,
     /// Redis and the broker.
     ///
@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn representative_command_lines_parse() {
-        assert!(matches!(parse(&["up"]), Command::Up));
+        assert!(matches!(parse(&["up"]), Command::Up(crate::up::Args { observe: false })));
+        assert!(matches!(parse(&["up", "--observe"]), Command::Up(crate::up::Args { observe: true })));
         let Command::Test(test) = parse(&["test", "--", "-E", "test(x)"]) else { panic!("test") };
         assert_eq!(test.nextest, ["-E", "test(x)"]);
         let Command::Test(test) = parse(&["test"]) else { panic!("test") };

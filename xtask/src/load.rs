@@ -21,6 +21,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     infra,
+    observe::Prometheus,
     platform::{self, Instance},
     services::{self, Service},
 };
@@ -179,6 +180,9 @@ pub(crate) fn k6() -> anyhow::Result<PathBuf> {
 /// The smoke scenario against a private copy of the platform (ports +10000, databases
 /// `shop_smoke_*`, Redis keys `smoke:*`, topics `smoke.*` on `brokers`), all removed
 /// afterwards. Postgres, Redis and the broker must be up.
+/// The smoke's Prometheus (`up --observe` uses 9090).
+const SMOKE_PROMETHEUS_PORT: u16 = 19_090;
+
 pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyhow::Result<()> {
     let instance = Instance {
         port_offset: 10_000,
@@ -208,7 +212,12 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
             .collect();
         env.push(("ADMIN_EMAIL".into(), platform::admin_email()));
         env.push(("ADMIN_PASSWORD".into(), platform::admin_password()));
-        k6_run("smoke", &env)
+        k6_run("smoke", &env)?;
+        // The smoke's traffic is in the services' metrics: every dashboard panel's query
+        // must work against them, through Prometheus with the chart's rules.
+        eprintln!("xtask: == the dashboard's queries against Prometheus scraping the smoke's services");
+        let prometheus = Prometheus::start(&state_dir.join("smoke-prometheus"), SMOKE_PROMETHEUS_PORT, &instance)?;
+        prometheus.check_dashboard()
     });
     platform::stop_all(children, true, None);
     let cleaned = cleanup();

@@ -48,6 +48,7 @@ mod deploy;
 mod dlq;
 mod infra;
 mod load;
+mod observe;
 mod platform;
 mod promote;
 mod seed;
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Up => up::run(),
+        Command::Up(args) => up::run(args),
         Command::Test(args) => test::run(args),
         Command::Seed => seed::run(),
         Command::Dlq { action } => dlq::run(action),

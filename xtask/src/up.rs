@@ -24,11 +24,24 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     infra::{self, Started},
+    observe::Prometheus,
     platform::{self, Instance},
     services::{self, Service},
 };
 
-pub(crate) fn run() -> anyhow::Result<()> {
+/// `cargo xtask up [--observe]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Also run Prometheus (Debian's package) on 127.0.0.1:9090, scraping the six services
+    /// with the chart's recording rules and alerts loaded.
+    #[arg(long)]
+    pub(crate) observe: bool,
+}
+
+/// Where `up --observe` serves Prometheus.
+const PROMETHEUS_PORT: u16 = 9090;
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let dir = crate::state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = Lock::acquire(&dir.join("up.pid"))?;
@@ -40,7 +53,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 
     let mut started: Vec<Started> = Vec::new();
     let mut children: Vec<(&'static Service, Child)> = Vec::new();
-    let result = start_and_wait(&dir, &mut started, &mut children, &stop_rx);
+    let result = start_and_wait(&dir, args.observe, &mut started, &mut children, &stop_rx);
     eprintln!(
         "\nxtask: stopping {} service(s), then what `up` started (Ctrl-C again kills everything at once)",
         children.len()
@@ -64,6 +77,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 
 fn start_and_wait(
     dir: &Path,
+    observe: bool,
     started: &mut Vec<Started>,
     children: &mut Vec<(&'static Service, Child)>,
     stop: &mpsc::Receiver<()>,
@@ -74,7 +88,15 @@ fn start_and_wait(
     let instance = Instance::development(signing_key(dir));
     platform::build()?;
     instance.start(children, stop)?;
+    let prometheus =
+        if observe { Some(Prometheus::start(&dir.join("prometheus"), PROMETHEUS_PORT, &instance)?) } else { None };
     print_welcome();
+    if let Some(prometheus) = &prometheus {
+        eprintln!(
+            "  Prometheus     {} (the chart's rules and alerts: {}/rules, {}/alerts)\n",
+            prometheus.url, prometheus.url, prometheus.url
+        );
+    }
 
     loop {
         if stop.recv_timeout(Duration::from_millis(250)).is_ok() {
