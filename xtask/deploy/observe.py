@@ -126,6 +126,7 @@ def metric_names(expr: str) -> set[str]:
     """The metric names an expression selects (identifiers before `{`, `[` or spaces, that
     are not functions, keywords or label names)."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    without_strings = re.sub(r"\$\w+", "1m", without_strings)
     without_labels = re.sub(r"\{[^}]*\}", "{}", without_strings)
     without_groupings = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_labels)
     names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", without_groupings))
