@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Context, Figure, SECONDS, generators::pgbench_mode};
+use super::{Context, Figure, SECONDS, generators::pgbench_prepared};
 use crate::{infra, services::Service};
 
 /// The checkout's figures. Stops the order service (see below) and leaves it stopped.
@@ -86,7 +86,7 @@ fn pgbench_checkout(database: &str) -> anyhow::Result<f64> {
     let statement = place_statement(String::from_utf8_lossy(&output.stdout).trim())?;
     let script = crate::root().join("target").join("bench-checkout.sql");
     std::fs::write(&script, format!("{statement};\n"))?;
-    pgbench_mode(database, &script, 8, "prepared")
+    pgbench_prepared(database, &script, 8, &[])
 }
 
 /// `PLACE_SQL` with its 22 parameters as literal values.

@@ -79,19 +79,23 @@ pub(super) fn oha_run(oha: &Path, url: &str, args: &[&str]) -> anyhow::Result<Ht
     })
 }
 
-/// pgbench running `script` with `clients` connections; returns transactions per second.
-pub(super) fn pgbench(database: &str, script: &Path, clients: u32) -> anyhow::Result<f64> {
-    pgbench_mode(database, script, clients, "simple")
-}
-
-/// pgbench with a query protocol (`simple` or `prepared`).
-pub(super) fn pgbench_mode(database: &str, script: &Path, clients: u32, protocol: &str) -> anyhow::Result<f64> {
-    let output = Command::new("pgbench")
-        .args(["-n", "-M", protocol, "-c", &clients.to_string(), "-j", "2", "-T", &SECONDS.to_string(), "-f"])
-        .arg(script)
-        .arg(infra::database_url(database))
-        .output()
-        .context("cannot run pgbench")?;
+/// pgbench running `script` with `clients` connections in the extended protocol with
+/// prepared statements, as sqlx runs the services' statements (parsed and planned once per
+/// connection, then bound and executed); `variables` are `-D name=value`, which the script
+/// uses as `:name` and pgbench sends as bind parameters. Returns transactions per second.
+pub(super) fn pgbench_prepared(
+    database: &str,
+    script: &Path,
+    clients: u32,
+    variables: &[(&str, &str)],
+) -> anyhow::Result<f64> {
+    let mut command = Command::new("pgbench");
+    command.args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &SECONDS.to_string()]);
+    for (name, value) in variables {
+        command.arg("-D").arg(format!("{name}={value}"));
+    }
+    let output =
+        command.arg("-f").arg(script).arg(infra::database_url(database)).output().context("cannot run pgbench")?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
