@@ -17,9 +17,9 @@ k6.log); the default log dir is target/runrendered.
 Taken from the manifests as they are:
 
 - argv: the container's command and args over the image's ENTRYPOINT and CMD (read from the
-  Dockerfile's runtime stage), with `$(VAR)` expanded. The ENTRYPOINT /usr/local/bin/service
-  is the service's binary `<bin-dir>/<image name>` (`order-service`: the Dockerfile builds
-  `--bin <service>-service` into it);
+  Dockerfile's target of the image, `order` for `order-service`, through the stages it is
+  built FROM), with `$(VAR)` expanded. The ENTRYPOINT /usr/local/bin/service is the service's
+  binary `<bin-dir>/<image name>` (the target copies `<service>-service` into it);
 - the environment: PATH, HOSTNAME and the image's ENV, then envFrom, then env (value,
   fieldRef, secretKeyRef, configMapKeyRef) in the kubelet's order, and nothing of the
   runner's own. A Secret,
@@ -65,7 +65,7 @@ What is translated, and why:
 Not in the manifests: the smoke needs a catalog, which dev does not load, so the full run
 loads services/product/seed/demo.sql into the product database (`cargo xtask seed`'s step)
 and says so. The smoke's admin is the one the rendered user container seeds
-(SHOP_ADMIN_EMAIL, SHOP_ADMIN_PASSWORD or its _FILE); a render that seeds none fails.
+(SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD, or their _FILE); a render that seeds none fails.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class Image:
-    """What the Dockerfile's runtime stage gives every service container."""
+    """What an image target of the Dockerfile gives a service container (from its stage chain)."""
 
     entrypoint: list[str]
     cmd: list[str]
@@ -137,28 +137,49 @@ class Image:
     workdir: str
 
 
-def read_image(dockerfile: Path) -> Image:
-    """ENTRYPOINT, CMD, ENV and WORKDIR of the last stage (exec forms; ENV as key=value)."""
+def read_images(dockerfile: Path) -> dict[str, Image]:
+    """ENTRYPOINT, CMD, ENV and WORKDIR of every named stage (exec forms; ENV as key=value),
+    each stage starting from what its `FROM <stage>` gives it; `${ARG}` in ENV is the ARG's
+    default (the build passes no other to a local image)."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    stage = lines[max(number for number, line in enumerate(lines) if line.upper().startswith("FROM ")) :]
+    images: dict[str, Image] = {}
+    arguments: dict[str, str] = {}
     image = Image(entrypoint=[], cmd=[], env={}, workdir="/")
-    for line in stage:
+    for line in lines:
         instruction, _, rest = line.partition(" ")
         instruction = instruction.upper()
-        if instruction == "ENV":
+        if instruction == "FROM":
+            parts = rest.split()
+            base = images.get(parts[0])
+            image = (
+                Image(entrypoint=list(base.entrypoint), cmd=list(base.cmd), env=dict(base.env), workdir=base.workdir)
+                if base
+                else Image(entrypoint=[], cmd=[], env={}, workdir="/")
+            )
+            if len(parts) == 3 and parts[1].upper() == "AS":
+                images[parts[2]] = image
+        elif instruction == "ARG":
+            name, _, default = rest.strip().partition("=")
+            arguments[name] = default
+        elif instruction == "ENV":
             for token in shlex.split(rest):
                 name, equals, value = token.partition("=")
                 if not equals:
                     raise RunFailed(f"{dockerfile}: only `ENV key=value` is understood: {line}")
-                image.env[name] = value
+                image.env[name] = re.sub(r"\$\{(\w+)\}", lambda match: arguments.get(match.group(1), ""), value)
         elif instruction in {"ENTRYPOINT", "CMD"}:
             if not rest.strip().startswith("["):
                 raise RunFailed(f"{dockerfile}: {instruction} must be in exec form (the image has no shell)")
             setattr(image, instruction.lower(), json.loads(rest))
         elif instruction == "WORKDIR":
             image.workdir = rest.strip()
-    return image
+    return images
+
+
+def image_target(repository: str) -> str:
+    """The Dockerfile target an image is built from: `…/order-service` → `order`."""
+    return repository.rsplit("/", 1)[-1].removesuffix("-service")
 
 
 def image_repository(image: str) -> str:
@@ -1009,11 +1030,11 @@ def secret_env(container: Container, name: str) -> str | None:
 def smoke_admin(user: Pod) -> tuple[str, str]:
     """The admin the rendered user container seeds, which the smoke logs in as."""
     container = user.containers[0]
-    email, password = container.env.get("SHOP_ADMIN_EMAIL"), secret_env(container, "SHOP_ADMIN_PASSWORD")
+    email, password = secret_env(container, "SHOP_ADMIN_EMAIL"), secret_env(container, "SHOP_ADMIN_PASSWORD")
     if not email or not password:
         raise RunFailed(
-            "the dev user service seeds no admin (its rendered container sets no SHOP_ADMIN_EMAIL and "
-            "SHOP_ADMIN_PASSWORD or SHOP_ADMIN_PASSWORD_FILE), and the smoke's setup logs in as one to top up stock"
+            "the dev user service seeds no admin (its rendered container sets no SHOP_ADMIN_EMAIL(_FILE) and "
+            "SHOP_ADMIN_PASSWORD(_FILE)), and the smoke's setup logs in as one to top up stock"
         )
     return email, password
 
@@ -1104,7 +1125,7 @@ class Cluster:
     private_ports: dict[str, int]
 
 
-def lay_out(rendered: Rendered, image: Image, options: Options, temp: Path, cleanup: ExitStack) -> Cluster:
+def lay_out(rendered: Rendered, images: dict[str, Image], options: Options, temp: Path, cleanup: ExitStack) -> Cluster:
     """Everything that can be resolved before a process starts; raises RunFailed naming
     every workload that does not resolve."""
     workloads = rendered.deployments + rendered.hooks
@@ -1120,7 +1141,12 @@ def lay_out(rendered: Rendered, image: Image, options: Options, temp: Path, clea
     problems = []
     for pod in pods:
         try:
-            prepare(pod, rendered, None if pod in replaced.values() else image, services, options.bin_dir, options.log_dir)
+            image = None
+            if pod not in replaced.values():
+                image = images.get(image_target(pod.repository))
+                if image is None:
+                    raise RunFailed(f"{pod.repository}: the Dockerfile has no `{image_target(pod.repository)}` target")
+            prepare(pod, rendered, image, services, options.bin_dir, options.log_dir)
         except RunFailed as error:
             problems.append(f"{pod.workload.release}: {pod.workload.kind}/{pod.workload.name}: {error}")
     if problems:
@@ -1153,12 +1179,12 @@ def run(options: Options) -> None:
     helm_python.disable_logging()
     manifests = shopdeploy.render_env(options.root, ENV)
     rendered = index(manifests, f"shop-{ENV}")
-    image = read_image(options.root / "Dockerfile")
+    images = read_images(options.root / "Dockerfile")
     options.log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shop-runrendered-") as directory, ExitStack() as cleanup:
         temp = Path(directory)
         temp.chmod(0o755)  # the postgres user reaches its cluster through it
-        cluster = lay_out(rendered, image, options, temp, cleanup)
+        cluster = lay_out(rendered, images, options, temp, cleanup)
         running = [pod for pod in cluster.pods if pod.workload.release in options.releases]
         deployments = [pod for pod in running if pod.workload.kind == "Deployment"]
         jobs = [pod for pod in running if pod.workload.kind == "Job"]

@@ -37,6 +37,31 @@ pub(crate) fn check() -> anyhow::Result<()> {
     run(Command::new(&python).arg(script()).arg("selftest"), "deploy-check selftest (deliberate breaks must fail)")
 }
 
+/// The dev render run as local processes (`xtask/deploy/runrendered.py`): each
+/// Deployment's container from the service binaries under `bin_dir`, its probes polled, the
+/// k6 smoke through its Services; then its self-test (renamed env vars, secret files, ports
+/// and probe paths must fail). Needs the binaries built and k6 installed (the smoke's step
+/// does both).
+pub(crate) fn run_rendered(bin_dir: &Path, log_dir: &Path) -> anyhow::Result<()> {
+    let python = venv()?;
+    let runner = crate::root().join("xtask").join("deploy").join("runrendered.py");
+    let k6 = crate::load::k6()?;
+    for command in ["run", "selftest"] {
+        let mut invocation = Command::new(&python);
+        invocation
+            .arg(&runner)
+            .arg(command)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .arg("--log-dir")
+            .arg(log_dir)
+            .arg("--k6")
+            .arg(&k6);
+        run(&mut invocation, &format!("the rendered manifests as processes ({command})"))?;
+    }
+    Ok(())
+}
+
 fn script() -> PathBuf {
     crate::root().join("xtask").join("deploy").join("shopdeploy.py")
 }

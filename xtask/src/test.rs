@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
 //! `cargo fmt --check`, `cargo clippy -D warnings`, the offline deploy checks
 //! (`cargo xtask deploy-check`), the k6 smoke scenario against a private copy of the
-//! platform, the chaos run (`cargo xtask chaos`: restarts and kills during checkouts, on
+//! platform (and the dashboard's queries against Prometheus scraping it), the dev render of
+//! the charts run as processes (`xtask/deploy/runrendered.py`), the chaos run (`cargo xtask chaos`: restarts and kills during checkouts, on
 //! servers of its own), then every test (nextest) against the
 //! real Postgres, Redis and broker, which it makes sure are up. The test runner's summary
 //! is the last thing printed, so a run that tested nothing is visible.
@@ -39,6 +40,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         drop_leftover_test_databases()?;
         eprintln!("xtask: == k6 smoke (a private copy of the platform)");
         crate::load::smoke_on_private_instance(&dir, &brokers).context("the k6 smoke test failed")?;
+        eprintln!("xtask: == the dev render run as processes (probes, then the k6 smoke through its Services)");
+        crate::deploy::run_rendered(&crate::build_dir("debug"), &dir.join("rendered-logs"))
+            .context("the rendered manifests do not run")?;
         eprintln!("xtask: == chaos (its own Postgres, Redis and broker)");
         crate::chaos::run().context("the chaos run failed")?;
         step("tests", nextest(&passthrough, &brokers))
