@@ -31,13 +31,18 @@ ENV LIBZ_SYS_STATIC=1 CARGO_TERM_COLOR=never
 COPY . .
 # The cache mounts are per profile (the two never share a target directory) and locked, so
 # two builds that reach this step at once take turns instead of racing on one directory.
+# Cargo judges a workspace crate stale by its files' mtimes, which COPY does not promise to
+# keep: mark-changed-sources.sh sets them by content (unchanged: ancient, changed: now), so a
+# stale crate is never reused and an unchanged one never recompiled.
 # `target/<profile>` is cargo's directory for every profile but `dev`, which is not used here.
 RUN --mount=type=cache,id=shop-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=shop-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=shop-target-${PROFILE},target=/src/target,sharing=locked \
-    cargo build --locked --profile "${PROFILE}" \
+    sh xtask/docker/mark-changed-sources.sh target/.shop-sources.sha256 \
+    && cargo build --locked --profile "${PROFILE}" \
         -p user-service -p product-service -p cart-service \
         -p order-service -p payment-service -p notification-service \
+    && sh xtask/docker/mark-changed-sources.sh --save target/.shop-sources.sha256 \
     && mkdir -p /out \
     && for service in user product cart order payment notification; do \
         cp "target/${PROFILE}/${service}-service" "/out/${service}-service"; \

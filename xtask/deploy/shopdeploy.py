@@ -735,6 +735,12 @@ def check_build(root: Path, skaffold: dict[str, Any], report: Report) -> None:
         report.fail("Dockerfile: no `build` stage")
     if re.search(r"\bSERVICE\b", build):
         report.fail("Dockerfile: the build stage depends on SERVICE, so each image compiles the workspace again")
+    marked = re.search(r"mark-changed-sources\.sh (\S+) .*cargo build .*mark-changed-sources\.sh --save \1", build)
+    if not marked:
+        report.fail(
+            "Dockerfile: the build stage must mark the sources by content before cargo build and save the list after "
+            "(xtask/docker/mark-changed-sources.sh): with a cached target directory, cargo would trust COPY's mtimes"
+        )
     for mount in ("/usr/local/cargo/registry", "/src/target"):
         if not re.search(rf"--mount=type=cache,[^ ]*\btarget={re.escape(mount)}(,|\s|$)", build):
             report.fail(f"Dockerfile: the build stage keeps no cache mount at {mount}")
@@ -1301,6 +1307,11 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "the target directory no longer cached",
         _edit("Dockerfile", "target=/src/target,", "target=/src/target-cache,"),
         "no cache mount at /src/target",
+    ),
+    (
+        "cargo trusting COPY's mtimes again",
+        _edit("Dockerfile", "    sh xtask/docker/mark-changed-sources.sh target/.shop-sources.sha256 \\\n    && cargo build", "    cargo build"),
+        "must mark the sources by content",
     ),
     (
         "skaffold dev building with fat LTO",
