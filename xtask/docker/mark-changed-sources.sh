@@ -8,8 +8,8 @@
 # the checkout, a reproducible build normalises them): too old and cargo would reuse a stale
 # crate and ship the previous binary; too new and every crate recompiles. So: every source
 # file gets the oldest mtime (1 s after the epoch), then the files whose content differs
-# from the last build's (or that are new) get the current time. The sha256 list of the
-# sources is kept in the cache mount beside the target directory.
+# from the last finished build's (or that are new) get the current time. The sha256 list of
+# the sources is kept in the cache mount beside the target directory.
 #
 #   mark-changed-sources.sh <list>    before `cargo build`, in the workspace root
 #   mark-changed-sources.sh --save <list>    after a successful build
@@ -19,9 +19,19 @@ if [ "$1" = "--save" ]; then
     exit 0
 fi
 list="$1"
-find . -path ./target -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > "$list.next"
-find . -path ./target -prune -o -type f -print0 | xargs -0 touch -h -d @1
-if [ -f "$list" ]; then
-    # `sha256sum` lines are 64 hex digits, two spaces and the path.
-    grep -Fxv -f "$list" "$list.next" | cut -c67- | tr '\n' '\0' | xargs -0 -r touch -h
+# Without the list of a build that finished (the first build with this script over an older
+# cache, or one after a failed or cancelled build, whose half-compiled crates are in the
+# cache but whose list was never saved), nothing says which crates are current: every file
+# is "changed", and cargo recompiles the workspace's crates (not the dependencies).
+trusted=yes
+if [ ! -f "$list" ] || [ -f "$list.next" ]; then
+    trusted=no
 fi
+find . -path ./target -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > "$list.next"
+if [ "$trusted" = no ]; then
+    find . -path ./target -prune -o -type f -print0 | xargs -0 touch -h
+    exit 0
+fi
+find . -path ./target -prune -o -type f -print0 | xargs -0 touch -h -d @1
+# `sha256sum` lines are 64 hex digits, two spaces and the path.
+grep -Fxv -f "$list" "$list.next" | cut -c67- | tr '\n' '\0' | xargs -0 -r touch -h
