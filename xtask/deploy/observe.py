@@ -146,17 +146,26 @@ def check_dashboard(root: Path, url: str, services: list[str]) -> int:
         for title, expr in panel_queries(dashboard):
             for name in sorted(metric_names(expr) - known):
                 problems.append(f"{path.name}: panel {title!r} uses {name}, which no service exports")
-            for service in services if "$service" in expr else [None]:
+            # One service at a time, and "All" (Grafana fills a multi-value variable in as
+            # a regex alternation, which only `=~` matches).
+            every = f"({'|'.join(services)})"
+            choices = [*services, every] if "$service" in expr else [None]
+            answered = False
+            for service in choices:
                 filled = (
                     expr.replace("$namespace", NAMESPACE)
                     .replace("$__rate_interval", RATE_INTERVAL)
                     .replace("$service", service or "")
                 )
                 try:
-                    query(url, "/api/v1/query", {"query": filled})
+                    result = query(url, "/api/v1/query", {"query": filled})["result"]
                     checked += 1
                 except ValueError as error:
                     problems.append(f"{path.name}: panel {title!r} ({service or 'all'}): {error}: {filled}")
+                    continue
+                if service == every and answered and not result:
+                    problems.append(f"{path.name}: panel {title!r} shows data for one service but none for All: {filled}")
+                answered = answered or bool(result)
     for problem in problems:
         print(f"  FAIL {problem}")
     print(f"observe: {checked} dashboard queries evaluated against Prometheus, {len(problems)} problems")

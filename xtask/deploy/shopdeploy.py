@@ -377,12 +377,11 @@ def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _port_exists(container: dict[str, Any], port: Any) -> bool:
-    """A named port must be declared on the container; a number must be one of its
-    containerPorts."""
-    ports = container.get("ports") or []
+    """A named port must be declared on the container (the kubelet and the endpoints
+    controller resolve it there); a number needs no declaration."""
     if isinstance(port, str) and not port.isdigit():
-        return any(p.get("name") == port for p in ports)
-    return any(p.get("containerPort") == int(port) for p in ports)
+        return any(p.get("name") == port for p in container.get("ports") or [])
+    return isinstance(port, int) or (isinstance(port, str) and port.isdigit())
 
 
 #: The Secrets made outside the charts in staging and prod, read from the table in
@@ -1244,9 +1243,9 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "targetPort 'web' of port http is no container port",
     ),
     (
-        "a probe on a port the container does not have",
-        _edit("helm/shop-service/templates/deployment.yaml", "              path: /readyz\n              port: http\n", "              path: /readyz\n              port: 9090\n"),
-        "the readinessProbe's port 9090 is not a port of the container",
+        "a probe on a port name the container does not have",
+        _edit("helm/shop-service/templates/deployment.yaml", "              path: /readyz\n              port: http\n", "              path: /readyz\n              port: admin\n"),
+        "the readinessProbe's port 'admin' is not a port of the container",
     ),
     (
         "a NetworkPolicy that selects no pod",
