@@ -189,9 +189,12 @@ pub struct HttpConfig {
     /// requests, background tasks, producer flush, pool close, telemetry flush. Keep it
     /// shorter than Kubernetes' `terminationGracePeriodSeconds` minus the preStop sleep.
     pub shutdown_timeout: Duration,
-    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to `X-Forwarded-For`;
+    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to the forwarding header;
     /// 0 (the default) uses the peer address as the client address.
     pub trusted_proxy_hops: usize,
+    /// `TRUSTED_PROXY_HEADER`: the header those proxies append to, `x-forwarded-for` (the
+    /// default) or `forwarded` (RFC 7239). Only that one is read: a client can send the other.
+    pub trusted_proxy_header: ProxyHeader,
     /// `CORS_ALLOWED_ORIGINS`: the browser origins (`https://shop.example.com`, comma
     /// separated) allowed to call this service from another origin; none by default, so
     /// browsers refuse cross-origin calls.
@@ -217,8 +220,41 @@ impl HttpConfig {
             shutdown_grace,
             shutdown_timeout,
             trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
+            trusted_proxy_header: vars.or("TRUSTED_PROXY_HEADER", ProxyHeader::XForwardedFor)?,
             cors_allowed_origins: cors_origins(vars)?,
         })
+    }
+}
+
+/// The header trusted proxies record the client address in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx, most ingress controllers, cloud load
+    /// balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client;proto=https, for=proxy1` (RFC 7239; Envoy can be set to it).
+    Forwarded,
+}
+
+impl ProxyHeader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+}
+
+impl FromStr for ProxyHeader {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err("expected x-forwarded-for or forwarded".to_owned()),
+        }
     }
 }
 

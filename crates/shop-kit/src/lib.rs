@@ -32,6 +32,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod ratelimit;
 pub mod retention;
 pub mod server;
 pub mod service;

@@ -146,6 +146,7 @@ const SHARED: &[Description] = &[
         "Age of the oldest unpublished outbox row, in seconds (0 when none).",
     ),
     ("retention_deleted_rows_total", Kind::Counter, "Old rows pruned by retention, by table."),
+    ("rate_limited_total", Kind::Counter, "Requests refused with 429 by a rate limit, by limit."),
     (
         "shop_build_info",
         Kind::Gauge,

@@ -48,7 +48,11 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{config::HttpConfig, error::Problem, telemetry};
+use crate::{
+    config::{HttpConfig, ProxyHeader},
+    error::Problem,
+    telemetry,
+};
 
 /// How long one readiness check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -303,6 +307,7 @@ fn assemble(
     let checks = Arc::new(checks);
     let openapi = Arc::new(openapi);
     let hops = config.trusted_proxy_hops;
+    let proxy_header = config.trusted_proxy_header;
     let platform = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(move || readiness(Arc::clone(&checks), stopping.clone())))
@@ -324,7 +329,7 @@ fn assemble(
                 .timeout(config.request_timeout),
         )
         .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn(move |request, next| client_ip(hops, request, next)))
+        .layer(middleware::from_fn(move |request, next| client_ip(proxy_header, hops, request, next)))
         .layer(middleware::from_fn(trace_id_header))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -436,27 +441,51 @@ async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken) -> Resp
 }
 
 /// The address of the client that sent the request: the peer address, or, behind
-/// `TRUSTED_PROXY_HOPS` proxies, the address they recorded in `X-Forwarded-For`.
+/// `TRUSTED_PROXY_HOPS` proxies, the address the outermost trusted one recorded in
+/// `TRUSTED_PROXY_HEADER` (`X-Forwarded-For` or RFC 7239's `Forwarded`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-async fn client_ip(trusted_hops: usize, mut request: Request, next: Next) -> Response {
+async fn client_ip(header: ProxyHeader, trusted_hops: usize, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let forwarded = (trusted_hops > 0)
-        .then(|| request.headers().get_all("x-forwarded-for"))
-        .map(|values| {
-            values
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        })
-        .and_then(|hops| hops.len().checked_sub(trusted_hops).and_then(|index| hops.get(index).copied()))
-        .and_then(|text| text.parse::<IpAddr>().ok());
-    let ip = forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = client_address(header, trusted_hops, request.headers(), peer);
     request.extensions_mut().insert(ClientIp(ip));
     next.run(request).await
+}
+
+/// Each proxy appends the address it received the request from, so the entry `hops` from the
+/// end is the one the outermost trusted proxy wrote; anything before it the client could have
+/// made up. With fewer entries than trusted hops (a request that did not come through the
+/// proxies) or an entry that is not an address (`unknown`, an obfuscated `_node`), the peer.
+pub fn client_address(header: ProxyHeader, hops: usize, headers: &http::HeaderMap, peer: Option<IpAddr>) -> IpAddr {
+    let fallback = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if hops == 0 {
+        return fallback;
+    }
+    let values = headers.get_all(header.name()).iter().filter_map(|value| value.to_str().ok());
+    let entries: Vec<&str> = match header {
+        ProxyHeader::XForwardedFor => values.flat_map(|value| value.split(',')).map(str::trim).collect(),
+        ProxyHeader::Forwarded => values
+            .flat_map(|value| value.split(','))
+            .map(|element| {
+                element
+                    .split(';')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+                    .map_or("", |(_, node)| node.trim())
+            })
+            .collect(),
+    };
+    entries.len().checked_sub(hops).and_then(|index| entries.get(index)).and_then(|node| node_address(node)).unwrap_or(fallback)
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`, quoted or not.
+fn node_address(node: &str) -> Option<IpAddr> {
+    let node = node.trim().trim_matches('"');
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(address, _)| address.parse().ok());
+    }
+    node.parse::<IpAddr>().ok().or_else(|| node.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

@@ -22,6 +22,7 @@ fn config() -> HttpConfig {
         shutdown_grace: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(10),
         trusted_proxy_hops: 0,
+        trusted_proxy_header: shop_kit::config::ProxyHeader::XForwardedFor,
         cors_allowed_origins: Vec::new(),
     }
 }
@@ -139,26 +140,26 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
             get(|shop_kit::server::ClientIp(ip): shop_kit::server::ClientIp| async move { ip.to_string() }),
         )
     };
+    use shop_kit::config::ProxyHeader::{Forwarded, XForwardedFor};
     let cases = [
-        (0, "203.0.113.9, 10.0.0.1", "127.0.0.1"),
-        (1, "203.0.113.9, 10.0.0.1", "10.0.0.1"),
-        (2, "203.0.113.9, 10.0.0.1", "203.0.113.9"),
-        (5, "203.0.113.9", "127.0.0.1"),
+        (XForwardedFor, 0, "x-forwarded-for", "203.0.113.9, 10.0.0.1", "127.0.0.1"),
+        (XForwardedFor, 1, "x-forwarded-for", "203.0.113.9, 10.0.0.1", "10.0.0.1"),
+        (XForwardedFor, 2, "x-forwarded-for", "203.0.113.9, 10.0.0.1", "203.0.113.9"),
+        (XForwardedFor, 5, "x-forwarded-for", "203.0.113.9", "127.0.0.1"),
+        // The proxy appends to one header only; whatever the client put in the other is ignored.
+        (XForwardedFor, 1, "forwarded", "for=203.0.113.9", "127.0.0.1"),
+        (Forwarded, 1, "x-forwarded-for", "203.0.113.9", "127.0.0.1"),
+        (Forwarded, 1, "forwarded", "for=198.51.100.7, for=\"[2001:db8:cafe::17]:4711\";proto=https", "2001:db8:cafe::17"),
+        (Forwarded, 2, "forwarded", "for=198.51.100.7;by=10.0.0.1, For=10.0.0.2", "198.51.100.7"),
+        (Forwarded, 1, "forwarded", "for=unknown", "127.0.0.1"),
+        (Forwarded, 1, "forwarded", "for=_hidden", "127.0.0.1"),
     ];
-    for (hops, header, expected) in cases {
-        let bound =
-            Server::new("test", HttpConfig { trusted_proxy_hops: hops, ..config() }).rest(echo()).bind().await.unwrap();
+    for (kind, hops, name, header, expected) in cases {
+        let config = HttpConfig { trusted_proxy_hops: hops, trusted_proxy_header: kind, ..config() };
+        let bound = Server::new("test", config).rest(echo()).bind().await.unwrap();
         let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
-        let ip = http_client()
-            .get(server.url("/ip"))
-            .header("x-forwarded-for", header)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(ip, expected, "case hops={hops}");
+        let ip = http_client().get(server.url("/ip")).header(name, header).send().await.unwrap().text().await.unwrap();
+        assert_eq!(ip, expected, "case {kind:?} hops={hops} {name}: {header}");
     }
 }
 

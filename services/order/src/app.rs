@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use shop_kit::{
     auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
     events::{ConsumerRunner, Relay, Topics},
+    ratelimit::Rate,
     retention::Retention,
     server::{Check, Server},
     service::{Service, ServiceConfig},
@@ -40,6 +41,8 @@ struct Inner {
     topics: Topics,
     /// `IDEMPOTENCY_LEASE`.
     idempotency_lease: Duration,
+    /// `RATE_LIMIT_CHECKOUT`.
+    checkout_rate: Rate,
 }
 
 impl AppState {
@@ -63,6 +66,11 @@ impl AppState {
     /// How long an unanswered `Idempotency-Key` claim holds off retries.
     pub fn idempotency_lease(&self) -> Duration {
         self.inner.idempotency_lease
+    }
+
+    /// How many orders a customer may place per period.
+    pub fn checkout_rate(&self) -> Rate {
+        self.inner.checkout_rate
     }
 }
 
@@ -110,6 +118,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
             products,
             topics,
             idempotency_lease: config.idempotency_lease,
+            checkout_rate: config.checkout_rate,
         }),
     };
     let grpc = GrpcAuth::new(OrderServiceServer::new(crate::grpc::OrderGrpc::new(state.clone())), verifier);

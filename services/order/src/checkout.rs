@@ -100,6 +100,33 @@ fn dependency(service: &'static str, status: &tonic::Status) -> Error {
     Error::DependencyUnavailable { service }
 }
 
+/// `RATE_LIMIT_CHECKOUT`: at most `count` orders by one customer in any `period`, counted
+/// from the orders themselves, so every replica agrees without another store. Two checkouts
+/// racing past the count together can exceed it by the number racing; the hold and the
+/// charge each order makes are what the limit bounds.
+async fn within_checkout_rate(state: &AppState, user_id: Uuid) -> Result<(), Error> {
+    let rate = state.checkout_rate();
+    let now = Utc::now();
+    let period = chrono::Duration::from_std(rate.period).unwrap_or(chrono::Duration::MAX);
+    let start = now.checked_sub_signed(period).unwrap_or(now);
+    let start_ms = u64::try_from(start.timestamp_millis()).unwrap_or(0);
+    let since = uuid::Builder::from_unix_timestamp_millis(start_ms, &[0; 10]).into_uuid();
+    let mut connection = state.pool().acquire().await?;
+    let (placed, oldest) = store::placed_since(&mut connection, user_id, since).await?;
+    if placed < i64::from(rate.count.get()) {
+        return Ok(());
+    }
+    // The next order is possible when the oldest one in the window leaves it.
+    let oldest_ms = oldest.and_then(|id| id.get_timestamp()).map_or(start_ms, |stamp| {
+        let (secs, nanos) = stamp.to_unix();
+        secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000))
+    });
+    let free_at = oldest_ms.saturating_add(u64::try_from(rate.period.as_millis()).unwrap_or(u64::MAX));
+    let wait = std::time::Duration::from_millis(free_at.saturating_sub(u64::try_from(now.timestamp_millis()).unwrap_or(0)));
+    shop_kit::ratelimit::count_refusal("checkout");
+    Err(Error::Problem(shop_kit::error::Problem::rate_limited(shop_kit::ratelimit::Decision::retry_after_secs(wait))))
+}
+
 /// The checkout itself: cart → current prices → stock hold → order + OrderPlaced.
 async fn checkout(
     state: &AppState,
@@ -110,6 +137,7 @@ async fn checkout(
     idempotency_key: Option<&str>,
     render: RenderAnswer,
 ) -> Result<Order, Error> {
+    within_checkout_rate(state, caller.user_id).await?;
     let cart = state
         .cart()
         .get_cart(with_bearer(tonic::Request::new(GetCartRequest { user_id: caller.user_id.to_string() }), token))

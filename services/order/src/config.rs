@@ -9,6 +9,7 @@
 //! | `DEPENDENCY_DEADLINE` | `3s` | the deadline of each of those calls |
 //! | `IDEMPOTENCY_LEASE` | `60s` | how long an `Idempotency-Key` claim with no answer yet holds off retries; after it a retry with the same key and body takes the claim over (its first request died). Must exceed `REQUEST_TIMEOUT`, so the request that claimed has ended |
 //! | `IDEMPOTENCY_KEY_RETENTION` | `24h` | how long a key and its answer are kept for replays |
+//! | `RATE_LIMIT_CHECKOUT` | `10/1m` | orders one customer may place in any such period (counted in Postgres, so every replica agrees); beyond it 429 with `Retry-After` |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | order events |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use shop_kit::{
     auth::AuthConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+    ratelimit::{self, Rate},
     db::DatabaseConfig,
     events::KafkaConfig,
     retention::RetentionConfig,
@@ -37,6 +39,7 @@ pub struct Config {
     pub deadline: Duration,
     pub idempotency_lease: Duration,
     pub idempotency_retention: Duration,
+    pub checkout_rate: Rate,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             deadline,
             idempotency_lease,
             idempotency_retention,
+            checkout_rate: ratelimit::rate(vars, "RATE_LIMIT_CHECKOUT", "10/1m")?,
         })
     }
 }

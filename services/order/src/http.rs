@@ -129,6 +129,7 @@ pub(crate) struct PlaceOrder {
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "cart_empty, out_of_stock, product_unavailable, request_in_progress", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "validation_failed, idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "rate_limited: this customer placed RATE_LIMIT_CHECKOUT orders already; see Retry-After", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "dependency_unavailable", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(crate) async fn place(

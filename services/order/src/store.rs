@@ -119,6 +119,18 @@ pub async fn place(
     Ok(())
 }
 
+/// How many orders `user_id` placed with an id at or after `since`, and the oldest of them.
+/// Order ids are UUIDv7 (time first), so this is a range scan of `orders_user_idx`.
+pub async fn placed_since(connection: &mut PgConnection, user_id: Uuid, since: Uuid) -> Result<(i64, Option<Uuid>), Error> {
+    let row: (i64, Option<Uuid>) =
+        sqlx::query_as("SELECT count(*), min(id) FROM orders WHERE user_id = $1 AND id >= $2")
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(connection)
+            .await?;
+    Ok(row)
+}
+
 pub async fn by_id(connection: &mut PgConnection, id: Uuid) -> Result<Option<Order>, Error> {
     let row: Option<Row> =
         sqlx::query_as(&format!("{SELECT} WHERE o.id = $1")).bind(id).fetch_optional(connection).await?;

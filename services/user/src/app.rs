@@ -8,6 +8,7 @@ use shop_kit::{
     auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKey, Verifier},
     events::{Relay, Topics},
     retention::Retention,
+    ratelimit::{Limit, Limits},
     server::{Check, Criticality, Server},
     service::{Service, ServiceConfig},
 };
@@ -25,6 +26,18 @@ use crate::{
     store::{self, LoginLimiter, NewUser, User, UserChanges},
 };
 
+/// The request rate limits (`RATE_LIMIT_*`), shared by the replicas through Redis.
+pub struct Rates {
+    /// Per client address.
+    pub register: Limit,
+    /// Per client address, every attempt.
+    pub login: Limit,
+    /// Per client address.
+    pub refresh: Limit,
+    /// Per account.
+    pub password_change: Limit,
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +48,7 @@ struct Inner {
     pool: PgPool,
     hasher: PasswordHasher,
     limiter: LoginLimiter,
+    rates: Rates,
     signing_key: SigningKey,
     verifier: Arc<Verifier>,
     issuer: String,
@@ -55,6 +69,10 @@ impl AppState {
 
     pub fn limiter(&self) -> &LoginLimiter {
         &self.inner.limiter
+    }
+
+    pub fn rates(&self) -> &Rates {
+        &self.inner.rates
     }
 
     /// The full name of the user topic (with any test prefix).
@@ -136,6 +154,15 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
                 config.login_limits,
                 config.redis.timeout,
             ),
+            rates: {
+                let limits = Limits::new(redis.clone(), config.redis.key_prefix.clone(), config.redis.timeout);
+                Rates {
+                    register: limits.limit("register", config.rates.register),
+                    login: limits.limit("login", config.rates.login),
+                    refresh: limits.limit("refresh", config.rates.refresh),
+                    password_change: limits.limit("password_change", config.rates.password_change),
+                }
+            },
             signing_key,
             verifier: Arc::clone(&verifier),
             issuer: config.auth.issuer.clone(),

@@ -4,15 +4,21 @@
 //! |---|---|---|
 //! | `LISTEN_ADDR` | `127.0.0.1:8081` | REST + gRPC port |
 //! | `DATABASE_URL` | required | Postgres `shop_user` |
-//! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | login rate limits |
+//! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | login and request rate limits |
 //! | `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY` | required unless `SHOP_DEV_MODE=true` | Ed25519 PKCS#8 PEM |
 //! | `SHOP_DEV_MODE` | `false` | allows an ephemeral generated signing key |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | where `UserRegistered` goes |
 //! | `ACCESS_TOKEN_TTL`, `REFRESH_TOKEN_TTL` | `15m`, `30d` | token lifetimes |
 //! | `SHOP_ADMIN_EMAIL(_FILE)`, `SHOP_ADMIN_PASSWORD(_FILE)` | unset | the admin account, created or updated at start |
-//! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | `5` | failed logins per account per window |
-//! | `LOGIN_MAX_FAILURES_PER_IP` | `100` | failed logins per client address per window |
-//! | `LOGIN_FAILURE_WINDOW` | `15m` | the window of both limits |
+//! | `LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT` | `5` | failed logins on one account from one client address per window; then that client waits (others do not) |
+//! | `LOGIN_MAX_FAILURES_PER_CLIENT` | `100` | failed logins from one client address (any accounts) per window |
+//! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | `50` | failed logins on one account from all addresses per window; then only addresses the account logged in from within `LOGIN_KNOWN_CLIENT_TTL` may try |
+//! | `LOGIN_FAILURE_WINDOW` | `15m` | the window of the three failure limits |
+//! | `LOGIN_KNOWN_CLIENT_TTL` | `30d` | how long a successful login vouches for its client address |
+//! | `RATE_LIMIT_REGISTER` | `10/1h` | registrations per client address (`<count>/<period>`: a burst of count, refilling evenly) |
+//! | `RATE_LIMIT_LOGIN` | `30/1m` | login attempts, right or wrong, per client address |
+//! | `RATE_LIMIT_REFRESH` | `60/1m` | token refreshes per client address |
+//! | `RATE_LIMIT_PASSWORD_CHANGE` | `5/15m` | password changes (right or wrong current password) per account |
 //! | `PASSWORD_HASH_CONCURRENCY` | `2 × cores` | argon2 hashes running at once (each takes 19 MiB) |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
@@ -24,6 +30,7 @@ use shop_kit::{
     auth::{AuthConfig, SigningKey},
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
+    ratelimit::{Rate, rate},
     db::DatabaseConfig,
     events::KafkaConfig,
     retention::RetentionConfig,
@@ -48,13 +55,29 @@ pub struct AdminAccount {
     pub password: Password,
 }
 
-/// Limits on failed logins.
+/// Limits on failed logins (see `store::login_limiter`).
 #[derive(Clone, Copy, Debug)]
 pub struct LoginLimits {
+    pub per_account_and_client: u32,
+    pub per_client: u32,
     pub per_account: u32,
-    pub per_ip: u32,
     pub window: Duration,
+    pub known_client_ttl: Duration,
 }
+
+/// Request rate limits, shared by the replicas through Redis.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRates {
+    /// Per client address.
+    pub register: Rate,
+    /// Per client address, right or wrong.
+    pub login: Rate,
+    /// Per client address.
+    pub refresh: Rate,
+    /// Per account.
+    pub password_change: Rate,
+}
+
 
 pub struct Config {
     pub http: HttpConfig,
@@ -69,6 +92,7 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     pub admin: Option<AdminAccount>,
     pub login_limits: LoginLimits,
+    pub rates: RequestRates,
     pub hash_concurrency: usize,
 }
 
@@ -116,14 +140,31 @@ impl Config {
                 anyhow::bail!("configuration: SHOP_ADMIN_EMAIL is required when SHOP_ADMIN_PASSWORD is set")
             }
         };
-        let per_account: u32 = vars.or("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?;
-        let per_ip: u32 = vars.or("LOGIN_MAX_FAILURES_PER_IP", 100)?;
-        if per_account == 0 {
-            return Err(vars.invalid("LOGIN_MAX_FAILURES_PER_ACCOUNT", "must be at least 1").into());
+        let at_least_one = |name: &str, default: u32| -> anyhow::Result<u32> {
+            let value: u32 = vars.or(name, default)?;
+            if value == 0 {
+                return Err(vars.invalid(name, "must be at least 1").into());
+            }
+            Ok(value)
+        };
+        let login_limits = LoginLimits {
+            per_account_and_client: at_least_one("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT", 5)?,
+            per_client: at_least_one("LOGIN_MAX_FAILURES_PER_CLIENT", 100)?,
+            per_account: at_least_one("LOGIN_MAX_FAILURES_PER_ACCOUNT", 50)?,
+            window: vars.or("LOGIN_FAILURE_WINDOW", HumanDuration(Duration::from_secs(15 * 60)))?.0,
+            known_client_ttl: vars.or("LOGIN_KNOWN_CLIENT_TTL", HumanDuration(Duration::from_secs(30 * 86_400)))?.0,
+        };
+        if login_limits.per_account < login_limits.per_account_and_client {
+            return Err(vars
+                .invalid("LOGIN_MAX_FAILURES_PER_ACCOUNT", "must be at least LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT")
+                .into());
         }
-        if per_ip == 0 {
-            return Err(vars.invalid("LOGIN_MAX_FAILURES_PER_IP", "must be at least 1").into());
-        }
+        let rates = RequestRates {
+            register: rate(vars, "RATE_LIMIT_REGISTER", "10/1h")?,
+            login: rate(vars, "RATE_LIMIT_LOGIN", "30/1m")?,
+            refresh: rate(vars, "RATE_LIMIT_REFRESH", "60/1m")?,
+            password_change: rate(vars, "RATE_LIMIT_PASSWORD_CHANGE", "5/15m")?,
+        };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let hash_concurrency: usize = vars.or("PASSWORD_HASH_CONCURRENCY", cores * 2)?;
         if hash_concurrency == 0 {
@@ -145,11 +186,8 @@ impl Config {
             access_token_ttl,
             refresh_token_ttl: vars.or("REFRESH_TOKEN_TTL", HumanDuration(Duration::from_secs(30 * 86_400)))?.0,
             admin,
-            login_limits: LoginLimits {
-                per_account,
-                per_ip,
-                window: vars.or("LOGIN_FAILURE_WINDOW", HumanDuration(Duration::from_secs(15 * 60)))?.0,
-            },
+            login_limits,
+            rates,
             hash_concurrency,
         })
     }
@@ -187,7 +225,11 @@ mod tests {
             ("SHOP_DEV_MODE", "perhaps", "SHOP_DEV_MODE"),
             ("ACCESS_TOKEN_TTL", "15", "ACCESS_TOKEN_TTL"),
             ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "0", "LOGIN_MAX_FAILURES_PER_ACCOUNT"),
-            ("LOGIN_MAX_FAILURES_PER_IP", "-1", "LOGIN_MAX_FAILURES_PER_IP"),
+            ("LOGIN_MAX_FAILURES_PER_CLIENT", "-1", "LOGIN_MAX_FAILURES_PER_CLIENT"),
+            ("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT", "0", "LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT"),
+            ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "2", "LOGIN_MAX_FAILURES_PER_ACCOUNT"),
+            ("RATE_LIMIT_REGISTER", "10", "RATE_LIMIT_REGISTER"),
+            ("RATE_LIMIT_LOGIN", "0/1m", "RATE_LIMIT_LOGIN"),
             ("SHOP_ADMIN_EMAIL", "not-an-email", "SHOP_ADMIN"),
             ("LISTEN_ADDR", "localhost", "LISTEN_ADDR"),
             ("JWT_SIGNING_KEY_FILE", "/nonexistent/key.pem", "JWT_SIGNING_KEY_FILE"),

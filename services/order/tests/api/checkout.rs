@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{address, assert_problem, order_body, spawn_app};
+use crate::helpers::{address, assert_problem, order_body, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn checkout_prices_the_cart_from_the_catalog_and_holds_its_stock() {
@@ -64,6 +64,37 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(app.catalog.available(&lamp), 9, "held once");
     let other_body = app.place(&buyer, &order_body("tok_chargeDeclined"), Some("key-1")).await;
     assert_problem(other_body, 422, "idempotency_key_reused", "same key, other body").await;
+}
+
+/// `RATE_LIMIT_CHECKOUT` counts the orders a customer placed in the period: past it, 429 with
+/// the time until the oldest leaves the window; replays of a placed order still answer, and
+/// other customers are not affected.
+#[tokio::test]
+async fn checkouts_per_customer_are_limited_with_retry_after() {
+    let app = spawn_with(|vars| vars.with("RATE_LIMIT_CHECKOUT", "2/4s")).await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 100);
+    let (buyer_id, buyer) = app.issuer.customer();
+    for key in ["a", "b"] {
+        app.carts.put(buyer_id, &lamp, 1);
+        assert_eq!(app.place(&buyer, &order_body("tok_visa"), Some(key)).await.status(), 201, "order {key}");
+    }
+    app.carts.put(buyer_id, &lamp, 1);
+    let limited = app.place(&buyer, &order_body("tok_visa"), Some("c")).await;
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=4).contains(&retry_after), "{retry_after}");
+    assert_problem(limited, 429, "rate_limited", "third order in the period").await;
+    assert_eq!(app.catalog.available(&lamp), 98, "the refused checkout holds nothing");
+
+    let replay = app.place(&buyer, &order_body("tok_visa"), Some("a")).await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true", "a replay is not a new order");
+    let (other_id, other) = app.issuer.customer();
+    app.carts.put(other_id, &lamp, 1);
+    assert_eq!(app.place(&other, &order_body("tok_visa"), None).await.status(), 201, "another customer");
+
+    // Once the oldest order has left the window, the refused key may try again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let key_c = app.place(&buyer, &order_body("tok_visa"), Some("c")).await;
+    assert_eq!(key_c.status(), 201, "after Retry-After");
 }
 
 /// A request that died between claiming its key and storing the order leaves the claim with

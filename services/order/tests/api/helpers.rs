@@ -23,6 +23,10 @@ pub(crate) fn brokers() -> String {
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(|vars| vars).await
+}
+
+pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp {
     let issuer = TestIssuer::start().await;
     let (catalog, carts) = (Catalog::start(), Carts::start());
     let order_db = TestDb::new().await;
@@ -37,7 +41,8 @@ pub(crate) async fn spawn_app() -> TestApp {
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let order = order_service::app::build(order_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
+    let config = order_service::config::Config::from_vars(&customize(vars)).unwrap();
+    let order = order_service::app::build(config).await.unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
     let admin = issuer.admin();
     TestApp { order, catalog, carts, client: http_client(), issuer, admin, topic_prefix, order_db }

@@ -66,7 +66,7 @@ pub(super) struct LoginRequest {
     (status = 200, body = TokenResponse),
     (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "a field is longer than any account's can be", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too many failed logins; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "rate_limited: too many attempts from this address, or failures on this account; see Retry-After", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn login(
     State(state): State<AppState>,
@@ -79,6 +79,7 @@ pub(super) async fn login(
     if body.password.chars().count() > PASSWORD_MAX_LEN {
         return Err(Error::invalid("password", format!("must be at most {PASSWORD_MAX_LEN} characters")));
     }
+    super::within(&state.rates().login, &ip.to_string()).await?;
     let email = body.email.trim().to_lowercase();
     if let Verdict::Limited { retry_after_secs } = state.limiter().check(&email, ip).await {
         return Err(Error::RateLimited { retry_after_secs });
@@ -110,11 +111,14 @@ pub(super) struct RefreshRequest {
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
     (status = 200, body = TokenResponse),
     (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "rate_limited: too many refreshes from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, Error> {
+    super::within(&state.rates().refresh, &ip.to_string()).await?;
     if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
         return Err(Error::InvalidRefreshToken);
     }

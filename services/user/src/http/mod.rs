@@ -12,6 +12,16 @@ mod users;
 pub use auth::TokenResponse;
 pub use users::UserResponse;
 
+/// Counts one request against `limit` for `key`: 429 with `Retry-After` when over it.
+async fn within(limit: &shop_kit::ratelimit::Limit, key: &str) -> Result<(), crate::error::Error> {
+    match limit.check(key).await {
+        shop_kit::ratelimit::Decision::Allowed => Ok(()),
+        shop_kit::ratelimit::Decision::Limited { retry_after } => Err(crate::error::Error::RateLimited {
+            retry_after_secs: shop_kit::ratelimit::Decision::retry_after_secs(retry_after),
+        }),
+    }
+}
+
 /// Every REST route of the service.
 pub fn router(state: AppState) -> Router {
     Router::new().merge(users::router()).merge(auth::router()).with_state(state)

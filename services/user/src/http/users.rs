@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use shop_kit::{
     auth::{Caller, Role},
     error::{ApiJson, FieldError, Problem, parse_id},
+    server::ClientIp,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -70,9 +71,11 @@ pub(super) struct RegisterRequest {
     (status = 201, description = "created", body = UserResponse),
     (status = 409, description = "email_taken", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "validation_failed, naming the fields", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "rate_limited: too many registrations from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, Error> {
     let mut errors = Vec::new();
@@ -83,6 +86,8 @@ pub(super) async fn register(
     let (Some(email), Some(password), Some(name)) = (email, password, name) else {
         return Err(Error::Validation(errors));
     };
+    // Before the expensive part: each registration costs an argon2 hash (19 MiB, tens of ms).
+    super::within(&state.rates().register, &ip.to_string()).await?;
     let password_hash = state.hasher().hash(&password).await?;
     let new_user = store::NewUser {
         email: email.as_str(),
@@ -127,6 +132,7 @@ pub(super) struct UpdateMeRequest {
         (status = 200, body = UserResponse),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: too many password changes on this account; see Retry-After", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn update_me(
     State(state): State<AppState>,
@@ -160,6 +166,11 @@ pub(super) async fn update_me(
         return Err(Error::Validation(errors));
     }
 
+    if password.is_some() {
+        // Each try verifies the current password (argon2): a stolen access token must not
+        // become an unlimited oracle for it.
+        super::within(&state.rates().password_change, &caller.user_id.to_string()).await?;
+    }
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
     let user = store::users::by_id(&mut connection, caller.user_id).await?.ok_or(Error::UserNotFound)?;
     let new_hash = match (&password, body.current_password.as_deref()) {

@@ -73,48 +73,111 @@ async fn login_issues_tokens_and_refuses_alike_for_unknown_email_and_wrong_passw
     }
 }
 
-#[tokio::test]
-async fn failed_logins_are_limited_per_account_with_retry_after() {
-    let app = spawn_app().await;
-    app.customer("ada@example.com").await;
-    for attempt in 1..=5 {
-        assert_problem(
-            app.login("ada@example.com", "wrong-password").await,
-            401,
-            "invalid_credentials",
-            &format!("attempt {attempt}"),
-        )
-        .await;
-    }
-    let limited = app.login("ada@example.com", "wrong-password").await;
-    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=900).contains(&retry_after), "{retry_after}");
-    assert_problem(limited, 429, "rate_limited", "sixth failure").await;
-    // Even the right password waits: that is what stops guessing.
-    assert_problem(
-        app.login("ada@example.com", "password-123").await,
-        429,
-        "rate_limited",
-        "right password while limited",
-    )
-    .await;
-    // Other accounts from the same address are unaffected.
-    app.customer("bob@example.com").await;
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
+/// The first lockout of issue #14: five wrong passwords from one client locked the account for
+/// everyone. Now only that client waits; the owner, from another address, logs in.
 #[tokio::test]
-async fn failed_logins_are_limited_per_address_but_successes_never_are() {
-    let app = spawn_with(|vars| vars.with("LOGIN_MAX_FAILURES_PER_IP", "3").with("LOGIN_FAILURE_WINDOW", "1m")).await;
+async fn failures_on_an_account_make_only_that_client_wait() {
+    let app = spawn_app().await;
     app.customer("ada@example.com").await;
-    for _ in 0..10 {
+    let attacker = [127, 0, 0, 2];
+    for attempt in 1..=5 {
+        let response = app.login_from(attacker, "ada@example.com", "wrong-password").await;
+        assert_problem(response, 401, "invalid_credentials", &format!("attempt {attempt}")).await;
+    }
+    let limited = app.login_from(attacker, "ada@example.com", "wrong-password").await;
+    assert!((1..=900).contains(&retry_after(&limited)), "{}", retry_after(&limited));
+    assert_problem(limited, 429, "rate_limited", "sixth failure").await;
+    // Even the right password waits at that client: that is what stops guessing.
+    let right = app.login_from(attacker, "ada@example.com", "password-123").await;
+    assert_problem(right, 429, "rate_limited", "right password from the guessing client").await;
+    // The owner, from another address, is not locked out.
+    assert_eq!(app.login_from([127, 0, 0, 3], "ada@example.com", "password-123").await.status(), StatusCode::OK);
+    // And the guessing client may still use other accounts.
+    app.customer("bob@example.com").await;
+    assert_eq!(app.login_from(attacker, "bob@example.com", "password-123").await.status(), StatusCode::OK);
+}
+
+/// The second lockout of issue #14: behind an ingress every client had the ingress's address,
+/// so one script's failures made every login 429. With `TRUSTED_PROXY_HOPS` the limit per
+/// client is per real client, whatever address the script puts first in `X-Forwarded-For`.
+#[tokio::test]
+async fn behind_a_proxy_failures_are_counted_per_real_client() {
+    let app = spawn_with(|vars| {
+        vars.with("TRUSTED_PROXY_HOPS", "1").with("LOGIN_MAX_FAILURES_PER_CLIENT", "4").with("LOGIN_FAILURE_WINDOW", "1m")
+    })
+    .await;
+    app.customer("ada@example.com").await;
+    let script = "203.0.113.66";
+    for who in ["v@example.com", "w@example.com", "x@example.com", "y@example.com"] {
+        assert_problem(app.login_via_proxy(script, who, "wrong-password").await, 401, "invalid_credentials", who).await;
+    }
+    let limited = app.login_via_proxy(script, "z@example.com", "wrong-password").await;
+    assert!(retry_after(&limited) <= 60);
+    assert_problem(limited, 429, "rate_limited", "fifth account from the script").await;
+    // Every other client comes through the same proxy (the same peer address) and logs in.
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(app.login_via_proxy(client, "ada@example.com", "password-123").await.status(), StatusCode::OK);
+    }
+}
+
+/// Guessing spread over many addresses stops at the account-wide ceiling, for addresses the
+/// account has not logged in from; the owner's usual address still gets in.
+#[tokio::test]
+async fn the_account_ceiling_stops_a_botnet_but_not_the_owners_known_address() {
+    let app = spawn_with(|vars| {
+        vars.with("TRUSTED_PROXY_HOPS", "1")
+            .with("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT", "2")
+            .with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "6")
+    })
+    .await;
+    app.customer("ada@example.com").await;
+    let home = "198.51.100.7";
+    assert_eq!(app.login_via_proxy(home, "ada@example.com", "password-123").await.status(), StatusCode::OK);
+    for bot in 1..=3 {
+        for _ in 0..2 {
+            let response = app.login_via_proxy(&format!("203.0.113.{bot}"), "ada@example.com", "guess").await;
+            assert_problem(response, 401, "invalid_credentials", &format!("bot {bot}")).await;
+        }
+    }
+    // Six failures on the account: a new address waits, even with the right password.
+    let fresh = app.login_via_proxy("192.0.2.50", "ada@example.com", "password-123").await;
+    assert!((1..=900).contains(&retry_after(&fresh)));
+    assert_problem(fresh, 429, "rate_limited", "an address the account never used").await;
+    // The owner's usual address is vouched for by its earlier login.
+    assert_eq!(app.login_via_proxy(home, "ada@example.com", "password-123").await.status(), StatusCode::OK);
+    // Another account is not affected by this one's ceiling.
+    app.customer("bob@example.com").await;
+    assert_eq!(app.login_via_proxy("192.0.2.50", "bob@example.com", "password-123").await.status(), StatusCode::OK);
+}
+
+/// `RATE_LIMIT_LOGIN` counts every attempt from a client, right or wrong.
+#[tokio::test]
+async fn login_attempts_per_client_are_rate_limited() {
+    let app = spawn_with(|vars| vars.with("RATE_LIMIT_LOGIN", "3/1m")).await;
+    app.customer("ada@example.com").await; // its login is the first attempt
+    for _ in 0..2 {
         assert_eq!(app.login("ada@example.com", "password-123").await.status(), StatusCode::OK);
     }
-    for who in ["x@example.com", "y@example.com", "z@example.com"] {
-        assert_problem(app.login(who, "wrong-password").await, 401, "invalid_credentials", who).await;
-    }
-    let limited = app.login("w@example.com", "wrong-password").await;
-    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() <= 60);
-    assert_problem(limited, 429, "rate_limited", "fourth account from one address").await;
+    let limited = app.login("ada@example.com", "password-123").await;
+    assert!((15..=20).contains(&retry_after(&limited)), "one allowance every 20 s: {}", retry_after(&limited));
+    assert_problem(limited, 429, "rate_limited", "fourth login in a minute").await;
+    assert_eq!(app.login_from([127, 0, 0, 4], "ada@example.com", "password-123").await.status(), StatusCode::OK);
+}
+
+/// `RATE_LIMIT_REFRESH` per client address.
+#[tokio::test]
+async fn refreshes_per_client_are_rate_limited() {
+    let app = spawn_with(|vars| vars.with("RATE_LIMIT_REFRESH", "2/1m")).await;
+    let (_, tokens) = app.customer("ada@example.com").await;
+    let second: TokenResponse = app.refresh(tokens.refresh_token).await.json().await.unwrap();
+    let third: TokenResponse = app.refresh(second.refresh_token).await.json().await.unwrap();
+    let limited = app.refresh(third.refresh_token.clone()).await;
+    assert!((1..=30).contains(&retry_after(&limited)));
+    assert_problem(limited, 429, "rate_limited", "third refresh").await;
 }
 
 #[tokio::test]

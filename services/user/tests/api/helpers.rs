@@ -15,6 +15,8 @@ pub(crate) struct TestApp {
     pub(crate) db: TestDb,
     /// Prepended to this app's topic names.
     pub(crate) topic_prefix: String,
+    /// This app's Redis key prefix (another app given it shares the limits).
+    pub(crate) redis_prefix: String,
     pub(crate) _redis: TestRedis,
 }
 
@@ -40,11 +42,15 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_BROKERS", std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())),
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+        // Tests register many accounts from one address; the limits' own tests set theirs.
+        ("RATE_LIMIT_REGISTER", "1000/1m".to_owned()),
+        ("RATE_LIMIT_LOGIN", "1000/1m".to_owned()),
     ]);
     let config = Config::from_vars(&customize(vars)).unwrap();
     let app = app::build(config).await.unwrap();
     let server = TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown));
-    TestApp { server, client: http_client(), signing_pem, db, topic_prefix, _redis: redis }
+    let redis_prefix = redis.prefix().to_owned();
+    TestApp { server, client: http_client(), signing_pem, db, topic_prefix, redis_prefix, _redis: redis }
 }
 
 impl TestApp {
@@ -62,6 +68,23 @@ impl TestApp {
 
     pub(crate) async fn login(&self, email: &str, password: &str) -> Response {
         self.post("/v1/auth/login", &json!({"email": email, "password": password})).await
+    }
+
+    /// A login sent from the local address `from` (127.0.0.2 and up are distinct clients).
+    pub(crate) async fn login_from(&self, from: [u8; 4], email: &str, password: &str) -> Response {
+        let client = reqwest::Client::builder().no_proxy().local_address(std::net::IpAddr::from(from)).build().unwrap();
+        client.post(self.url("/v1/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap()
+    }
+
+    /// A request sent through a proxy that recorded `client` in `X-Forwarded-For` (the app
+    /// needs `TRUSTED_PROXY_HOPS=1`), after an address the client made up itself.
+    pub(crate) async fn post_via_proxy(&self, client: &str, path: &str, body: &Value) -> Response {
+        let forwarded = format!("198.18.0.66, {client}");
+        self.client.post(self.url(path)).header("x-forwarded-for", forwarded).json(body).send().await.unwrap()
+    }
+
+    pub(crate) async fn login_via_proxy(&self, client: &str, email: &str, password: &str) -> Response {
+        self.post_via_proxy(client, "/v1/auth/login", &json!({"email": email, "password": password})).await
     }
 
     pub(crate) async fn refresh(&self, token: String) -> Response {

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, assert_problem, spawn_app};
+use crate::helpers::{ADMIN_EMAIL, assert_problem, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn register_creates_a_customer_once_per_email() {
@@ -222,4 +222,51 @@ async fn users_see_only_themselves_and_admins_see_everyone() {
     let anonymous = app.client.get(app.url(&format!("/v1/users/{ada}"))).send().await.unwrap();
     assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
     assert_problem(anonymous, 401, "unauthenticated", "no token").await;
+}
+
+/// `RATE_LIMIT_REGISTER` per client address, counted once across replicas (two apps on one
+/// database and one Redis); refused registrations create nothing.
+#[tokio::test]
+async fn registrations_per_client_are_limited_across_replicas() {
+    let first = spawn_with(|vars| vars.with("RATE_LIMIT_REGISTER", "3/1h")).await;
+    let (url, prefix) = (first.db.url().to_owned(), first.redis_prefix.clone());
+    let second = spawn_with(|vars| {
+        vars.with("DATABASE_URL", url).with("REDIS_KEY_PREFIX", prefix).with("RATE_LIMIT_REGISTER", "3/1h")
+    })
+    .await;
+    for (app, email) in [(&first, "a@example.com"), (&second, "b@example.com"), (&first, "c@example.com")] {
+        assert_eq!(app.register(email, "password-123", "A").await.status(), 201, "{email}");
+    }
+    let limited = second.register("d@example.com", "password-123", "D").await;
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1000..=1200).contains(&retry_after), "one registration every 20 min: {retry_after}");
+    assert_problem(limited, 429, "rate_limited", "fourth from one address over two replicas").await;
+    // Invalid requests are refused before the limit and do not use it up.
+    let invalid = first.register("not-an-email", "password-123", "E").await;
+    assert_problem(invalid, 422, "validation_failed", "invalid while limited").await;
+    assert_eq!(first.login("d@example.com", "password-123").await.status(), 401, "the refused account does not exist");
+}
+
+/// `RATE_LIMIT_PASSWORD_CHANGE` per account: guessing the current password with a stolen
+/// access token stops after a few tries.
+#[tokio::test]
+async fn password_changes_per_account_are_limited() {
+    let app = spawn_with(|vars| vars.with("RATE_LIMIT_PASSWORD_CHANGE", "2/15m")).await;
+    let (_, tokens) = app.customer("ada@example.com").await;
+    let change = |current: &'static str| {
+        app.client
+            .patch(app.url("/v1/users/me"))
+            .bearer_auth(&tokens.access_token)
+            .json(&json!({"password": "new-password-1", "current_password": current}))
+            .send()
+    };
+    for guess in ["guess-1", "guess-2"] {
+        assert_problem(change(guess).await.unwrap(), 422, "validation_failed", guess).await;
+    }
+    let limited = change("password-123").await.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_problem(limited, 429, "rate_limited", "third change").await;
+    // Renaming is not a password change and is not limited.
+    let rename = app.client.patch(app.url("/v1/users/me")).bearer_auth(&tokens.access_token).json(&json!({"name": "Ada"}));
+    assert_eq!(rename.send().await.unwrap().status(), 200);
 }
