@@ -1016,6 +1016,69 @@ def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
             report.fail(f"{env}: no Grafana dashboard ConfigMap")
 
 
+def _addr_port(text: Any) -> int | None:
+    try:
+        return int(str(text).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _namespaces_admitted(policies: list[Manifest], port: int) -> set[str]:
+    """The namespaces (by name) a service's NetworkPolicies admit to `port`."""
+    admitted: set[str] = set()
+    for policy in policies:
+        for rule in policy.obj["spec"].get("ingress") or []:
+            ports = {p.get("port") for p in rule.get("ports") or []}
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from") or []:
+                name = (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                if name:
+                    admitted.add(name)
+    return admitted
+
+
+def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
+    """What the edge can reach (issue #14): /metrics on a port of its own that only the
+    namespaces Prometheus runs in may reach and that the ServiceMonitor scrapes; the client
+    address from the ingress's X-Forwarded-For (TRUSTED_PROXY_HOPS) wherever an ingress
+    namespace is admitted; prod serves no reflection and no readiness details."""
+    for service in SERVICES:
+        objects = [m for m in manifests if m.release == service]
+        where = f"{env}/{service}"
+        config = next((m.obj.get("data", {}) for m in objects if m.kind == "ConfigMap" and m.name == service), None)
+        deployment = next((m for m in objects if m.kind == "Deployment"), None)
+        if config is None or deployment is None:
+            continue
+        api_port = _addr_port(config.get("LISTEN_ADDR"))
+        metrics_port = _addr_port(config.get("METRICS_LISTEN_ADDR"))
+        if metrics_port is None or metrics_port == api_port:
+            report.fail(f"{where}: /metrics is served on the API port (set METRICS_LISTEN_ADDR to a port of its own)")
+            continue
+        policies = [m for m in objects if m.kind == "NetworkPolicy"]
+        on_api = _namespaces_admitted(policies, api_port) if api_port else set()
+        on_metrics = _namespaces_admitted(policies, metrics_port)
+        if on_api & on_metrics:
+            report.fail(f"{where}: namespaces {sorted(on_api & on_metrics)} reach both the API and the metrics port: the edge would expose /metrics")
+        container_ports = {p.get("name"): p.get("containerPort") for c in _containers(pod_spec(deployment.obj)) for p in c.get("ports") or []}
+        service_ports = {
+            p.get("name"): container_ports.get(p.get("targetPort"), p.get("targetPort"))
+            for m in objects if m.kind == "Service" for p in m.obj["spec"].get("ports", [])
+        }
+        for monitor in (m for m in objects if m.kind == "ServiceMonitor"):
+            for endpoint in monitor.obj["spec"].get("endpoints", []):
+                if service_ports.get(endpoint.get("port")) != metrics_port:
+                    report.fail(f"{where}: the ServiceMonitor scrapes port {endpoint.get('port')!r}, not the metrics port {metrics_port}")
+            if not on_metrics:
+                report.fail(f"{where}: a ServiceMonitor, but no namespace may reach the metrics port {metrics_port}")
+        if on_api and int(str(config.get("TRUSTED_PROXY_HOPS", "0")) or 0) < 1:
+            report.fail(f"{where}: {sorted(on_api)} may call the API but TRUSTED_PROXY_HOPS is not set: behind the ingress every client would have its address")
+        if env == "prod":
+            for switch in ("GRPC_REFLECTION", "READYZ_DETAILS"):
+                if str(config.get(switch, "true")).lower() != "false":
+                    report.fail(f"{where}: prod must set {switch}=false")
+
+
 def _allows_dns(policy: dict[str, Any]) -> bool:
     for rule in policy.get("spec", {}).get("egress", []) or []:
         if any(port.get("port") == 53 for port in rule.get("ports", [])):
@@ -1089,6 +1152,7 @@ def run_checks(
             continue
         check_schemas(env, manifests, report)
         check_policies(env, manifests, report)
+        check_public_surface(env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
@@ -1339,8 +1403,40 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
     ),
 ]
 
+BREAKS += [
+    (
+        "the ServiceMonitor scrapes the API port",
+        _edit("helm/shop-service/templates/servicemonitor.yaml", "    - port: metrics\n", "    - port: http\n"),
+        "the ServiceMonitor scrapes port",
+    ),
+    (
+        "the ingress namespace admitted to the metrics port",
+        _edit("argocd/envs/prod/values.yaml", "  allowMetricsFrom: [monitoring]\n", "  allowMetricsFrom: [monitoring, ingress-nginx]\n"),
+        "reach both the API and the metrics port",
+    ),
+    (
+        "/metrics back on the API port",
+        _edit("helm/shop-service/templates/configmap.yaml", '  METRICS_LISTEN_ADDR: "0.0.0.0:9464"\n', ""),
+        "/metrics is served on the API port",
+    ),
+    (
+        "reflection left on in prod",
+        _edit("argocd/envs/prod/values.yaml", '  GRPC_REFLECTION: "false"\n', ""),
+        "prod must set GRPC_REFLECTION=false",
+    ),
+    (
+        "no trusted proxy behind the ingress",
+        _edit("argocd/envs/staging/values.yaml", '  TRUSTED_PROXY_HOPS: "1"\n', ""),
+        "TRUSTED_PROXY_HOPS is not set",
+    ),
+]
+
 #: Breaks that only show in some environments (the rest are checked in dev alone).
 ONLY_IN: dict[str, list[str]] = {
+    "the ServiceMonitor scrapes the API port": ["prod"],
+    "the ingress namespace admitted to the metrics port": ["prod"],
+    "reflection left on in prod": ["prod"],
+    "no trusted proxy behind the ingress": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],
     "an unknown values key": ["staging"],

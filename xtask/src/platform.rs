@@ -40,6 +40,15 @@ pub(crate) fn build() -> anyhow::Result<()> {
 /// One running copy of the platform: `up`'s on the ports of docs/architecture.md, or a second one
 /// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
 /// can run side by side.
+/// The limits a local instance runs with (see [`Platform::spawn`]); the defaults are in
+/// README's configuration table.
+pub(crate) const LOAD_TEST_LIMITS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_REGISTER", "10000/1m"),
+    ("RATE_LIMIT_LOGIN", "10000/1m"),
+    ("RATE_LIMIT_REFRESH", "10000/1m"),
+    ("RATE_LIMIT_CHECKOUT", "10000/1m"),
+];
+
 pub(crate) struct Instance {
     /// Added to each service's port.
     pub(crate) port_offset: u16,
@@ -197,6 +206,15 @@ impl Instance {
         if self.log_dir.is_some() || !color::for_stderr() {
             // The services' log lines (tracing) are colored unless NO_COLOR says otherwise.
             command.env("NO_COLOR", "1");
+        }
+        // Load tests and the smoke register, log in and check out from one address, as fast
+        // as they can: the per-address and per-customer limits are raised here (and in
+        // staging, which runs the nightly load test) unless xtask's own environment sets them
+        // (`RATE_LIMIT_REGISTER=10/1h cargo xtask up` runs with the real one).
+        for (name, value) in LOAD_TEST_LIMITS {
+            if std::env::var_os(name).is_none() {
+                command.env(name, value);
+            }
         }
         for (name, value) in &self.extra_env {
             command.env(name, value);

@@ -199,6 +199,15 @@ pub struct HttpConfig {
     /// separated) allowed to call this service from another origin; none by default, so
     /// browsers refuse cross-origin calls.
     pub cors_allowed_origins: Vec<String>,
+    /// `METRICS_LISTEN_ADDR`: when set, `/metrics` is served on this address only (a port the
+    /// edge never routes, that only Prometheus may reach) and no longer on `LISTEN_ADDR`.
+    pub metrics_listen_addr: Option<SocketAddr>,
+    /// `GRPC_REFLECTION`: whether gRPC server reflection is served (default true; off in prod,
+    /// where no one should browse the API's internals).
+    pub grpc_reflection: bool,
+    /// `READYZ_DETAILS`: whether `/readyz` names each check and its state (default true); off,
+    /// it answers only the status (the failing checks are still logged).
+    pub readyz_details: bool,
 }
 
 impl HttpConfig {
@@ -222,6 +231,9 @@ impl HttpConfig {
             trusted_proxy_hops: vars.or("TRUSTED_PROXY_HOPS", 0)?,
             trusted_proxy_header: vars.or("TRUSTED_PROXY_HEADER", ProxyHeader::XForwardedFor)?,
             cors_allowed_origins: cors_origins(vars)?,
+            metrics_listen_addr: vars.optional("METRICS_LISTEN_ADDR")?,
+            grpc_reflection: vars.or("GRPC_REFLECTION", true)?,
+            readyz_details: vars.or("READYZ_DETAILS", true)?,
         })
     }
 }

@@ -7,10 +7,11 @@
 //!
 //! - `GET /healthz` (alive; depends on nothing else), `GET /readyz` (503 when a required
 //!   dependency fails, 200 `degraded` when an optional one does; each check's name, state and
-//!   whether it is required, never an error text),
-//!   `GET /metrics` (Prometheus), `GET /openapi.json`;
+//!   whether it is required, never an error text; only the status with `READYZ_DETAILS=false`),
+//!   `GET /metrics` (Prometheus; on `METRICS_LISTEN_ADDR` alone when that is set, as the chart
+//!   does, so the public port never serves it), `GET /openapi.json`;
 //! - `grpc.health.v1.Health` and gRPC reflection (`v1` and `v1alpha`), so grpcurl, k6 and
-//!   Postman can discover the API.
+//!   Postman can discover the API (`GRPC_REFLECTION=false` turns reflection off, as prod does).
 //!
 //! Every request gets an `x-request-id`, a span that continues the caller's W3C trace (its
 //! id is returned as `x-trace-id`), RED metrics, a timeout and a body limit; a panic in a
@@ -234,12 +235,34 @@ impl Server {
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
             .build_v1alpha()
             .context("cannot build gRPC reflection (v1alpha)")?;
-        let grpc = self.grpc.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+        let grpc = self.grpc.add_service(health_service);
+        let grpc = if self.config.grpc_reflection {
+            grpc.add_service(reflection_v1).add_service(reflection_v1alpha)
+        } else {
+            grpc
+        };
+        let metrics_listener = match self.config.metrics_listen_addr {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on METRICS_LISTEN_ADDR {address}"))?,
+            ),
+            None => None,
+        };
 
         let stopping = CancellationToken::new();
         let router =
             assemble(self.rest, grpc.into_axum_router(), self.checks, self.openapi, &self.config, stopping.clone());
-        Ok(BoundServer { name: self.name, listener, local_addr, router, health, config: self.config, stopping })
+        Ok(BoundServer {
+            name: self.name,
+            listener,
+            local_addr,
+            metrics_listener,
+            router,
+            health,
+            config: self.config,
+            stopping,
+        })
     }
 }
 
@@ -248,6 +271,8 @@ pub struct BoundServer {
     name: &'static str,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `METRICS_LISTEN_ADDR`'s listener, serving `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     router: Router,
     health: tonic_health::server::HealthReporter,
     config: HttpConfig,
@@ -261,6 +286,11 @@ impl BoundServer {
         self.local_addr
     }
 
+    /// Where `/metrics` is served when `METRICS_LISTEN_ADDR` is set (its real port).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The server's settings.
     pub fn config(&self) -> &HttpConfig {
         &self.config
@@ -270,8 +300,25 @@ impl BoundServer {
     /// the configured grace period. From the signal on, `/readyz` answers 503 and the gRPC
     /// health service `NOT_SERVING`, so a load balancer that still routes here drains it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { name, listener, local_addr, router, health, config, stopping } = self;
+        let Self { name, listener, local_addr, metrics_listener, router, health, config, stopping } = self;
         tracing::info!(service = name, address = %local_addr, "serving REST and gRPC");
+        if let Some(metrics_listener) = metrics_listener {
+            let address = metrics_listener.local_addr().ok();
+            tracing::info!(service = name, address = ?address, "serving /metrics");
+            let metrics = Router::new()
+                .route("/metrics", get(|| async { crate::metrics::render() }))
+                .fallback(|| async { Problem::not_found("route_not_found", "this port serves /metrics only") });
+            let stop = shutdown.clone();
+            // Scrapes go on while requests drain; the listener closes with the server.
+            tokio::spawn(async move {
+                let serve = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {
+                    stop.cancelled().await;
+                });
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "the metrics server failed");
+                }
+            });
+        }
         let signal = shutdown.clone();
         let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -308,11 +355,14 @@ fn assemble(
     let openapi = Arc::new(openapi);
     let hops = config.trusted_proxy_hops;
     let proxy_header = config.trusted_proxy_header;
-    let platform = Router::new()
+    let details = config.readyz_details;
+    let mut platform = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(move || readiness(Arc::clone(&checks), stopping.clone())))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/readyz", get(move || readiness(Arc::clone(&checks), stopping.clone(), details)))
         .route("/openapi.json", get(move || std::future::ready(Json(openapi.as_ref().clone()))));
+    if config.metrics_listen_addr.is_none() {
+        platform = platform.route("/metrics", get(|| async { crate::metrics::render() }));
+    }
 
     rest.merge(platform)
         .merge(grpc)
@@ -396,7 +446,7 @@ async fn trace_id_header(request: Request, next: Next) -> Response {
     response
 }
 
-async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken) -> Response {
+async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken, details: bool) -> Response {
     if stopping.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopping", "checks": {}}))).into_response();
     }
@@ -437,6 +487,9 @@ async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken) -> Resp
         (true, true) => (StatusCode::OK, "degraded"),
         (true, false) => (StatusCode::OK, "ready"),
     };
+    if !details {
+        return (status, Json(json!({"status": word}))).into_response();
+    }
     (status, Json(json!({"status": word, "checks": report}))).into_response()
 }
 

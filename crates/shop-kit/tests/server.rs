@@ -24,6 +24,9 @@ fn config() -> HttpConfig {
         trusted_proxy_hops: 0,
         trusted_proxy_header: shop_kit::config::ProxyHeader::XForwardedFor,
         cors_allowed_origins: Vec::new(),
+        metrics_listen_addr: None,
+        grpc_reflection: true,
+        readyz_details: true,
     }
 }
 
@@ -279,4 +282,49 @@ async fn cross_origin_calls_are_allowed_only_from_the_configured_origins() {
     let read = client.get(server.url("/healthz")).header("origin", "https://shop.example").send().await.unwrap();
     assert_eq!(read.headers()["access-control-allow-origin"], "https://shop.example");
     assert!(read.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+}
+
+/// What the public port shows can be narrowed: `/metrics` moves to its own port
+/// (`METRICS_LISTEN_ADDR`), reflection goes (`GRPC_REFLECTION=false`), and `/readyz` keeps only
+/// its status (`READYZ_DETAILS=false`). With the defaults all three are on the one port.
+#[tokio::test]
+async fn metrics_reflection_and_readiness_details_can_be_kept_off_the_public_port() {
+    shop_testkit::init_tracing();
+    let client = http_client();
+    let reflect = |server: &TestServer| {
+        client
+            .post(server.url("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"))
+            .header("content-type", "application/grpc")
+            .body(vec![0_u8, 0, 0, 0, 0])
+            .send()
+    };
+
+    let open = Server::new("test", config()).rest(routes()).bind().await.unwrap();
+    assert!(open.metrics_addr().is_none());
+    let open = TestServer::spawn(open.local_addr(), |shutdown| open.run(shutdown));
+    assert_eq!(client.get(open.url("/metrics")).send().await.unwrap().status(), 200);
+    let ready: Value = client.get(open.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert!(ready.get("checks").is_some(), "{ready}");
+    let reflection = reflect(&open).await.unwrap();
+    assert_ne!(reflection.headers().get("grpc-status").map(|v| v.to_str().unwrap()), Some("12"), "reflection served");
+
+    let closed = HttpConfig {
+        metrics_listen_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_reflection: false,
+        readyz_details: false,
+        ..config()
+    };
+    let closed = Server::new("test", closed).rest(routes()).bind().await.unwrap();
+    let metrics = closed.metrics_addr().unwrap();
+    let closed = TestServer::spawn(closed.local_addr(), |shutdown| closed.run(shutdown));
+    assert_eq!(client.get(closed.url("/metrics")).send().await.unwrap().status(), 404, "not on the public port");
+    let scrape = client.get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.text().await.unwrap().contains("shop_build_info"), "the metrics port serves the exposition");
+    assert_eq!(client.get(format!("http://{metrics}/readyz")).send().await.unwrap().status(), 404, "and nothing else");
+    let ready: Value = client.get(closed.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready, serde_json::json!({"status": "ready"}));
+    let reflection = reflect(&closed).await.unwrap();
+    // No gRPC route: HTTP 404, which gRPC clients report as UNIMPLEMENTED.
+    assert_eq!(reflection.status(), 404, "reflection is off");
 }

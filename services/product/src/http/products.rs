@@ -170,25 +170,10 @@ pub(super) async fn read(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, Error> {
-    use axum::response::IntoResponse as _;
-    use sha2::Digest as _;
     let id = parse_id(&id, "product_not_found")?;
     let body = serde_json::to_vec(&ProductResponse::from(state.product(id).await?))
         .map_err(|error| Error::Internal(error.into()))?;
-    let digest = sha2::Sha256::digest(&body);
-    let etag: String = format!("\"{}\"", digest[..12].iter().map(|byte| format!("{byte:02x}")).collect::<String>());
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
-    let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, PRODUCT_MAX_AGE.to_owned())];
-    if matches {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
-    }
-    Ok((cache, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(super::cacheable_json(&headers, body, PRODUCT_MAX_AGE))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -287,20 +272,28 @@ pub(super) struct UpdateRequest {
     active: Option<bool>,
 }
 
-/// Change a product (admin); absent fields stay as they are.
+/// Change a product (admin); absent fields stay as they are. With `If-Match` (the `ETag` of a
+/// read), the change applies only if the product is still as read, else 412: two admins
+/// editing at once cannot overwrite each other unseen. The ETag covers the whole product,
+/// stock included, so a sale in between also asks for a fresh read. The answer carries the new
+/// ETag.
 #[utoipa::path(patch, path = "/v1/products/{id}", tag = "products", security(("bearer" = [])), request_body = UpdateRequest,
-    params(("id" = Uuid, Path)), responses(
-    (status = 200, body = ProductResponse),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is based on")),
+    responses(
+    (status = 200, body = ProductResponse, headers(("ETag" = String))),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "precondition_failed: the product changed since the ETag in If-Match", body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn update(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<UpdateRequest>,
-) -> Result<Json<ProductResponse>, Error> {
+) -> Result<axum::response::Response, Error> {
     let id = parse_id(&id, "product_not_found")?;
     let mut errors = Vec::new();
     let name = body.name.as_deref().and_then(|name| field(ProductName::parse(name), "name", &mut errors));
@@ -333,12 +326,25 @@ pub(super) async fn update(
         categories: categories.as_deref(),
     };
     let mut transaction = state.pool().begin().await?;
+    if headers.contains_key(header::IF_MATCH) {
+        // Locked until the commit, so nothing changes between the comparison and the update.
+        let current = store::products::by_id_for_update(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
+        let current = serde_json::to_vec(&ProductResponse::from(current)).map_err(|error| Error::Internal(error.into()))?;
+        if !super::list_names(&headers, header::IF_MATCH, &super::etag_of(&current)) {
+            return Err(Error::from(shop_kit::error::Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the product changed since the ETag in If-Match; read it again",
+            )));
+        }
+    }
     store::products::update(&mut transaction, id, &changes).await?;
     let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
     product_changed(&state, &mut transaction, &product, false).await?;
     transaction.commit().await?;
     state.cache().invalidate(&[id]).await;
-    Ok(Json(product.into()))
+    let body = serde_json::to_vec(&ProductResponse::from(product)).map_err(|error| Error::Internal(error.into()))?;
+    Ok(([(header::ETAG, super::etag_of(&body))], [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Remove a product from sale (admin). It stays readable by id for nobody; orders keep their copy.

@@ -140,6 +140,19 @@ pub async fn by_id(connection: &mut PgConnection, id: Uuid) -> Result<Option<Pro
     Ok(row.map(Product::from))
 }
 
+/// One product, deleted ones excluded, locked against other writers until the transaction ends.
+pub async fn by_id_for_update(connection: &mut PgConnection, id: Uuid) -> Result<Option<Product>, Error> {
+    let locked: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    match locked {
+        Some(_) => by_id(connection, id).await,
+        None => Ok(None),
+    }
+}
+
 /// Many products, in no particular order; unknown and deleted ids are left out.
 pub async fn by_ids(connection: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Product>, Error> {
     let rows: Vec<Row> =

@@ -423,3 +423,57 @@ async fn product_reads_revalidate_with_their_etag() {
     assert_ne!(changed.headers()["etag"], etag.as_str());
     assert_eq!(changed.json::<Value>().await.unwrap()["name"], "Retagged");
 }
+
+/// `If-Match` on `PATCH`: a change based on the current ETag applies and answers the new one;
+/// a change based on an older read is 412 and changes nothing; a weak tag never matches.
+#[tokio::test]
+async fn a_patch_with_if_match_applies_only_to_the_product_as_read() {
+    let app = spawn_app().await;
+    let product = app.create("IFMATCH-1", "Original", "", 3).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    let etag = app.get(&path).await.headers()["etag"].to_str().unwrap().to_owned();
+    let patch = |tag: String, name: &str| {
+        app.client.patch(app.url(&path)).bearer_auth(&app.admin).header("if-match", tag).json(&json!({"name": name})).send()
+    };
+
+    let first = patch(etag.clone(), "First admin").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let new_etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    assert_eq!(app.get(&path).await.headers()["etag"], new_etag.as_str(), "the answer's ETag is the read's");
+
+    // The second admin read before the first change.
+    let stale = patch(etag.clone(), "Second admin").await.unwrap();
+    assert_eq!(stale.status(), 412);
+    assert_eq!(stale.json::<Value>().await.unwrap()["code"], "precondition_failed");
+    let weak = patch(format!("W/{new_etag}"), "Weak").await.unwrap();
+    assert_eq!(weak.status(), 412, "If-Match compares strongly");
+    assert_eq!(app.get(&path).await.json::<Value>().await.unwrap()["name"], "First admin", "nothing overwritten");
+
+    assert_eq!(patch(format!("\"other\", {new_etag}"), "Listed").await.unwrap().status(), 200);
+    assert_eq!(patch("*".to_owned(), "Any").await.unwrap().status(), 200, "* matches a product that exists");
+    let missing = format!("/v1/products/{}", uuid::Uuid::now_v7());
+    let gone = app.client.patch(app.url(&missing)).bearer_auth(&app.admin).header("if-match", "*");
+    assert_eq!(gone.json(&json!({"name": "x"})).send().await.unwrap().status(), 404);
+}
+
+/// The category list revalidates like a product read, and changes when a listing does.
+#[tokio::test]
+async fn the_category_list_revalidates_with_its_etag() {
+    let app = spawn_app().await;
+    app.create("CAT-ETAG-1", "Lamp", "", 3).await;
+    let first = app.get("/v1/categories").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=60");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let conditional = |tag: String| app.client.get(app.url("/v1/categories")).header("if-none-match", tag).send();
+    let unchanged = conditional(etag.clone()).await.unwrap();
+    assert_eq!(unchanged.status(), 304);
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+    let body = json!({"sku": "CAT-ETAG-2", "name": "Desk", "price": {"amount": 100, "currency": "USD"}, "categories": ["desks"]});
+    assert_eq!(app.send(Method::POST, "/v1/products", Some(&app.admin), Some(&body)).await.status(), 201);
+    let changed = conditional(etag).await.unwrap();
+    assert_eq!(changed.status(), 200, "a new category changes the list");
+    let listed: Value = changed.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().iter().any(|category| category["slug"] == "desks"), "{listed}");
+}
