@@ -162,7 +162,9 @@ impl Limit {
             Err(error) => {
                 match &error {
                     Unavailable::CoolingDown => {}
-                    _ => tracing::error!(%error, limit = self.name, "rate limits unavailable in Redis; this replica limits on its own"),
+                    _ => {
+                        tracing::error!(%error, limit = self.name, "rate limits unavailable in Redis; this replica limits on its own")
+                    }
                 }
                 self.check_locally(key)
             }
@@ -181,7 +183,9 @@ impl Limit {
         }
         match self.local.check_key(&key.to_owned()) {
             Ok(()) => Decision::Allowed,
-            Err(not_until) => Decision::Limited { retry_after: not_until.wait_time_from(DefaultClock::default().now()) },
+            Err(not_until) => {
+                Decision::Limited { retry_after: not_until.wait_time_from(DefaultClock::default().now()) }
+            }
         }
     }
 }

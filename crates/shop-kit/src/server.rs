@@ -529,7 +529,12 @@ pub fn client_address(header: ProxyHeader, hops: usize, headers: &http::HeaderMa
             })
             .collect(),
     };
-    entries.len().checked_sub(hops).and_then(|index| entries.get(index)).and_then(|node| node_address(node)).unwrap_or(fallback)
+    entries
+        .len()
+        .checked_sub(hops)
+        .and_then(|index| entries.get(index))
+        .and_then(|node| node_address(node))
+        .unwrap_or(fallback)
 }
 
 /// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`, quoted or not.

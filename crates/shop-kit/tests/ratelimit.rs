@@ -12,8 +12,11 @@ use shop_kit::{
 use shop_testkit::{TcpProxy, TestRedis};
 
 async fn limits(url: String, prefix: &str) -> Limits {
-    let config =
-        RedisConfig { url: SecretString::from(url), key_prefix: KeyPrefix::new(prefix), timeout: Duration::from_millis(300) };
+    let config = RedisConfig {
+        url: SecretString::from(url),
+        key_prefix: KeyPrefix::new(prefix),
+        timeout: Duration::from_millis(300),
+    };
     Limits::new(cache::connect(&config).await.unwrap(), KeyPrefix::new(prefix), config.timeout)
 }
 
@@ -68,7 +71,8 @@ async fn an_allowance_comes_back_after_its_interval() {
 async fn without_redis_each_replica_limits_on_its_own() {
     let redis = TestRedis::new();
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    let limit = limits(format!("redis://{}", proxy.address()), redis.prefix()).await.limit("login", "3/1m".parse().unwrap());
+    let limit =
+        limits(format!("redis://{}", proxy.address()), redis.prefix()).await.limit("login", "3/1m".parse().unwrap());
     assert_eq!(limit.check("10.0.0.1").await, Decision::Allowed);
     proxy.cut();
     // The Redis count is lost with Redis; the local one starts from a full burst.

@@ -152,7 +152,13 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
         // The proxy appends to one header only; whatever the client put in the other is ignored.
         (XForwardedFor, 1, "forwarded", "for=203.0.113.9", "127.0.0.1"),
         (Forwarded, 1, "x-forwarded-for", "203.0.113.9", "127.0.0.1"),
-        (Forwarded, 1, "forwarded", "for=198.51.100.7, for=\"[2001:db8:cafe::17]:4711\";proto=https", "2001:db8:cafe::17"),
+        (
+            Forwarded,
+            1,
+            "forwarded",
+            "for=198.51.100.7, for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            "2001:db8:cafe::17",
+        ),
         (Forwarded, 2, "forwarded", "for=198.51.100.7;by=10.0.0.1, For=10.0.0.2", "198.51.100.7"),
         (Forwarded, 1, "forwarded", "for=unknown", "127.0.0.1"),
         (Forwarded, 1, "forwarded", "for=_hidden", "127.0.0.1"),

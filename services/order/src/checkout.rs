@@ -122,7 +122,8 @@ async fn within_checkout_rate(state: &AppState, user_id: Uuid) -> Result<(), Err
         secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000))
     });
     let free_at = oldest_ms.saturating_add(u64::try_from(rate.period.as_millis()).unwrap_or(u64::MAX));
-    let wait = std::time::Duration::from_millis(free_at.saturating_sub(u64::try_from(now.timestamp_millis()).unwrap_or(0)));
+    let wait =
+        std::time::Duration::from_millis(free_at.saturating_sub(u64::try_from(now.timestamp_millis()).unwrap_or(0)));
     shop_kit::ratelimit::count_refusal("checkout");
     Err(Error::Problem(shop_kit::error::Problem::rate_limited(shop_kit::ratelimit::Decision::retry_after_secs(wait))))
 }

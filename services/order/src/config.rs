@@ -18,9 +18,9 @@ use std::time::Duration;
 use shop_kit::{
     auth::AuthConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
-    ratelimit::{self, Rate},
     db::DatabaseConfig,
     events::KafkaConfig,
+    ratelimit::{self, Rate},
     retention::RetentionConfig,
 };
 

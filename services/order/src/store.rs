@@ -121,7 +121,11 @@ pub async fn place(
 
 /// How many orders `user_id` placed with an id at or after `since`, and the oldest of them.
 /// Order ids are UUIDv7 (time first), so this is a range scan of `orders_user_idx`.
-pub async fn placed_since(connection: &mut PgConnection, user_id: Uuid, since: Uuid) -> Result<(i64, Option<Uuid>), Error> {
+pub async fn placed_since(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    since: Uuid,
+) -> Result<(i64, Option<Uuid>), Error> {
     let row: (i64, Option<Uuid>) =
         sqlx::query_as("SELECT count(*), min(id) FROM orders WHERE user_id = $1 AND id >= $2")
             .bind(user_id)

@@ -5,10 +5,10 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use chrono::Utc;
 use shop_kit::{
-    auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKey, Verifier},
+    auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKeys, Verifier},
     events::{Relay, Topics},
-    retention::Retention,
     ratelimit::{Limit, Limits},
+    retention::Retention,
     server::{Check, Criticality, Server},
     service::{Service, ServiceConfig},
 };
@@ -49,7 +49,7 @@ struct Inner {
     hasher: PasswordHasher,
     limiter: LoginLimiter,
     rates: Rates,
-    signing_key: SigningKey,
+    signing_keys: SigningKeys,
     verifier: Arc<Verifier>,
     issuer: String,
     audience: String,
@@ -81,7 +81,7 @@ impl AppState {
     }
 
     pub fn jwks(&self) -> Jwks {
-        Jwks { keys: vec![self.inner.signing_key.jwk()] }
+        self.inner.signing_keys.jwks()
     }
 
     /// A new access token and a refresh token in `family`, stored through `connection`.
@@ -102,7 +102,7 @@ impl AppState {
             exp: now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
             jti: Uuid::now_v7(),
         };
-        let access_token = self.inner.signing_key.sign(&claims)?;
+        let access_token = self.inner.signing_keys.current().sign(&claims)?;
         let secret = RefreshSecret::generate();
         let refresh_ttl =
             chrono::Duration::from_std(self.inner.refresh_token_ttl).unwrap_or(chrono::Duration::days(30));
@@ -132,7 +132,7 @@ impl ServiceConfig for Config {
 /// Loads the key, connects, migrates, ensures the admin account and binds; the service then
 /// runs with [`Service::run`] (the server and the outbox relay).
 pub async fn build(config: Config) -> anyhow::Result<Service> {
-    let signing_key = config.load_signing_key()?;
+    let signing_keys = config.load_signing_keys()?;
     let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
     // One producer for the outbox and readiness.
     let publisher = shop_kit::service::broker(&config.kafka, &[contracts::USER]).await?;
@@ -143,7 +143,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     if let Some(admin) = &config.admin {
         ensure_admin(&pool, &hasher, admin).await?;
     }
-    let verifier = Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&Jwks { keys: vec![signing_key.jwk()] })));
+    let verifier = Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&signing_keys.jwks())));
     let state = AppState {
         inner: Arc::new(Inner {
             pool: pool.clone(),
@@ -163,7 +163,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
                     password_change: limits.limit("password_change", config.rates.password_change),
                 }
             },
-            signing_key,
+            signing_keys,
             verifier: Arc::clone(&verifier),
             issuer: config.auth.issuer.clone(),
             audience: config.auth.audience.clone(),

@@ -5,7 +5,7 @@
 //! | `LISTEN_ADDR` | `127.0.0.1:8081` | REST + gRPC port |
 //! | `DATABASE_URL` | required | Postgres `shop_user` |
 //! | `REDIS_URL`, `REDIS_KEY_PREFIX` | `redis://127.0.0.1:6379`, `shop:` | login and request rate limits |
-//! | `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY` | required unless `SHOP_DEV_MODE=true` | Ed25519 PKCS#8 PEM |
+//! | `JWT_SIGNING_KEY_FILE` or `JWT_SIGNING_KEY` | required unless `SHOP_DEV_MODE=true` | Ed25519 PKCS#8 PEM; up to three one after another: the first signs, all are in the JWKS (key rotation, docs/runbook.md) |
 //! | `SHOP_DEV_MODE` | `false` | allows an ephemeral generated signing key |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | where `UserRegistered` goes |
 //! | `ACCESS_TOKEN_TTL`, `REFRESH_TOKEN_TTL` | `15m`, `30d` | token lifetimes |
@@ -27,12 +27,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use secrecy::SecretString;
 use shop_kit::{
-    auth::{AuthConfig, SigningKey},
+    auth::{AuthConfig, SigningKey, SigningKeys},
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
-    ratelimit::{Rate, rate},
     db::DatabaseConfig,
     events::KafkaConfig,
+    ratelimit::{Rate, rate},
     retention::RetentionConfig,
 };
 
@@ -77,7 +77,6 @@ pub struct RequestRates {
     /// Per account.
     pub password_change: Rate,
 }
-
 
 pub struct Config {
     pub http: HttpConfig,
@@ -192,10 +191,10 @@ impl Config {
         })
     }
 
-    /// Loads or generates the signing key.
-    pub fn load_signing_key(&self) -> anyhow::Result<SigningKey> {
+    /// Loads (one key or several, the first signing) or generates the signing keys.
+    pub fn load_signing_keys(&self) -> anyhow::Result<SigningKeys> {
         match &self.signing_key {
-            KeyConfig::Pem(pem) => SigningKey::from_pem(secrecy::ExposeSecret::expose_secret(pem))
+            KeyConfig::Pem(pem) => SigningKeys::from_pem(secrecy::ExposeSecret::expose_secret(pem))
                 .context("configuration: the JWT signing key cannot be used"),
             KeyConfig::GenerateForDevelopment => {
                 let (key, _) = SigningKey::generate()?;
@@ -204,7 +203,7 @@ impl Config {
                     "SHOP_DEV_MODE: generated an ephemeral signing key; tokens will not survive a restart. \
                      Never run like this in production."
                 );
-                Ok(key)
+                Ok(SigningKeys::single(key))
             }
         }
     }

@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -226,6 +226,67 @@ impl SigningKey {
     }
 }
 
+/// The keys the user service holds: the one it signs with, and the ones it still (or already)
+/// publishes and accepts. Rotation without a 401 goes through them in three rollouts of one
+/// Secret value (docs/runbook.md): `current` → `current, next` (every verifier learns the next
+/// key) → `next, current` (tokens signed by either verify everywhere while replicas roll) →
+/// `next` once the last token signed by the old key has expired.
+#[derive(Debug)]
+pub struct SigningKeys {
+    current: SigningKey,
+    published: Vec<SigningKey>,
+}
+
+/// The most keys one service publishes: the signing key, the previous and the next.
+pub const MAX_SIGNING_KEYS: usize = 3;
+
+impl SigningKeys {
+    /// One or more PKCS#8 PEM Ed25519 private keys, one after another: the first signs, the
+    /// others are published in the JWKS and accepted too.
+    pub fn from_pem(text: &str) -> anyhow::Result<Self> {
+        let blocks = pem::parse_many(text.trim()).context("the signing keys are not PEM")?;
+        anyhow::ensure!(!blocks.is_empty(), "no PEM key found");
+        anyhow::ensure!(
+            blocks.len() <= MAX_SIGNING_KEYS,
+            "{} keys given; at most {MAX_SIGNING_KEYS} (the signing key, then the next or previous one)",
+            blocks.len()
+        );
+        let mut keys = Vec::with_capacity(blocks.len());
+        for (index, block) in blocks.iter().enumerate() {
+            anyhow::ensure!(
+                block.tag() == "PRIVATE KEY",
+                "key {}: must be a PKCS#8 PRIVATE KEY, not {}",
+                index + 1,
+                block.tag()
+            );
+            let key = SigningKey::from_pkcs8(block.contents()).with_context(|| format!("key {}", index + 1))?;
+            anyhow::ensure!(
+                keys.iter().all(|other: &SigningKey| other.kid != key.kid),
+                "key {} is given twice",
+                index + 1
+            );
+            keys.push(key);
+        }
+        let current = keys.remove(0);
+        Ok(Self { current, published: keys })
+    }
+
+    /// Only `key`, as a development service generates it.
+    pub fn single(key: SigningKey) -> Self {
+        Self { current: key, published: Vec::new() }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    /// Every public key, the signing key first.
+    pub fn jwks(&self) -> Jwks {
+        Jwks { keys: std::iter::once(&self.current).chain(&self.published).map(SigningKey::jwk).collect() }
+    }
+}
+
 /// RFC 7638 thumbprints without pulling a JSON canonicaliser: the members are fixed.
 mod sha2_free {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -330,14 +391,32 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Problem> {
     Ok(token.trim())
 }
 
-/// A client of the user service's JWKS, with a cache.
+/// A client of the user service's JWKS, with a cache that never makes a token check wait for a
+/// key it already has:
+///
+/// - a known key is answered from the cache; once the cache is older than its TTL, one
+///   background fetch revalidates it while every check goes on with the stale set (so a down
+///   user service costs nothing until a key is actually unknown);
+/// - an unknown key id (a rotation, or a made-up token) triggers a fetch that all concurrent
+///   checks share (single flight), and at most one fetch per [`MIN_REFRESH`]: a flood of tokens
+///   with random key ids costs one fetch every few seconds, not one each.
+#[derive(Clone)]
 pub struct JwksClient {
+    inner: Arc<JwksInner>,
+}
+
+/// The least time between two JWKS fetches.
+pub const MIN_REFRESH: Duration = Duration::from_secs(5);
+
+struct JwksInner {
     url: String,
     http: reqwest::Client,
     ttl: Duration,
-    min_refresh: Duration,
     cache: RwLock<JwksCache>,
+    /// Held by the one fetch in flight.
     refreshing: tokio::sync::Mutex<()>,
+    /// Whether a background revalidation is running.
+    revalidating: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -345,6 +424,8 @@ struct JwksCache {
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
     attempted_at: Option<Instant>,
+    /// Whether the last attempt failed (an unknown key is then 503, not 401).
+    failing: bool,
 }
 
 impl JwksClient {
@@ -355,74 +436,101 @@ impl JwksClient {
             .build()
             .context("cannot build the JWKS HTTP client")?;
         Ok(Self {
-            url: url.to_owned(),
-            http,
-            ttl,
-            min_refresh: Duration::from_secs(5),
-            cache: RwLock::new(JwksCache::default()),
-            refreshing: tokio::sync::Mutex::new(()),
+            inner: Arc::new(JwksInner {
+                url: url.to_owned(),
+                http,
+                ttl,
+                cache: RwLock::new(JwksCache::default()),
+                refreshing: tokio::sync::Mutex::new(()),
+                revalidating: std::sync::atomic::AtomicBool::new(false),
+            }),
         })
     }
 
-    /// The key with this id: from the cache while fresh, refreshed when stale or unknown;
-    /// a stale key is still used while the JWKS cannot be fetched.
+    /// The key with this id.
     pub async fn key(&self, kid: &str) -> Result<DecodingKey, Problem> {
-        let (cached, fresh, may_refresh) = self.lookup(kid);
-        if let (Some(key), true) = (&cached, fresh) {
-            return Ok(key.clone());
-        }
-        if !may_refresh {
-            return cached.ok_or_else(unknown_key);
-        }
-        let _guard = self.refreshing.lock().await;
-        // Another task may have refreshed while this one waited.
-        let (after_wait, fresh, may_refresh) = self.lookup(kid);
-        if let (Some(key), true) = (&after_wait, fresh) {
-            return Ok(key.clone());
-        }
-        if may_refresh {
-            match self.fetch().await {
-                Ok(keys) => self.store(keys),
-                Err(error) => {
-                    self.mark_attempt();
-                    tracing::warn!(jwks.url = %self.url, error = format!("{error:#}"), "cannot refresh the JWKS");
-                    return after_wait.or(cached).ok_or_else(|| {
-                        Problem::unavailable("auth_unavailable", "token keys are unavailable; retry shortly")
-                    });
-                }
+        let (cached, fresh, may_fetch) = self.lookup(kid);
+        if let Some(key) = cached {
+            if !fresh && may_fetch {
+                self.revalidate_in_background();
             }
+            return Ok(key);
         }
-        self.lookup(kid).0.ok_or_else(unknown_key)
+        if !may_fetch {
+            return Err(self.missing());
+        }
+        let _one_fetch = self.inner.refreshing.lock().await;
+        // The fetch another check made while this one waited may have brought the key.
+        let (after_wait, _, may_fetch) = self.lookup(kid);
+        if let Some(key) = after_wait {
+            return Ok(key);
+        }
+        if !may_fetch {
+            return Err(self.missing());
+        }
+        self.fetch_and_store().await;
+        self.lookup(kid).0.ok_or_else(|| self.missing())
+    }
+
+    /// Why a key is not there: unknown to a JWKS we could read (401), or the JWKS could not be
+    /// read (503, retry).
+    fn missing(&self) -> Problem {
+        if self.inner.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).failing {
+            Problem::unavailable("auth_unavailable", "token keys are unavailable; retry shortly")
+        } else {
+            unknown_key()
+        }
+    }
+
+    fn revalidate_in_background(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.revalidating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            let _one_fetch = client.inner.refreshing.lock().await;
+            if client.lookup("").2 {
+                client.fetch_and_store().await;
+            }
+            client.inner.revalidating.store(false, Ordering::Release);
+        });
     }
 
     /// (the key if cached, whether the cache is fresh, whether a fetch is allowed now)
     fn lookup(&self, kid: &str) -> (Option<DecodingKey>, bool, bool) {
-        let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = self.inner.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = cache.keys.get(kid).cloned();
-        let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
-        let may_refresh =
-            cache.attempted_at.is_none_or(|at| at.elapsed() >= self.min_refresh) || !fresh && key.is_some();
-        (key, fresh, may_refresh)
+        let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.inner.ttl);
+        let may_fetch = cache.attempted_at.is_none_or(|at| at.elapsed() >= MIN_REFRESH);
+        (key, fresh, may_fetch)
     }
 
-    fn store(&self, keys: HashMap<String, DecodingKey>) {
-        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn fetch_and_store(&self) {
+        let outcome = self.fetch().await;
+        let mut cache = self.inner.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        *cache = JwksCache { keys, fetched_at: Some(now), attempted_at: Some(now) };
-    }
-
-    fn mark_attempt(&self) {
-        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.attempted_at = Some(Instant::now());
+        cache.attempted_at = Some(now);
+        match outcome {
+            Ok(keys) => {
+                cache.keys = keys;
+                cache.fetched_at = Some(now);
+                cache.failing = false;
+            }
+            Err(error) => {
+                cache.failing = true;
+                tracing::warn!(jwks.url = %self.inner.url, error = format!("{error:#}"), "cannot refresh the JWKS; using the keys cached");
+            }
+        }
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, DecodingKey>> {
-        let mut request = self.http.get(&self.url).build().context("bad JWKS URL")?;
+        let mut request = self.inner.http.get(&self.inner.url).build().context("bad JWKS URL")?;
         crate::telemetry::inject_current(request.headers_mut());
-        let response = self.http.execute(request).await.context("JWKS request failed")?;
+        let response = self.inner.http.execute(request).await.context("JWKS request failed")?;
         let jwks: Jwks = response.error_for_status().context("JWKS answered an error")?.json().await?;
         let keys = decoding_keys(&jwks);
-        tracing::info!(jwks.url = %self.url, keys = keys.len(), "fetched the JWKS");
+        tracing::info!(jwks.url = %self.inner.url, keys = keys.len(), "fetched the JWKS");
         Ok(keys)
     }
 }

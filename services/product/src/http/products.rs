@@ -329,7 +329,8 @@ pub(super) async fn update(
     if headers.contains_key(header::IF_MATCH) {
         // Locked until the commit, so nothing changes between the comparison and the update.
         let current = store::products::by_id_for_update(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
-        let current = serde_json::to_vec(&ProductResponse::from(current)).map_err(|error| Error::Internal(error.into()))?;
+        let current =
+            serde_json::to_vec(&ProductResponse::from(current)).map_err(|error| Error::Internal(error.into()))?;
         if !super::list_names(&headers, header::IF_MATCH, &super::etag_of(&current)) {
             return Err(Error::from(shop_kit::error::Problem::new(
                 StatusCode::PRECONDITION_FAILED,

@@ -433,7 +433,12 @@ async fn a_patch_with_if_match_applies_only_to_the_product_as_read() {
     let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
     let etag = app.get(&path).await.headers()["etag"].to_str().unwrap().to_owned();
     let patch = |tag: String, name: &str| {
-        app.client.patch(app.url(&path)).bearer_auth(&app.admin).header("if-match", tag).json(&json!({"name": name})).send()
+        app.client
+            .patch(app.url(&path))
+            .bearer_auth(&app.admin)
+            .header("if-match", tag)
+            .json(&json!({"name": name}))
+            .send()
     };
 
     let first = patch(etag.clone(), "First admin").await.unwrap();

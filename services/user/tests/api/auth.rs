@@ -107,7 +107,9 @@ async fn failures_on_an_account_make_only_that_client_wait() {
 #[tokio::test]
 async fn behind_a_proxy_failures_are_counted_per_real_client() {
     let app = spawn_with(|vars| {
-        vars.with("TRUSTED_PROXY_HOPS", "1").with("LOGIN_MAX_FAILURES_PER_CLIENT", "4").with("LOGIN_FAILURE_WINDOW", "1m")
+        vars.with("TRUSTED_PROXY_HOPS", "1")
+            .with("LOGIN_MAX_FAILURES_PER_CLIENT", "4")
+            .with("LOGIN_FAILURE_WINDOW", "1m")
     })
     .await;
     app.customer("ada@example.com").await;
@@ -402,4 +404,38 @@ async fn token_answers_are_not_cached() {
     let refused = app.login("ada@example.com", "wrong-password").await;
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["cache-control"], "no-store");
+}
+
+/// Two replicas mid-rotation (docs/runbook.md): one still signs with the old key and
+/// publishes the new one, the other signs with the new key and still publishes the old one.
+/// Each accepts the other's tokens, both JWKS list both keys (the signing one first), and a
+/// refresh token from one renews at the other: no 401 during the rollout.
+#[tokio::test]
+async fn replicas_on_either_side_of_a_key_rotation_accept_each_others_tokens() {
+    let (old, old_pem) = SigningKey::generate().unwrap();
+    let (new, new_pem) = SigningKey::generate().unwrap();
+    let before = spawn_with(|vars| vars.with("JWT_SIGNING_KEY", format!("{old_pem}\n{new_pem}"))).await;
+    let url = before.db.url().to_owned();
+    let after =
+        spawn_with(|vars| vars.with("DATABASE_URL", url).with("JWT_SIGNING_KEY", format!("{new_pem}\n{old_pem}")))
+            .await;
+    for (app, first) in [(&before, old.kid()), (&after, new.kid())] {
+        let jwks: Value = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids.len(), 2, "{jwks}");
+        assert_eq!(kids[0], first, "the signing key is listed first");
+    }
+    let (_, from_before) = before.customer("ada@example.com").await;
+    let from_after: TokenResponse = after.login("ada@example.com", "password-123").await.json().await.unwrap();
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    assert_eq!(kid(&from_before.access_token), old.kid());
+    assert_eq!(kid(&from_after.access_token), new.kid());
+    for app in [&before, &after] {
+        for token in [&from_before.access_token, &from_after.access_token] {
+            assert_eq!(app.get_with_token("/v1/users/me", token).await.status(), StatusCode::OK);
+        }
+    }
+    let renewed: TokenResponse = after.refresh(from_before.refresh_token).await.json().await.unwrap();
+    assert_eq!(kid(&renewed.access_token), new.kid(), "renewed by the new key");
+    assert_eq!(before.get_with_token("/v1/users/me", &renewed.access_token).await.status(), StatusCode::OK);
 }

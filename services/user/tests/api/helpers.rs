@@ -73,7 +73,12 @@ impl TestApp {
     /// A login sent from the local address `from` (127.0.0.2 and up are distinct clients).
     pub(crate) async fn login_from(&self, from: [u8; 4], email: &str, password: &str) -> Response {
         let client = reqwest::Client::builder().no_proxy().local_address(std::net::IpAddr::from(from)).build().unwrap();
-        client.post(self.url("/v1/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap()
+        client
+            .post(self.url("/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A request sent through a proxy that recorded `client` in `X-Forwarded-For` (the app

@@ -267,6 +267,7 @@ async fn password_changes_per_account_are_limited() {
     assert!(limited.headers().contains_key("retry-after"));
     assert_problem(limited, 429, "rate_limited", "third change").await;
     // Renaming is not a password change and is not limited.
-    let rename = app.client.patch(app.url("/v1/users/me")).bearer_auth(&tokens.access_token).json(&json!({"name": "Ada"}));
+    let rename =
+        app.client.patch(app.url("/v1/users/me")).bearer_auth(&tokens.access_token).json(&json!({"name": "Ada"}));
     assert_eq!(rename.send().await.unwrap().status(), 200);
 }
