@@ -127,7 +127,8 @@ pub async fn placed_since(
     since: Uuid,
 ) -> Result<(i64, Option<Uuid>), Error> {
     let row: (i64, Option<Uuid>) =
-        sqlx::query_as("SELECT count(*), min(id) FROM orders WHERE user_id = $1 AND id >= $2")
+        // (Postgres 15 has no min(uuid).)
+        sqlx::query_as("SELECT count(*), (array_agg(id ORDER BY id))[1] FROM orders WHERE user_id = $1 AND id >= $2")
             .bind(user_id)
             .bind(since)
             .fetch_one(connection)
