@@ -22,7 +22,7 @@ pub(crate) enum Command {
     /// service, waits until each is ready and streams the logs with a service prefix.
     /// Configure it with environment variables; `--observe` also runs Prometheus.
     Up(crate::up::Args),
-    /// fmt, clippy, deploy-check, the k6 smoke test, then every test against real Postgres,
+    /// fmt, clippy, cargo deny, deploy-check, the k6 smoke test, then every test against real Postgres,
     /// Redis and the broker.
     ///
     /// Stops at the first failure. Arguments after `--` go to nextest:
@@ -41,6 +41,8 @@ pub(crate) enum Command {
     Render(crate::deploy::RenderArgs),
     /// helm lint + render, Kubernetes/CRD schemas, policies, checkov (offline).
     DeployCheck,
+    /// cargo deny: RustSec advisories (offline snapshot), licenses, bans, sources (deny.toml).
+    Deny,
     /// Copy image tags one step: dev → staging → prod.
     ///
     /// Copies the image that runs in <FROM> into <TO>'s values (argocd/envs/<env>/<service>.yaml)
@@ -226,9 +228,20 @@ mod tests {
     #[test]
     fn help_lists_every_command_flag_and_scenario() {
         let help = Cli::command().render_long_help().to_string();
-        for command in
-            ["up", "test", "seed", "dlq", "render", "deploy-check", "promote", "set-image", "load", "bench", "chaos"]
-        {
+        for command in [
+            "up",
+            "test",
+            "seed",
+            "dlq",
+            "render",
+            "deploy-check",
+            "deny",
+            "promote",
+            "set-image",
+            "load",
+            "bench",
+            "chaos",
+        ] {
             assert!(help.contains(&format!("  {command} ")), "{command} missing from\n{help}");
         }
         assert!(!help.contains("bench-server") && !help.contains("bench-grpc"), "internal commands shown\n{help}");

@@ -44,6 +44,7 @@ mod bench;
 mod chaos;
 mod cli;
 mod color;
+mod deny;
 mod deploy;
 mod dlq;
 mod infra;
@@ -89,6 +90,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Dlq { action } => dlq::run(action),
         Command::Render(args) => deploy::render(args),
         Command::DeployCheck => deploy::check(),
+        Command::Deny => deny::check(),
         Command::Promote(args) => promote::run(args),
         Command::SetImage(args) => promote::set_image_command(args),
         Command::Load(args) => load::run(args),

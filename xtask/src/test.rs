@@ -26,6 +26,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let passthrough: Vec<&str> = args.nextest.iter().map(String::as_str).collect();
     step("cargo fmt --check", cargo(&["fmt", "--all", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    eprintln!("xtask: == cargo deny (advisories, licenses, bans, sources)");
+    crate::deny::check()?;
     eprintln!("xtask: == deploy-check");
     crate::deploy::check()?;
 

@@ -26,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod cache;
+pub mod client_ip;
 pub mod config;
 pub mod db;
 pub mod error;

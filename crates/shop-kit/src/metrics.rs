@@ -186,10 +186,10 @@ mod process {
         pub(super) start_time_seconds: f64,
     }
 
-    /// Clock ticks per second and page size as Linux reports them to every process on the
-    /// architectures we build for (`getconf CLK_TCK`, `getconf PAGESIZE`).
+    /// Clock ticks per second as Linux reports them to every process (`getconf CLK_TCK`,
+    /// USER_HZ: 100 on every architecture Linux runs). The resident size is read in kB from
+    /// `/proc/self/status`, so no page size is assumed (arm64 kernels may use 16 or 64 KiB).
     const TICKS_PER_SECOND: f64 = 100.0;
-    const PAGE_BYTES: u64 = 4096;
 
     impl Sample {
         /// Appends the six metrics in the text exposition format, with HELP and TYPE.
@@ -228,12 +228,14 @@ mod process {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // The command name (field 2) is in parentheses and may hold spaces: count after it.
         let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
-        // Fields 14 and 15 (utime, stime), 20 (num_threads), 22 (starttime), 24 (rss), less 3.
+        // Fields 14 and 15 (utime, stime), 20 (num_threads) and 22 (starttime), less 3.
         let number = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok());
         let cpu_ticks = number(11)? + number(12)?;
         let threads = number(17)?;
         let start_ticks = number(19)?;
-        let resident_pages = number(21)?;
+        let resident_kib = std::fs::read_to_string("/proc/self/status").ok()?.lines().find_map(|line| {
+            line.strip_prefix("VmRSS:").and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })?;
         let boot_time = std::fs::read_to_string("/proc/stat")
             .ok()?
             .lines()
@@ -247,7 +249,7 @@ mod process {
             .unwrap_or(0);
         Some(Sample {
             cpu_seconds: cpu_ticks as f64 / TICKS_PER_SECOND,
-            resident_bytes: resident_pages * PAGE_BYTES,
+            resident_bytes: resident_kib * 1024,
             open_fds,
             max_fds,
             threads,

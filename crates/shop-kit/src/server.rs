@@ -20,7 +20,7 @@
 use std::{
     convert::Infallible,
     future::{Future, IntoFuture as _},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -29,8 +29,8 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     error_handling::HandleErrorLayer,
-    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request},
-    http::{HeaderName, HeaderValue, Method, StatusCode, request::Parts},
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -49,11 +49,8 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{
-    config::{HttpConfig, ProxyHeader},
-    error::Problem,
-    telemetry,
-};
+pub use crate::client_ip::ClientIp;
+use crate::{config::HttpConfig, error::Problem, telemetry};
 
 /// How long one readiness check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -379,7 +376,7 @@ fn assemble(
                 .timeout(config.request_timeout),
         )
         .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn(move |request, next| client_ip(proxy_header, hops, request, next)))
+        .layer(middleware::from_fn(move |request, next| crate::client_ip::record(proxy_header, hops, request, next)))
         .layer(middleware::from_fn(trace_id_header))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -491,67 +488,6 @@ async fn readiness(checks: Arc<Vec<Check>>, stopping: CancellationToken, details
         return (status, Json(json!({"status": word}))).into_response();
     }
     (status, Json(json!({"status": word, "checks": report}))).into_response()
-}
-
-/// The address of the client that sent the request: the peer address, or, behind
-/// `TRUSTED_PROXY_HOPS` proxies, the address the outermost trusted one recorded in
-/// `TRUSTED_PROXY_HEADER` (`X-Forwarded-For` or RFC 7239's `Forwarded`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
-async fn client_ip(header: ProxyHeader, trusted_hops: usize, mut request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let ip = client_address(header, trusted_hops, request.headers(), peer);
-    request.extensions_mut().insert(ClientIp(ip));
-    next.run(request).await
-}
-
-/// Each proxy appends the address it received the request from, so the entry `hops` from the
-/// end is the one the outermost trusted proxy wrote; anything before it the client could have
-/// made up. With fewer entries than trusted hops (a request that did not come through the
-/// proxies) or an entry that is not an address (`unknown`, an obfuscated `_node`), the peer.
-pub fn client_address(header: ProxyHeader, hops: usize, headers: &http::HeaderMap, peer: Option<IpAddr>) -> IpAddr {
-    let fallback = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if hops == 0 {
-        return fallback;
-    }
-    let values = headers.get_all(header.name()).iter().filter_map(|value| value.to_str().ok());
-    let entries: Vec<&str> = match header {
-        ProxyHeader::XForwardedFor => values.flat_map(|value| value.split(',')).map(str::trim).collect(),
-        ProxyHeader::Forwarded => values
-            .flat_map(|value| value.split(','))
-            .map(|element| {
-                element
-                    .split(';')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
-                    .map_or("", |(_, node)| node.trim())
-            })
-            .collect(),
-    };
-    entries
-        .len()
-        .checked_sub(hops)
-        .and_then(|index| entries.get(index))
-        .and_then(|node| node_address(node))
-        .unwrap_or(fallback)
-}
-
-/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`, quoted or not.
-fn node_address(node: &str) -> Option<IpAddr> {
-    let node = node.trim().trim_matches('"');
-    if let Some(rest) = node.strip_prefix('[') {
-        return rest.split_once(']').and_then(|(address, _)| address.parse().ok());
-    }
-    node.parse::<IpAddr>().ok().or_else(|| node.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Self>().copied().unwrap_or(Self(IpAddr::from([0, 0, 0, 0]))))
-    }
 }
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM (Kubernetes' stop).

@@ -182,7 +182,8 @@ impl Relay {
             .iter()
             .map(|row| {
                 let span = tracing::info_span!("publish", messaging.destination = %row.topic,
-                    ce_type = %row.ce_type, otel.kind = "producer");
+                    ce_type = %row.ce_type, otel.kind = "producer", otel.status_code = tracing::field::Empty,
+                    otel.status_message = tracing::field::Empty);
                 StoredContext { traceparent: row.traceparent.clone(), tracestate: row.tracestate.clone() }
                     .continue_in(&span);
                 span
@@ -214,6 +215,13 @@ impl Relay {
             })
             .collect();
         let delivered = futures::future::join_all(deliveries).await;
+        // A failed delivery is an error span in the trace, as well as the log line below.
+        for (span, delivery) in spans.iter().zip(&delivered) {
+            if let Err((error, _)) = delivery {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", error.to_string().as_str());
+            }
+        }
         drop(spans);
         for (row, delivery) in rows.iter().zip(delivered) {
             if let Err((error, _)) = delivery {
