@@ -100,6 +100,12 @@ fn deny(binary: &Path, config: &Path, checks: &[&str]) -> anyhow::Result<(bool, 
 pub(crate) fn check() -> anyhow::Result<()> {
     let root = crate::root();
     let binary = cargo_deny()?;
+    // cargo-deny reads the whole graph, every target's crates included, and runs offline:
+    // fetch what the builds of this platform did not need.
+    let fetched = Command::new("cargo").args(["fetch", "--locked", "--quiet"]).current_dir(&root).status();
+    if !fetched.is_ok_and(|status| status.success()) {
+        bail!("cargo fetch --locked failed");
+    }
     let config = root.join("deny.toml");
     let db_path = root.join("target").join("advisory-dbs");
     let checks: &[&str] = match snapshot() {

@@ -495,7 +495,7 @@ mod tests {
                 jsonwebtoken::encode(
                     &Header { kid: Some(key.kid().into()), ..Header::new(Algorithm::HS256) },
                     &good,
-                    &EncodingKey::from_secret(key.jwk().x.as_bytes()),
+                    &EncodingKey::from_secret(key.jwk().x.as_bytes()).unwrap(),
                 )
                 .unwrap(),
             ),

@@ -267,8 +267,12 @@ async fn forged_expired_and_unsigned_tokens_are_refused_everywhere() {
                 kid: Some(key.kid().to_owned()),
                 ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
             };
-            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key.jwk().x.as_bytes()))
-                .unwrap()
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(key.jwk().x.as_bytes()).unwrap(),
+            )
+            .unwrap()
         }),
         (
             "role escalated, signature reused",
