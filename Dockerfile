@@ -23,6 +23,9 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS toolchain
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake g++ make pkg-config python3 \
     && rm -rf /var/lib/apt/lists/*
+# cargo-auditable embeds each binary's crate list (name, version, source) in a linker section
+# (under 4 kB): CI's SBOM of an image (syft, CycloneDX) lists the crates from it.
+RUN cargo install cargo-auditable --locked --version 0.7.7
 WORKDIR /src
 
 FROM toolchain AS build
@@ -39,7 +42,7 @@ RUN --mount=type=cache,id=shop-cargo-registry,target=/usr/local/cargo/registry,s
     --mount=type=cache,id=shop-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=shop-target-${PROFILE},target=/src/target,sharing=locked \
     sh xtask/docker/mark-changed-sources.sh target/.shop-sources.sha256 \
-    && cargo build --locked --profile "${PROFILE}" \
+    && cargo auditable build --locked --profile "${PROFILE}" \
         -p user-service -p product-service -p cart-service \
         -p order-service -p payment-service -p notification-service \
     && sh xtask/docker/mark-changed-sources.sh --save target/.shop-sources.sha256 \

@@ -734,7 +734,9 @@ def check_build(root: Path, skaffold: dict[str, Any], report: Report) -> None:
         report.fail("Dockerfile: no `build` stage")
     if re.search(r"\bSERVICE\b", build):
         report.fail("Dockerfile: the build stage depends on SERVICE, so each image compiles the workspace again")
-    marked = re.search(r"mark-changed-sources\.sh (\S+) .*cargo build .*mark-changed-sources\.sh --save \1", build)
+    marked = re.search(r"mark-changed-sources\.sh (\S+) .*cargo (?:auditable )?build .*mark-changed-sources\.sh --save \1", build)
+    if "cargo auditable build" not in build:
+        report.fail("Dockerfile: the build stage must build with `cargo auditable build`, or the images' SBOMs list no crate")
     if not marked:
         report.fail(
             "Dockerfile: the build stage must mark the sources by content before cargo build and save the list after "
@@ -774,6 +776,8 @@ def check_build(root: Path, skaffold: dict[str, Any], report: Report) -> None:
     workflow = root / ".github" / "workflows" / "ci.yaml"
     if workflow.exists() and "--target \"$service\"" not in workflow.read_text():
         report.fail("ci.yaml: the images job must push each service's Dockerfile target")
+    if workflow.exists() and "cyclonedx-json" not in workflow.read_text():
+        report.fail("ci.yaml: the images job must record a CycloneDX SBOM of each image")
 
 
 def cluster_job(root: Path) -> dict[str, Any] | None:
@@ -1373,7 +1377,7 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "cargo trusting COPY's mtimes again",
-        _edit("Dockerfile", "    sh xtask/docker/mark-changed-sources.sh target/.shop-sources.sha256 \\\n    && cargo build", "    cargo build"),
+        _edit("Dockerfile", "    sh xtask/docker/mark-changed-sources.sh target/.shop-sources.sha256 \\\n    && cargo auditable build", "    cargo auditable build"),
         "must mark the sources by content",
     ),
     (
@@ -1404,6 +1408,11 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
 ]
 
 BREAKS += [
+    (
+        "binaries built without their crate list",
+        _edit("Dockerfile", "cargo auditable build", "cargo build"),
+        "cargo auditable build",
+    ),
     (
         "the ServiceMonitor scrapes the API port",
         _edit("helm/shop-service/templates/servicemonitor.yaml", "    - port: metrics\n", "    - port: http\n"),
