@@ -2,6 +2,8 @@
 //
 //   BASE_URL        one gateway in front of every service (paths do not overlap), or
 //   USER_URL ... NOTIFICATION_URL   one URL per service (default: `cargo xtask up`'s ports)
+//   USER_METRICS_URL ... NOTIFICATION_METRICS_URL   where /metrics is when not on the API
+//                   port (the charts serve it on 9464: the smoke then expects 404 on the API)
 //   PRODUCT_GRPC, CART_GRPC         host:port for the gRPC scenario (default: the REST port)
 //   ADMIN_EMAIL, ADMIN_PASSWORD     an admin, to top up stock before checkouts
 //   USERS           size of the user pool made in setup() (default: 20)
@@ -18,6 +20,11 @@ export const urls = {
   payment: __ENV.PAYMENT_URL || gateway || local(8085),
   notification: __ENV.NOTIFICATION_URL || gateway || local(8086),
 };
+
+// Where each service's /metrics is, when it is not on its API URL (null: on the API URL).
+export const metricsUrls = Object.fromEntries(
+  Object.keys(urls).map((name) => [name, __ENV[`${name.toUpperCase()}_METRICS_URL`] || null]),
+);
 
 const hostPort = (url) => url.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
 

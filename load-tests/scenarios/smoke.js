@@ -3,7 +3,7 @@
 import { check, fail, group, sleep } from 'k6';
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
-import { admin, grpc as grpcAddr, runId, urls } from '../lib/config.js';
+import { admin, grpc as grpcAddr, metricsUrls, runId, urls } from '../lib/config.js';
 import * as api from '../lib/api.js';
 import { adminToken } from '../lib/users.js';
 import { summaryTrendStats } from '../lib/options.js';
@@ -63,8 +63,19 @@ export default function (data) {
       api.expect(http.get(`${url}/healthz`, { tags: { name: 'healthz', api: 'health' } }), `${name} healthz`, 200);
       const openapi = http.get(`${url}/openapi.json`, { tags: { name: 'openapi', api: 'health' } });
       api.expect(openapi, `${name} openapi`, 200, { [`${name} openapi: has paths`]: (r) => !!json(r).paths });
-      const metrics = http.get(`${url}/metrics`, { tags: { name: 'metrics', api: 'health' } });
-      api.expect(metrics, `${name} metrics`, 200);
+      const elsewhere = !!metricsUrls[name];
+      const onApi = http.get(`${url}/metrics`, {
+        tags: { name: 'metrics', api: 'health' },
+        responseCallback: http.expectedStatuses(elsewhere ? 404 : 200),
+      });
+      if (elsewhere) {
+        // The metrics port serves /metrics, and the API port (what the edge routes) does not.
+        const metrics = http.get(`${metricsUrls[name]}/metrics`, { tags: { name: 'metrics', api: 'health' } });
+        api.expect(metrics, `${name} metrics on the metrics port`, 200);
+        api.expect(onApi, `${name} no metrics on the API port`, 404);
+      } else {
+        api.expect(onApi, `${name} metrics`, 200);
+      }
     }
   });
 

@@ -1068,6 +1068,7 @@ def smoke(options: Options, services: dict[str, ServiceAddress], admin: tuple[st
         "ADMIN_PASSWORD": admin[1],
     }
     env.update({f"{name.upper()}_URL": services[name].url("http") for name in shopdeploy.SERVICES})
+    env.update({f"{name.upper()}_METRICS_URL": services[name].url("metrics") for name in shopdeploy.SERVICES})
     (options.log_dir / "k6-results").mkdir(exist_ok=True)
     log = options.log_dir / "k6.log"
     began = time.monotonic()

@@ -1028,17 +1028,29 @@ def _addr_port(text: Any) -> int | None:
 
 
 def _namespaces_admitted(policies: list[Manifest], port: int) -> set[str]:
-    """The namespaces (by name) a service's NetworkPolicies admit to `port`."""
+    """The namespaces (by name) a service's NetworkPolicies admit to `port`; "*" when a rule
+    admits more than named namespaces (no `from`, an empty or expression namespaceSelector,
+    an ipBlock), and a named port counts as every port."""
     admitted: set[str] = set()
     for policy in policies:
         for rule in policy.obj["spec"].get("ingress") or []:
             ports = {p.get("port") for p in rule.get("ports") or []}
-            if ports and port not in ports:
+            if ports and port not in ports and not any(isinstance(p, str) and not p.isdigit() for p in ports):
                 continue
-            for peer in rule.get("from") or []:
-                name = (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-                if name:
+            peers = rule.get("from")
+            if not peers:
+                admitted.add("*")
+            for peer in peers or []:
+                selector = peer.get("namespaceSelector")
+                if selector is None:
+                    if "ipBlock" in peer:
+                        admitted.add("*")
+                    continue  # a podSelector alone: pods of this namespace
+                name = (selector.get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                if name and not selector.get("matchExpressions"):
                     admitted.add(name)
+                else:
+                    admitted.add("*")
     return admitted
 
 
@@ -1062,8 +1074,9 @@ def check_public_surface(env: str, manifests: list[Manifest], report: Report) ->
         policies = [m for m in objects if m.kind == "NetworkPolicy"]
         on_api = _namespaces_admitted(policies, api_port) if api_port else set()
         on_metrics = _namespaces_admitted(policies, metrics_port)
-        if on_api & on_metrics:
-            report.fail(f"{where}: namespaces {sorted(on_api & on_metrics)} reach both the API and the metrics port: the edge would expose /metrics")
+        exposed = (on_api & on_metrics) | (on_metrics & {"*"})
+        if exposed:
+            report.fail(f"{where}: namespaces {sorted(exposed)} reach both the API and the metrics port: the edge would expose /metrics")
         container_ports = {p.get("name"): p.get("containerPort") for c in _containers(pod_spec(deployment.obj)) for p in c.get("ports") or []}
         service_ports = {
             p.get("name"): container_ports.get(p.get("targetPort"), p.get("targetPort"))
@@ -1409,6 +1422,11 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
 
 BREAKS += [
     (
+        "the metrics port open to every namespace",
+        _edit("helm/shop-service/templates/networkpolicy.yaml", "    # The {{ . }} namespace (Prometheus): the metrics port only.\n    - from:\n        - namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: {{ . }}\n", "    # The {{ . }} namespace (Prometheus): the metrics port only.\n    - from:\n        - namespaceSelector: {}\n"),
+        "reach both the API and the metrics port",
+    ),
+    (
         "binaries built without their crate list",
         _edit("Dockerfile", "cargo auditable build", "cargo build"),
         "cargo auditable build",
@@ -1443,6 +1461,7 @@ BREAKS += [
 #: Breaks that only show in some environments (the rest are checked in dev alone).
 ONLY_IN: dict[str, list[str]] = {
     "the ServiceMonitor scrapes the API port": ["prod"],
+    "the metrics port open to every namespace": ["prod"],
     "the ingress namespace admitted to the metrics port": ["prod"],
     "reflection left on in prod": ["prod"],
     "no trusted proxy behind the ingress": ["staging"],

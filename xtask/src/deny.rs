@@ -45,7 +45,9 @@ fn snapshot() -> Option<PathBuf> {
 fn prepare_db(snapshot: &Path, db_path: &Path) -> anyhow::Result<()> {
     let repo = db_path.join(DB_FOLDER);
     let stamp = db_path.join("snapshot.source");
-    let source = snapshot.display().to_string();
+    // The snapshot's path and its newest change: a refreshed snapshot is copied again.
+    let newest = std::fs::metadata(snapshot.join("crates")).and_then(|meta| meta.modified()).ok();
+    let source = format!("{} {newest:?}", snapshot.display());
     if repo.join(".git").is_dir() && std::fs::read_to_string(&stamp).is_ok_and(|seen| seen == source) {
         return Ok(());
     }

@@ -37,10 +37,7 @@ pub(crate) fn build() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One running copy of the platform: `up`'s on the ports of docs/architecture.md, or a second one
-/// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
-/// can run side by side.
-/// The limits a local instance runs with (see [`Platform::spawn`]); the defaults are in
+/// The limits a local instance runs with (see [`Instance::spawn`]); the defaults are in
 /// README's configuration table.
 pub(crate) const LOAD_TEST_LIMITS: &[(&str, &str)] = &[
     ("RATE_LIMIT_REGISTER", "10000/1m"),
@@ -49,6 +46,9 @@ pub(crate) const LOAD_TEST_LIMITS: &[(&str, &str)] = &[
     ("RATE_LIMIT_CHECKOUT", "10000/1m"),
 ];
 
+/// One running copy of the platform: `up`'s on the ports of docs/architecture.md, or a second one
+/// (the smoke test's) on other ports with its own databases, Redis keys and topics, so both
+/// can run side by side.
 pub(crate) struct Instance {
     /// Added to each service's port.
     pub(crate) port_offset: u16,

@@ -37,11 +37,16 @@ pub fn client_address(header: ProxyHeader, hops: usize, headers: &http::HeaderMa
     if hops == 0 {
         return fallback;
     }
-    let values = headers.get_all(header.name()).iter().filter_map(|value| value.to_str().ok());
+    // Split the raw bytes: a stray non-ASCII byte in an entry a client wrote must not discard the
+    // whole line, and with it the entry the proxy appended.
+    let values = headers
+        .get_all(header.name())
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(|entry| std::str::from_utf8(entry).unwrap_or(""));
     let entries: Vec<&str> = match header {
-        ProxyHeader::XForwardedFor => values.flat_map(|value| value.split(',')).map(str::trim).collect(),
+        ProxyHeader::XForwardedFor => values.map(str::trim).collect(),
         ProxyHeader::Forwarded => values
-            .flat_map(|value| value.split(','))
             .map(|element| {
                 element
                     .split(';')
@@ -73,5 +78,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(parts.extensions.get::<Self>().copied().unwrap_or(Self(IpAddr::from([0, 0, 0, 0]))))
+    }
+}
+
+/// The key a client address is counted under: an IPv4 address (an IPv4-mapped IPv6 one as
+/// IPv4), or an IPv6 address's /64, which one client usually holds whole.
+pub fn limit_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_an_ipv6_client_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let key = |text: &str| limit_key(text.parse().unwrap());
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("2001:db8:cafe:1::17"), key("2001:db8:cafe:1:ffff::1"), "one /64, one client");
+        assert_eq!(key("2001:db8:cafe:1::17"), "2001:db8:cafe:1::/64");
+        assert_ne!(key("2001:db8:cafe:1::17"), key("2001:db8:cafe:2::17"));
     }
 }

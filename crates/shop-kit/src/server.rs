@@ -298,6 +298,8 @@ impl BoundServer {
     /// health service `NOT_SERVING`, so a load balancer that still routes here drains it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { name, listener, local_addr, metrics_listener, router, health, config, stopping } = self;
+        let metrics_stop = CancellationToken::new();
+        let _stop_metrics = metrics_stop.clone().drop_guard();
         tracing::info!(service = name, address = %local_addr, "serving REST and gRPC");
         if let Some(metrics_listener) = metrics_listener {
             let address = metrics_listener.local_addr().ok();
@@ -305,8 +307,8 @@ impl BoundServer {
             let metrics = Router::new()
                 .route("/metrics", get(|| async { crate::metrics::render() }))
                 .fallback(|| async { Problem::not_found("route_not_found", "this port serves /metrics only") });
-            let stop = shutdown.clone();
-            // Scrapes go on while requests drain; the listener closes with the server.
+            let stop = metrics_stop.clone();
+            // Scrapes go on while requests drain; the listener closes once the server has.
             tokio::spawn(async move {
                 let serve = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {
                     stop.cancelled().await;

@@ -163,6 +163,13 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
         (Forwarded, 1, "forwarded", "for=unknown", "127.0.0.1"),
         (Forwarded, 1, "forwarded", "for=_hidden", "127.0.0.1"),
     ];
+    // A client's own entry with a byte that is not ASCII does not hide the proxy's.
+    let proxied = HttpConfig { trusted_proxy_hops: 1, ..config() };
+    let bound = Server::new("test", proxied).rest(echo()).bind().await.unwrap();
+    let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
+    let header = reqwest::header::HeaderValue::from_bytes(b"caf\xe9, 198.51.100.4").unwrap();
+    let ip = http_client().get(server.url("/ip")).header("x-forwarded-for", header).send().await.unwrap();
+    assert_eq!(ip.text().await.unwrap(), "198.51.100.4");
     for (kind, hops, name, header, expected) in cases {
         let config = HttpConfig { trusted_proxy_hops: hops, trusted_proxy_header: kind, ..config() };
         let bound = Server::new("test", config).rest(echo()).bind().await.unwrap();

@@ -108,13 +108,22 @@ impl JwksClient {
         if self.inner.revalidating.swap(true, Ordering::AcqRel) {
             return;
         }
+        /// Clears the flag however the task ends (a panic or a dropped runtime included), so
+        /// revalidation can never stay switched off.
+        struct Clear(Arc<JwksInner>);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                self.0.revalidating.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
         let client = self.clone();
+        let clear = Clear(Arc::clone(&self.inner));
         tokio::spawn(async move {
+            let _clear = clear;
             let _one_fetch = client.inner.refreshing.lock().await;
             if client.lookup("").2 {
                 client.fetch_and_store().await;
             }
-            client.inner.revalidating.store(false, Ordering::Release);
         });
     }
 

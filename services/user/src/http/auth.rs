@@ -79,9 +79,9 @@ pub(super) async fn login(
     if body.password.chars().count() > PASSWORD_MAX_LEN {
         return Err(Error::invalid("password", format!("must be at most {PASSWORD_MAX_LEN} characters")));
     }
-    super::within(&state.rates().login, &ip.to_string()).await?;
+    super::within(&state.rates().login, &shop_kit::client_ip::limit_key(ip)).await?;
     let email = body.email.trim().to_lowercase();
-    if let Verdict::Limited { retry_after_secs } = state.limiter().check(&email, ip).await {
+    if let Verdict::Limited { retry_after_secs } = state.limiter().attempt(&email, ip).await {
         return Err(Error::RateLimited { retry_after_secs });
     }
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
@@ -89,10 +89,8 @@ pub(super) async fn login(
     let matches = state.hasher().verify(&body.password, user.as_ref().map(|user| user.password_hash.as_str())).await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => {
-            state.limiter().record_failure(&email, ip).await;
-            return Err(Error::InvalidCredentials);
-        }
+        // The attempt was counted as a failure already.
+        _ => return Err(Error::InvalidCredentials),
     };
     state.limiter().record_success(&email, ip).await;
     let tokens = state.issue_tokens(&mut connection, &user, uuid::Uuid::now_v7()).await?;
@@ -118,7 +116,7 @@ pub(super) async fn refresh(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, Error> {
-    super::within(&state.rates().refresh, &ip.to_string()).await?;
+    super::within(&state.rates().refresh, &shop_kit::client_ip::limit_key(ip)).await?;
     if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
         return Err(Error::InvalidRefreshToken);
     }

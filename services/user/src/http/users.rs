@@ -87,7 +87,7 @@ pub(super) async fn register(
         return Err(Error::Validation(errors));
     };
     // Before the expensive part: each registration costs an argon2 hash (19 MiB, tens of ms).
-    super::within(&state.rates().register, &ip.to_string()).await?;
+    super::within(&state.rates().register, &shop_kit::client_ip::limit_key(ip)).await?;
     let password_hash = state.hasher().hash(&password).await?;
     let new_user = store::NewUser {
         email: email.as_str(),

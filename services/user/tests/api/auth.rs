@@ -101,6 +101,18 @@ async fn failures_on_an_account_make_only_that_client_wait() {
     assert_eq!(app.login_from(attacker, "bob@example.com", "password-123").await.status(), StatusCode::OK);
 }
 
+/// Thirty wrong passwords sent at once from one client get five tries, not thirty: each
+/// attempt is counted before its password is checked, atomically with the limit check.
+#[tokio::test]
+async fn guesses_sent_in_parallel_get_no_more_tries_than_guesses_in_a_row() {
+    let app = spawn_app().await;
+    app.customer("ada@example.com").await;
+    let guesses = (0..30).map(|_| app.login_from([127, 0, 0, 5], "ada@example.com", "wrong-password"));
+    let statuses: Vec<u16> = futures::future::join_all(guesses).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|&&status| status == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&status| status == 429).count(), 25, "{statuses:?}");
+}
+
 /// The second lockout of issue #14: behind an ingress every client had the ingress's address,
 /// so one script's failures made every login 429. With `TRUSTED_PROXY_HOPS` the limit per
 /// client is per real client, whatever address the script puts first in `X-Forwarded-For`.
