@@ -11,6 +11,7 @@
 //! - `fault`: a payment service or the broker killed mid-batch, nothing lost or doubled;
 //! - `outage`: the broker unreachable: every service stays ready, checkout stays open;
 //! - `cart`: the cart priced by the real product service;
+//! - `authz`: the authorization matrix, every route and method × four callers;
 //! - `trace`: one checkout's spans, exported over OTLP to a receiver, form one trace.
 //!
 //! Every service runs in this process (`app::build` + [`shop_testkit::TestServer`]),
@@ -19,6 +20,7 @@
 //! being tested, so a test that kills a service's process belongs to that service).
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
 
+mod authz;
 mod cart;
 mod checkout;
 mod fault;
