@@ -81,14 +81,81 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with_context(|| format!("configuration: RUST_LOG has an invalid value {:?}", config.log_filter))?;
     let registry = tracing_subscriber::registry().with(otel.with_filter(LevelFilter::INFO));
     let installed = match config.log_format {
-        LogFormat::Json => registry.with(json_layer(std::io::stdout).with_filter(filter)).try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_filter(filter)).try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stdout).with_filter(LogFilter(filter))).try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().compact().with_filter(LogFilter(filter))).try_init()
+        }
     };
     installed.context("a global tracing subscriber is already installed")?;
     if let Some(endpoint) = &config.otlp_endpoint {
         tracing::info!(otlp.endpoint = %endpoint, "exporting traces over OTLP");
     }
     Ok(TelemetryGuard { provider: Some(provider) })
+}
+
+/// The log layer's filter: RUST_LOG for events, but every span at INFO or above whatever it
+/// says, so that a line the filter lets through (a WARN under `RUST_LOG=warn`) still finds the
+/// request or event span around it, and with it the trace ids. Spans are not lines: seeing
+/// them prints nothing.
+struct LogFilter(EnvFilter);
+
+fn span_always_seen(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for LogFilter
+where
+    S: tracing::Subscriber + for<'lookup> LookupSpan<'lookup>,
+{
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, context: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        span_always_seen(metadata) || tracing_subscriber::layer::Filter::enabled(&self.0, metadata, context)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if span_always_seen(metadata) {
+            return tracing::subscriber::Interest::always();
+        }
+        tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.0, metadata)
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, context: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        tracing_subscriber::layer::Filter::event_enabled(&self.0, event, context)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        let hint = tracing_subscriber::layer::Filter::<S>::max_level_hint(&self.0);
+        hint.map(|level| level.max(LevelFilter::INFO))
+    }
+
+    fn on_new_span(
+        &self,
+        attributes: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        tracing_subscriber::layer::Filter::on_new_span(&self.0, attributes, id, context);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        tracing_subscriber::layer::Filter::on_record(&self.0, id, values, context);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, context: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::layer::Filter::on_enter(&self.0, id, context);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, context: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::layer::Filter::on_exit(&self.0, id, context);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, context: tracing_subscriber::layer::Context<'_, S>) {
+        tracing_subscriber::layer::Filter::on_close(&self.0, id, context);
+    }
 }
 
 /// The JSON log layer: one object per line, the event's fields at the top level, the
@@ -262,5 +329,38 @@ mod tests {
         assert_eq!(child["attempt"], 2, "the event's fields stay at the top level: {child}");
         let outside = line("outside any span");
         assert!(outside.get("trace_id").is_none() && outside.get("span_id").is_none(), "{outside}");
+    }
+
+    /// `RUST_LOG=warn`: INFO lines stay out, but a WARN line inside an INFO request span
+    /// still carries the request's ids (the log layer's filter lets every INFO span in).
+    /// Without `LogFilter` (a bare EnvFilter) the line has no ids: tried.
+    #[test]
+    fn a_log_filter_stricter_than_the_spans_keeps_the_ids() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(LevelFilter::INFO))
+            .with(json_layer(move || writer.clone()).with_filter(LogFilter(EnvFilter::new("warn"))));
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+            let request = tracing::info_span!("request");
+            continue_trace(&request, &headers);
+            request.in_scope(|| {
+                tracing::info!("filtered out");
+                tracing::debug_span!("query").in_scope(|| tracing::warn!("a warning in a debug span"));
+                tracing::warn!("a warning in the request");
+            });
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "only the warnings: {text}");
+        for line in &lines {
+            assert_eq!(line["trace_id"], trace_id, "{text}");
+            assert_eq!(line["span_id"].as_str().unwrap().len(), 16, "{text}");
+        }
     }
 }

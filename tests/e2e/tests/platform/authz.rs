@@ -348,19 +348,13 @@ async fn grpc_call(
         ),
         "GetProduct" => code(
             products::product_service_client::ProductServiceClient::new(channel)
-                .get_product(authorized(
-                    products::GetProductRequest { product_id: product },
-                    token,
-                ))
+                .get_product(authorized(products::GetProductRequest { product_id: product }, token))
                 .await
                 .map(drop),
         ),
         "BatchGetProducts" => code(
             products::product_service_client::ProductServiceClient::new(channel)
-                .batch_get_products(authorized(
-                    products::BatchGetProductsRequest { product_ids: vec![product] },
-                    token,
-                ))
+                .batch_get_products(authorized(products::BatchGetProductsRequest { product_ids: vec![product] }, token))
                 .await
                 .map(drop),
         ),
