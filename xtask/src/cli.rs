@@ -43,6 +43,12 @@ pub(crate) enum Command {
     DeployCheck,
     /// cargo deny: RustSec advisories (offline snapshot), licenses, bans, sources (deny.toml).
     Deny,
+    /// schemathesis against every service's OpenAPI document, as a customer and as an admin.
+    ///
+    /// Runs against `up`'s services with every check (xtask/contract/schemathesis.toml says
+    /// which are off for which operation, and why); registers a customer of its own and logs in
+    /// as the development admin. Fails on any failure; JUnit reports go to target/shop-dev/contract.
+    Contract,
     /// Copy image tags one step: dev → staging → prod.
     ///
     /// Copies the image that runs in <FROM> into <TO>'s values (argocd/envs/<env>/<service>.yaml)

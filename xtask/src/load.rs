@@ -217,7 +217,11 @@ pub(crate) fn smoke_on_private_instance(state_dir: &Path, brokers: &str) -> anyh
         // must work against them, through Prometheus with the chart's rules.
         eprintln!("xtask: == the dashboard's queries against Prometheus scraping the smoke's services");
         let prometheus = Prometheus::start(&state_dir.join("smoke-prometheus"), SMOKE_PROMETHEUS_PORT, &instance)?;
-        prometheus.check_dashboard()
+        prometheus.check_dashboard()?;
+        eprintln!("xtask: == the API contract: schemathesis against the smoke's services");
+        let urls: Vec<(&'static str, String)> =
+            services::ALL.iter().map(|service| (service.name, instance.url(service))).collect();
+        crate::contract::run(&urls, &state_dir.join("contract"))
     });
     platform::stop_all(children, true, None);
     let cleaned = cleanup();

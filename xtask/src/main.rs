@@ -8,6 +8,7 @@
 //! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
 //! - `cargo xtask promote`, `set-image`: a release moves dev → staging → prod (see [`promote`]).
 //! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
+//! - `cargo xtask contract`: schemathesis against every OpenAPI document (see [`contract`]).
 //! - `cargo xtask bench`: every figure next to this machine's limits (see [`bench`]).
 //! - `cargo xtask chaos`: the invariants hold through restarts, a paused broker and killed
 //!   services (see [`chaos`]).
@@ -30,7 +31,7 @@
 //!   dependencies, topic names from the contracts).
 //! - One module per command: [`up`], [`test`], [`seed`], [`dlq`], [`deploy`] (`render`,
 //!   `deploy-check`), [`promote`] (`promote`, `set-image`), [`load`] (also the smoke test
-//!   of `test`).
+//!   of `test`), [`contract`] (also run by `test`, after the smoke).
 //! - [`bench`]: the benchmark, one file per concern: `mod.rs` (the command, the run's order
 //!   and the private instance), one per measured area (`reads`, `cart`, `saga`, `backlog`,
 //!   `checkout`), `orders` (the k6 orders driver and the saga's rows), `generators` (oha,
@@ -44,6 +45,7 @@ mod bench;
 mod chaos;
 mod cli;
 mod color;
+mod contract;
 mod deny;
 mod deploy;
 mod dlq;
@@ -91,6 +93,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Render(args) => deploy::render(args),
         Command::DeployCheck => deploy::check(),
         Command::Deny => deny::check(),
+        Command::Contract => contract::command(),
         Command::Promote(args) => promote::run(args),
         Command::SetImage(args) => promote::set_image_command(args),
         Command::Load(args) => load::run(args),

@@ -47,6 +47,58 @@ impl From<shop_proto::shop::common::v1::Money> for Money {
     }
 }
 
+/// Reads a whole number that JSON may spell `3` or `3.0`: JSON Schema counts both as an
+/// `integer`, so a client generated from the OpenAPI document may send either. `3.5`, and a
+/// number outside `i64`, are refused (a 422 naming the field).
+/// `#[serde(deserialize_with = "shop_kit::api::whole_number")]`.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct WholeNumber;
+    impl serde::de::Visitor<'_> for WholeNumber {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a whole number")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<i64, E> {
+            // 2^63 is exactly representable; below it every whole f64 fits in an i64.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if value.fract() == 0.0 && (-LIMIT..LIMIT).contains(&value) {
+                #[expect(clippy::cast_possible_truncation, reason = "whole and within i64, checked above")]
+                return Ok(value as i64);
+            }
+            Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
+        }
+    }
+    deserializer.deserialize_any(WholeNumber)
+}
+
+/// An amount a client sets (a price): what [`Money::validate`] accepts, in the schema too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MoneyInput {
+    /// Minor units (cents for USD), 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "whole_number")]
+    pub amount: i64,
+    /// ISO 4217, three upper-case letters.
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub currency: String,
+}
+
+impl From<MoneyInput> for Money {
+    fn from(input: MoneyInput) -> Self {
+        Self { amount: input.amount, currency: input.currency }
+    }
+}
+
 /// One page of a list.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
@@ -75,14 +127,18 @@ pub fn encode_cursor<T: Serialize>(position: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).unwrap_or_default())
 }
 
-/// Decodes a cursor made by [`encode_cursor`]; 400 `invalid_cursor` for anything else.
-pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<T, Problem> {
+/// Decodes a cursor made by [`encode_cursor`]: `None` for an empty one (`?cursor=` is the
+/// first page, as no cursor is), 400 `invalid_cursor` for anything this API did not return.
+pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<Option<T>, Problem> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
     let invalid = || Problem::bad_request("invalid_cursor", "the cursor is not one this API returned");
     if cursor.len() > 512 {
         return Err(invalid());
     }
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    serde_json::from_slice(&bytes).map_err(|_| invalid())
+    serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid())
 }
 
 /// One page out of `rows`, fetched with `LIMIT limit + 1`: the first `limit` rows, and the
@@ -103,7 +159,7 @@ pub fn page_request<T: DeserializeOwned>(
 ) -> Result<(u32, Option<T>), Problem> {
     let Some(page) = page else { return Ok((DEFAULT_LIMIT, None)) };
     let limit = page_limit((page.limit != 0).then_some(i64::from(page.limit)))?;
-    let after = (!page.cursor.is_empty()).then(|| decode_cursor(&page.cursor)).transpose()?;
+    let after = decode_cursor(&page.cursor)?;
     Ok((limit, after))
 }
 
@@ -137,10 +193,29 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_number_may_be_spelled_as_a_float() {
+        #[derive(Debug, Deserialize)]
+        struct Quantity {
+            #[serde(deserialize_with = "whole_number")]
+            value: i64,
+        }
+        let read = |json: &str| serde_json::from_str::<Quantity>(json).map(|quantity| quantity.value);
+        for (json, want) in
+            [(r#"{"value":3}"#, 3), (r#"{"value":3.0}"#, 3), (r#"{"value":-2.0}"#, -2), (r#"{"value":1e3}"#, 1000)]
+        {
+            assert_eq!(read(json).unwrap(), want, "{json}");
+        }
+        for json in [r#"{"value":3.5}"#, r#"{"value":"3"}"#, r#"{"value":1e19}"#, r#"{"value":18446744073709551615}"#] {
+            assert!(read(json).is_err(), "{json} must be refused");
+        }
+    }
+
+    #[test]
     fn cursors_round_trip_and_reject_tampering() {
         let cursor = encode_cursor(&(0.5_f32, "abc"));
-        assert_eq!(decode_cursor::<(f32, String)>(&cursor).unwrap(), (0.5, "abc".to_owned()));
-        for bad in ["", "!!!", "bm90IGpzb24", &"A".repeat(600)] {
+        assert_eq!(decode_cursor::<(f32, String)>(&cursor).unwrap(), Some((0.5, "abc".to_owned())));
+        assert_eq!(decode_cursor::<(f32, String)>("").unwrap(), None, "an empty cursor is the first page");
+        for bad in ["!!!", "bm90IGpzb24", &"A".repeat(600)] {
             assert_eq!(decode_cursor::<(f32, String)>(bad).unwrap_err().code, "invalid_cursor", "case {bad:?}");
         }
         assert_eq!(page_limit(None).unwrap(), 20);

@@ -8,6 +8,8 @@
 //!   and to a gRPC `Status`, and [`error::ApiJson`], a JSON extractor that answers in it.
 //! - [`telemetry`]: the tracing subscriber, OpenTelemetry export and W3C propagation.
 //! - [`metrics`]: the Prometheus recorder and the per-route RED middleware.
+//! - [`openapi`]: the OpenAPI documents, generated from the routes, with the answers every
+//!   route of a shape shares.
 //! - [`server`]: one port serving REST and gRPC, health, readiness, metrics, OpenAPI,
 //!   gRPC health and reflection, timeouts, body limits and graceful shutdown.
 //! - [`db`]: the Postgres pool and embedded migrations under an advisory lock.
@@ -33,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod retention;
 pub mod server;

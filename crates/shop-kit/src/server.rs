@@ -50,6 +50,7 @@ use tower_http::{
 };
 
 pub use crate::client_ip::ClientIp;
+pub use crate::openapi::BearerAuth;
 use crate::{config::HttpConfig, error::Problem, telemetry};
 
 /// How long one readiness check may take before it counts as failing.
@@ -188,6 +189,14 @@ impl Server {
     pub fn check(mut self, check: Check) -> Self {
         self.checks.push(check);
         self
+    }
+
+    /// The service's REST API: its routes, and the OpenAPI document generated from them with
+    /// the shared answers added ([`crate::openapi`]), served at `/openapi.json`.
+    #[must_use]
+    pub fn api(self, api: utoipa_axum::router::OpenApiRouter) -> Self {
+        let (router, document) = crate::openapi::split(api);
+        self.rest(router).openapi(&document)
     }
 
     /// The OpenAPI document served at `/openapi.json`.
@@ -524,19 +533,4 @@ pub fn shutdown_on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
-}
-
-/// An OpenAPI modifier declaring the `bearer` (JWT) security scheme the services use:
-/// `#[openapi(modifiers(&shop_kit::server::BearerAuth))]`.
-pub struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
 }

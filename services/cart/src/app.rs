@@ -17,7 +17,6 @@ use shop_proto::{
     },
 };
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
-use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::{SERVICE, config::Config, error::Error, store::CartStore};
@@ -105,11 +104,10 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let state = AppState { inner: Arc::new(Inner { store, products, verifier: Arc::clone(&verifier) }) };
     let grpc = GrpcAuth::new(CartServiceServer::new(crate::grpc::CartGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state))
+        .api(crate::http::api(state))
         .grpc(grpc)
         .check(Check::redis(redis, Criticality::Required))
         .check(kafka_ready)
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     Ok(Service::new(server).background("consumer", |shutdown| consumer.run(shutdown)).flush(&publisher))

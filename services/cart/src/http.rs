@@ -1,18 +1,17 @@
 //! `/v1/cart`: the caller's own cart (a token is required; nobody sees another's cart).
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
 };
 use serde::Deserialize;
-use shop_kit::server::BearerAuth;
 use shop_kit::{
     auth::Caller,
     error::{ApiJson, Problem, parse_id},
 };
 use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     app::AppState,
@@ -21,19 +20,18 @@ use crate::{
     store::SetOutcome,
 };
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/cart", get(read).delete(clear))
-        .route("/v1/cart/items/{product_id}", delete(remove_item).put(set_item))
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(read, clear))
+        .routes(routes!(set_item, remove_item))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shop cart service", version = "1.0.0", description = "One cart per user."),
-    paths(read, set_item, remove_item, clear),
     components(schemas(shop_kit::error::Problem, shop_kit::error::FieldError, shop_kit::api::Money)),
-    modifiers(&BearerAuth),
     tags((name = "cart")),
 )]
 pub struct ApiDoc;
@@ -56,6 +54,8 @@ pub(crate) async fn read(State(state): State<AppState>, caller: Caller) -> Resul
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetItem {
     /// 1 to 99; replaces the line's quantity.
+    #[schema(minimum = 1, maximum = 99)]
+    #[serde(deserialize_with = "shop_kit::api::whole_number")]
     quantity: i64,
 }
 

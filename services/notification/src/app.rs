@@ -12,7 +12,6 @@ use shop_kit::{
 };
 use shop_proto::{contracts, shop::notification::v1::notification_service_server::NotificationServiceServer};
 use sqlx::PgPool;
-use utoipa::OpenApi as _;
 
 use crate::{
     SERVICE,
@@ -78,11 +77,10 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         GrpcAuth::new(NotificationServiceServer::new(crate::grpc::NotificationGrpc::new(state.clone())), verifier);
     shop_kit::metrics::describe(&[("notifications_sent_total", Kind::Counter, "Notifications delivered, by channel.")]);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state))
+        .api(crate::http::api(state))
         .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     let retention = Retention::new(pool.clone(), &config.retention);

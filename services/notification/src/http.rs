@@ -2,9 +2,8 @@
 //! at a time.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Query, State, rejection::QueryRejection},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,20 +13,18 @@ use shop_kit::{
     error::{FieldError, Problem},
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{app::AppState, domain::Notification, error::Error, store};
 
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/v1/notifications", get(list)).with_state(state)
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(list)).with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(title = "Shop notification service", version = "1.0.0"),
-    paths(list),
-    components(schemas(Problem, FieldError))
-)]
+#[openapi(info(title = "Shop notification service", version = "1.0.0"), components(schemas(Problem, FieldError)))]
 pub struct ApiDoc;
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -60,15 +57,17 @@ impl From<Notification> for NotificationResponse {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: opaque, only what this API returned (400 otherwise).
     cursor: Option<String>,
 }
 
 /// The caller's notifications, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/notifications", params(ListParams), responses(
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])), params(ListParams), responses(
     (status = 200, body = Page<NotificationResponse>),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -81,7 +80,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Page<NotificationResponse>>, Error> {
     let Query(params) = params.map_err(|_| Error::invalid("limit", "must be a whole number between 1 and 100"))?;
     let limit = page_limit(params.limit)?;
-    let before: Option<Uuid> = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before: Option<Uuid> = params.cursor.as_deref().map(decode_cursor).transpose()?.flatten();
     let mut connection = state.pool().acquire().await?;
     let (notifications, next) = store::page_for_user(&mut connection, caller.user_id, before, limit).await?;
     Ok(Json(Page {

@@ -20,7 +20,6 @@ use shop_proto::{
 };
 use sqlx::PgPool;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
-use utoipa::OpenApi as _;
 
 use crate::{SERVICE, config::Config};
 
@@ -123,11 +122,10 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     };
     let grpc = GrpcAuth::new(OrderServiceServer::new(crate::grpc::OrderGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state))
+        .api(crate::http::api(state))
         .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);

@@ -11,23 +11,61 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddress {
+    /// At most 100 characters, not only spaces, no control characters (as `line1`, `city` and
+    /// `postal_code`, at their own lengths); stored trimmed.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub line1: String,
+    /// Optional; blank is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub line2: Option<String>,
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub city: String,
+    /// Optional; blank is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub region: Option<String>,
+    #[schema(
+        max_length = 20,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub postal_code: String,
+    /// ISO 3166-1 alpha-2 (`US`, `DE`); stored upper-case.
+    #[schema(pattern = r"^\s*[A-Za-z]{2}\s*$")]
     pub country: String,
 }
 
+/// A text as typed: at most `max` characters as sent (what the schema's `maxLength` counts), no
+/// control characters, not only spaces; trimmed.
 fn bounded(value: &str, field: &str, max: usize, errors: &mut Vec<FieldError>) -> String {
     let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max || trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(format!("shipping_address.{field}"), format!("must be 1 to {max} characters")));
+    if trimmed.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            format!("shipping_address.{field}"),
+            format!("must be 1 to {max} characters, not only spaces, no control characters"),
+        ));
     }
     trimmed.to_owned()
+}
+
+/// An optional line: absent when blank, else as [`bounded`].
+fn optional(value: Option<&str>, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+    let value = value?;
+    if value.trim().is_empty() && value.chars().count() <= max && !value.chars().any(char::is_control) {
+        return None;
+    }
+    Some(bounded(value, field, max, errors))
 }
 
 impl ShippingAddress {
@@ -42,17 +80,9 @@ impl ShippingAddress {
         let clean = Self {
             name: bounded(&self.name, "name", 100, &mut errors),
             line1: bounded(&self.line1, "line1", 200, &mut errors),
-            line2: self
-                .line2
-                .as_deref()
-                .filter(|line| !line.trim().is_empty())
-                .map(|line| bounded(line, "line2", 200, &mut errors)),
+            line2: optional(self.line2.as_deref(), "line2", 200, &mut errors),
             city: bounded(&self.city, "city", 100, &mut errors),
-            region: self
-                .region
-                .as_deref()
-                .filter(|region| !region.trim().is_empty())
-                .map(|region| bounded(region, "region", 100, &mut errors)),
+            region: optional(self.region.as_deref(), "region", 100, &mut errors),
             postal_code: bounded(&self.postal_code, "postal_code", 20, &mut errors),
             country,
         };
@@ -101,10 +131,13 @@ pub struct Shipment {
 impl Shipment {
     /// Checks what an admin sent (trimmed), naming each bad field.
     pub fn validate(carrier: &str, tracking_number: &str) -> Result<(String, String), Vec<FieldError>> {
+        // Lengths and control characters as sent: what the schema's `maxLength` and `pattern` say.
+        let raw_carrier = carrier;
         let (carrier, tracking_number) = (carrier.trim(), tracking_number.trim());
         let mut errors = Vec::new();
-        if carrier.is_empty() || carrier.chars().count() > 64 || carrier.chars().any(char::is_control) {
-            errors.push(FieldError::new("carrier", "must be 1 to 64 characters"));
+        if carrier.is_empty() || raw_carrier.chars().count() > 64 || raw_carrier.chars().any(char::is_control) {
+            errors
+                .push(FieldError::new("carrier", "must be 1 to 64 characters, not only spaces, no control characters"));
         }
         let tracking_ok = !tracking_number.is_empty()
             && tracking_number.len() <= 64
@@ -144,9 +177,11 @@ pub fn validate_card_token(token: &str) -> Result<(), FieldError> {
             "looks like a card number; send the token your payment provider issued for the card instead",
         ));
     }
+    // A letter or `_` somewhere: every provider's token has one, and no card number does.
     let valid = !token.is_empty()
         && token.len() <= 100
-        && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+        && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+        && token.bytes().any(|byte| byte.is_ascii_alphabetic() || byte == b'_');
     if valid { Ok(()) } else { Err(FieldError::new("payment.card_token", "must be a card token such as tok_visa")) }
 }
 
@@ -303,7 +338,9 @@ mod tests {
     #[test]
     fn card_tokens_and_transitions() {
         assert!(validate_card_token("tok_visa").is_ok());
-        for bad in ["", "4242 4242 4242 4242", "tok;drop", &"x".repeat(101)] {
+        // The schema's pattern: a letter or `_` somewhere, so digits and dashes alone (what a
+        // card number is made of) never are a token.
+        for bad in ["", "4242 4242 4242 4242", "tok;drop", &"x".repeat(101), "1234", "12-34"] {
             assert!(validate_card_token(bad).is_err(), "token {bad:?}");
         }
         use OrderStatus::*;

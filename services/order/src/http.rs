@@ -1,11 +1,10 @@
 //! `/v1/orders`: checkout from the cart, list, read, cancel; ship and deliver (admins).
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use shop_kit::{
     error::{ApiJson, FieldError, Problem, parse_id},
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -26,20 +26,20 @@ use crate::{
     fulfilment, store,
 };
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/orders", post(place).get(list))
-        .route("/v1/orders/{id}", get(read))
-        .route("/v1/orders/{id}/cancel", post(cancel))
-        .route("/v1/orders/{id}/ship", post(ship))
-        .route("/v1/orders/{id}/deliver", post(deliver))
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(place, list))
+        .routes(routes!(read))
+        .routes(routes!(cancel))
+        .routes(routes!(ship))
+        .routes(routes!(deliver))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shop order service", version = "1.0.0", description = "Checkout and orders."),
-    paths(place, list, read, cancel, ship, deliver),
     components(schemas(Problem, FieldError, Money, ShippingAddress, OrderStatus, Shipment)),
     tags((name = "orders")),
 )]
@@ -110,7 +110,9 @@ fn answer(order: &Order) -> Result<serde_json::Value, Error> {
 pub(crate) struct PaymentDetails {
     /// A payment provider token: tok_visa, tok_chargeDeclined, tok_insufficientFunds, tok_processingError.
     /// Never a card number: 13 to 19 digits (spaces and dashes aside) that pass the Luhn check
-    /// are refused with 422 before anything is stored, published or logged.
+    /// are refused with 422 before anything is stored, published or logged. At most 100 of
+    /// `A-Z a-z 0-9 _ -`, with a letter or `_` among them.
+    #[schema(max_length = 100, pattern = "^[A-Za-z0-9_-]*[A-Za-z_][A-Za-z0-9_-]*$")]
     card_token: String,
 }
 
@@ -123,8 +125,9 @@ pub(crate) struct PlaceOrder {
 
 /// Place an order from the caller's cart. With an `Idempotency-Key`, a retry of the same
 /// request gets the first answer; the same key with another body is 422.
-#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")), responses(
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", security(("bearer" = [])), request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$",
+        description = "makes retries safe: 1 to 255 visible ASCII characters (inner spaces allowed)")), responses(
     (status = 201, body = OrderResponse),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "cart_empty, out_of_stock, product_unavailable, request_in_progress", body = Problem, content_type = "application/problem+json"),
@@ -145,7 +148,15 @@ pub(crate) async fn place(
     }
     let key = match headers.get("idempotency-key").map(|value| value.to_str()) {
         None => None,
-        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
+        Some(Ok(key))
+            if !key.is_empty()
+                && key.len() <= 255
+                && key.bytes().all(|byte| (0x20..0x7f).contains(&byte))
+                && !key.starts_with(' ')
+                && !key.ends_with(' ') =>
+        {
+            Some(key.to_owned())
+        }
         Some(_) => {
             errors.push(FieldError::new("Idempotency-Key", "must be 1 to 255 visible ASCII characters"));
             None
@@ -174,13 +185,17 @@ pub(crate) async fn place(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page: opaque, only what this API returned (400 otherwise).
     cursor: Option<String>,
 }
 
 /// The caller's orders, newest first (an admin sees everyone's).
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListParams), responses(
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])), params(ListParams), responses(
     (status = 200, body = Page<OrderResponse>),
     (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
@@ -191,7 +206,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Page<OrderResponse>>, Error> {
     let Query(params) = params.map_err(|_| Error::invalid("limit", "must be a whole number between 1 and 100"))?;
     let limit = page_limit(params.limit)?;
-    let before: Option<Uuid> = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before: Option<Uuid> = params.cursor.as_deref().map(decode_cursor).transpose()?.flatten();
     let owner = (!caller.is_admin()).then_some(caller.user_id);
     let mut connection = state.pool().acquire().await?;
     let (orders, next) = store::list(&mut connection, owner, before, limit).await?;
@@ -202,7 +217,7 @@ pub(crate) async fn list(
 }
 
 /// One order: your own, or any for an admin.
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = OrderResponse),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -220,7 +235,7 @@ pub(crate) async fn read(
 }
 
 /// Cancel an order: a pending one releases its stock; a confirmed one is refunded.
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = OrderResponse),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -241,17 +256,21 @@ pub(crate) async fn cancel(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ShipOrder {
-    /// The carrier's name, 1 to 64 characters.
-    #[schema(min_length = 1, max_length = 64)]
+    /// The carrier's name: at most 64 characters, not only spaces, no control characters;
+    /// stored trimmed.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     carrier: String,
-    /// 1 to 64 of `A-Z a-z 0-9 -`.
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9-]{1,64}$")]
+    /// 1 to 64 of `A-Z a-z 0-9 -` (spaces around are trimmed).
+    #[schema(pattern = r"^\s*[A-Za-z0-9-]{1,64}\s*$")]
     tracking_number: String,
 }
 
 /// Ship a confirmed order (admins only): it becomes `shipped` with its carrier and tracking
 /// number, `OrderShipped` is published and the customer is told. 409 from any other state.
-#[utoipa::path(post, path = "/v1/orders/{id}/ship", tag = "orders", params(("id" = Uuid, Path)), request_body = ShipOrder,
+#[utoipa::path(post, path = "/v1/orders/{id}/ship", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = ShipOrder,
     responses(
         (status = 200, body = OrderResponse),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -271,7 +290,7 @@ pub(crate) async fn ship(
 
 /// Mark a shipped order delivered (admins only); `OrderDelivered` is published. 409 from any
 /// other state.
-#[utoipa::path(post, path = "/v1/orders/{id}/deliver", tag = "orders", params(("id" = Uuid, Path)), responses(
+#[utoipa::path(post, path = "/v1/orders/{id}/deliver", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = OrderResponse),
     (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 404, body = Problem, content_type = "application/problem+json"),

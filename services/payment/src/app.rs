@@ -13,7 +13,6 @@ use shop_kit::{
 };
 use shop_proto::{contracts, shop::payment::v1::payment_service_server::PaymentServiceServer};
 use sqlx::PgPool;
-use utoipa::OpenApi as _;
 
 use tokio::sync::Notify;
 
@@ -91,11 +90,10 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         ),
     ]);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state))
+        .api(crate::http::api(state))
         .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);

@@ -2,9 +2,8 @@
 //! admin sees all).
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Query, State, rejection::QueryRejection},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,20 +13,18 @@ use shop_kit::{
     error::{FieldError, Problem},
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{app::AppState, domain::Payment, error::Error, store};
 
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/v1/payments", get(list)).with_state(state)
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(list)).with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(title = "Shop payment service", version = "1.0.0"),
-    paths(list),
-    components(schemas(Problem, FieldError, Money))
-)]
+#[openapi(info(title = "Shop payment service", version = "1.0.0"), components(schemas(Problem, FieldError, Money)))]
 pub struct ApiDoc;
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -57,17 +54,20 @@ impl From<Payment> for PaymentResponse {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Filter {
     /// Only this order's payment.
+    #[param(value_type = Option<Uuid>)]
     order_id: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: opaque, only what this API returned (400 otherwise).
     cursor: Option<String>,
 }
 
 /// Payments of the caller's orders (an admin's: every payment), newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/payments", params(Filter), responses(
+#[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(Filter), responses(
     (status = 200, body = Page<PaymentResponse>),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -84,7 +84,7 @@ pub(crate) async fn list(
         Some(text) => Some(Uuid::parse_str(text).map_err(|_| Error::invalid("order_id", "must be a UUID"))?),
     };
     let limit = page_limit(filter.limit)?;
-    let before: Option<Uuid> = filter.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before: Option<Uuid> = filter.cursor.as_deref().map(decode_cursor).transpose()?.flatten();
     let owner = (!caller.is_admin()).then_some(caller.user_id);
     let mut connection = state.pool().acquire().await?;
     let (payments, next) = store::page(&mut connection, owner, order_id, before, limit).await?;

@@ -13,7 +13,6 @@ use shop_kit::{
 use shop_proto::{contracts, shop::product::v1::product_service_server::ProductServiceServer};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::{
@@ -136,12 +135,11 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         ),
     ]);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state.clone()))
+        .api(crate::http::api(state.clone()))
         .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
         .check(Check::redis(redis, Criticality::Optional))
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);

@@ -14,7 +14,6 @@ use shop_kit::{
 };
 use shop_proto::{contracts, shop::user::v1::user_service_server::UserServiceServer};
 use sqlx::{PgConnection, PgPool};
-use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::{
@@ -174,12 +173,11 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     };
     let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);
     let server = Server::new(SERVICE, config.http)
-        .rest(crate::http::router(state))
+        .api(crate::http::api(state))
         .grpc(grpc)
         .check(Check::postgres(pool.clone()))
         .check(kafka_ready)
         .check(Check::redis(redis, Criticality::Optional))
-        .openapi(&crate::http::ApiDoc::openapi())
         .bind()
         .await?;
     let relay = Relay::new(pool.clone(), &publisher);

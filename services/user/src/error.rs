@@ -65,9 +65,11 @@ impl Error {
                 "refresh_token_reused",
                 "this refresh token was already used; every session of this login is revoked, log in again",
             ),
-            Self::WrongCurrentPassword => {
-                Problem::validation(vec![FieldError::new("current_password", "is not correct")])
-            }
+            Self::WrongCurrentPassword => Problem::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "current_password_mismatch",
+                "changing the password needs the current one, and current_password is missing or not it",
+            ),
             Self::UserNotFound => Problem::not_found("user_not_found", "no user with this id"),
             Self::Problem(problem) => problem,
             Self::Internal(cause) => Problem::internal(&cause),

@@ -21,17 +21,18 @@ impl Sku {
     }
 }
 
-/// A product's name: 1 to 200 characters, no control characters.
+/// A product's name: at most 200 characters as sent, not only spaces, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProductName(String);
 
 impl ProductName {
     pub fn parse(input: &str) -> Result<Self, String> {
+        // The length as sent: the OpenAPI schema's `maxLength` counts what the client sends.
         let name = input.trim();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || input.chars().count() > 200 {
             return Err("must be 1 to 200 characters".into());
         }
-        if name.chars().any(char::is_control) {
+        if input.chars().any(char::is_control) {
             return Err("must not contain control characters".into());
         }
         Ok(Self(name.to_owned()))
@@ -42,17 +43,17 @@ impl ProductName {
     }
 }
 
-/// A description: at most 5000 characters (newlines allowed).
+/// A description: at most 5000 characters as sent (newlines and tabs allowed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Description(String);
 
 impl Description {
     pub fn parse(input: &str) -> Result<Self, String> {
         let text = input.trim();
-        if text.chars().count() > 5000 {
+        if input.chars().count() > 5000 {
             return Err("must be at most 5000 characters".into());
         }
-        if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        if input.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err("must not contain control characters".into());
         }
         Ok(Self(text.to_owned()))
@@ -63,7 +64,7 @@ impl Description {
     }
 }
 
-/// An image address: `http(s)://`, at most 2048 characters, no spaces.
+/// An image address: `http(s)://`, at most 2048 characters as sent, no spaces inside.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageUrl(String);
 
@@ -74,7 +75,7 @@ impl ImageUrl {
         match host {
             Some(rest)
                 if !rest.is_empty()
-                    && url.len() <= 2048
+                    && input.chars().count() <= 2048
                     && !url.chars().any(|c| c.is_whitespace() || c.is_control()) =>
             {
                 Ok(Self(url.to_owned()))

@@ -1,13 +1,14 @@
 //! `GET /v1/categories`.
 
-use axum::{Router, extract::State, http::HeaderMap, response::Response, routing::get};
+use axum::{extract::State, http::HeaderMap, response::Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{app::AppState, error::Error, store::products::Category};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/v1/categories", get(list))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Serialize, ToSchema)]

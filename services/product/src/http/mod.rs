@@ -1,8 +1,7 @@
 //! The REST API: `/v1/products` and `/v1/categories`.
 
-use axum::Router;
-use shop_kit::server::BearerAuth;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
@@ -53,16 +52,18 @@ fn cacheable_json(headers: &HeaderMap, body: Vec<u8>, cache_control: &'static st
     (cache, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new().merge(products::router()).merge(categories::router()).with_state(state)
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(products::router())
+        .merge(categories::router())
+        .with_state(state)
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shop product service", version = "1.0.0", description = "Catalog, search, categories and stock."),
-    paths(products::list, products::read, products::create, products::update, products::delete, products::set_stock, categories::list),
     components(schemas(shop_kit::error::Problem, shop_kit::error::FieldError, shop_kit::api::Money)),
-    modifiers(&BearerAuth),
     tags((name = "products"), (name = "categories")),
 )]
 pub struct ApiDoc;

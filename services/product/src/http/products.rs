@@ -1,20 +1,20 @@
 //! `/v1/products`: public reads and search; admin writes and stock.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, put},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shop_kit::{
-    api::{Money, Page, decode_cursor, encode_cursor, page_limit},
+    api::{Money, MoneyInput, Page, decode_cursor, encode_cursor, page_limit},
     auth::Admin,
     error::{ApiJson, FieldError, Problem, parse_id},
 };
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -48,11 +48,8 @@ async fn product_changed(
     Ok(())
 }
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/products", get(list).post(create))
-        .route("/v1/products/{id}", get(read).patch(update).delete(delete))
-        .route("/v1/products/{id}/stock", put(set_stock))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, update, delete)).routes(routes!(set_stock))
 }
 
 /// A product as clients see it.
@@ -92,14 +89,19 @@ impl From<Product> for ProductResponse {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
-    /// Full-text search over names (ranked first) and descriptions; words match as prefixes.
+    /// Full-text search over names (ranked first) and descriptions; words match as prefixes
+    /// (at most 200 characters; the first 8 words count).
+    #[param(max_length = 200)]
     q: Option<String>,
     /// A category slug.
+    #[param(pattern = r"^\s*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?\s*$")]
     category: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: opaque, only what this API returned (400 otherwise).
     cursor: Option<String>,
 }
 
@@ -143,7 +145,7 @@ pub(super) async fn list(
     let Some(limit) = limit.filter(|_| errors.is_empty()) else {
         return Err(Error::Validation(errors));
     };
-    let after: Option<Position> = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after: Option<Position> = params.cursor.as_deref().map(decode_cursor).transpose()?.flatten();
     let mut connection = state.pool().acquire().await?;
     let listing = Listing { terms: terms.as_ref(), category: category.as_ref(), limit, after };
     let (products, next) = store::products::list(&mut connection, &listing).await?;
@@ -179,26 +181,46 @@ pub(super) async fn read(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRequest {
+    /// 1 to 64 of `A-Z a-z 0-9 - _ .`; stored trimmed and upper-case.
+    #[schema(pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")]
     sku: String,
+    /// At most 200 characters, not only spaces, no control characters; stored trimmed.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
+    /// At most 5000 characters; newlines and tabs are the only control characters allowed.
     #[serde(default)]
+    #[schema(max_length = 5000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     description: String,
-    price: Money,
+    price: MoneyInput,
+    /// At most 10 category slugs.
     #[serde(default)]
-    categories: Vec<String>,
+    #[schema(max_items = 10)]
+    categories: Vec<SlugText>,
+    /// An `http(s)://` address, at most 2048 characters, no spaces inside.
+    #[schema(max_length = 2048, pattern = r"^\s*https?://[^\s\u0000-\u001f\u007f-\u009f]+\s*$")]
     image_url: Option<String>,
-    /// Units on hand to start with (default 0).
-    #[serde(default)]
+    /// Units on hand to start with, 0 to 1,000,000 (default 0).
+    #[serde(default, deserialize_with = "shop_kit::api::whole_number")]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     stock: i64,
 }
 
-fn parse_categories(input: &[String], errors: &mut Vec<FieldError>) -> Vec<Slug> {
+/// A category slug as sent: 1 to 50 of `a-z 0-9 -`, neither first nor last a `-`; stored
+/// trimmed and lower-case.
+#[derive(Deserialize, ToSchema)]
+#[schema(pattern = r"^\s*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?\s*$")]
+pub(super) struct SlugText(String);
+
+fn parse_categories(input: &[SlugText], errors: &mut Vec<FieldError>) -> Vec<Slug> {
     if input.len() > 10 {
         errors.push(FieldError::new("categories", "at most 10 categories"));
         return Vec::new();
     }
     let mut slugs = Vec::new();
-    for (index, text) in input.iter().enumerate() {
+    for (index, SlugText(text)) in input.iter().enumerate() {
         match Slug::parse(text) {
             Ok(slug) => slugs.push(slug),
             Err(message) => errors.push(FieldError::new(format!("categories[{index}]"), message)),
@@ -232,7 +254,8 @@ pub(super) async fn create(
     let description = field(Description::parse(&body.description), "description", &mut errors);
     let image_url = body.image_url.as_deref().and_then(|url| field(ImageUrl::parse(url), "image_url", &mut errors));
     let stock = field(StockLevel::parse(body.stock), "stock", &mut errors);
-    if let Err(error) = body.price.validate("price") {
+    let price = Money::from(body.price);
+    if let Err(error) = price.validate("price") {
         errors.push(error);
     }
     let categories = parse_categories(&body.categories, &mut errors);
@@ -246,8 +269,8 @@ pub(super) async fn create(
         sku: sku.as_str(),
         name: name.as_str(),
         description: description.as_str(),
-        price_amount: body.price.amount,
-        currency: &body.price.currency,
+        price_amount: price.amount,
+        currency: &price.currency,
         image_url: image_url.as_ref().map(ImageUrl::as_str),
         categories: &categories,
         on_hand: stock.get(),
@@ -264,15 +287,24 @@ pub(super) async fn create(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateRequest {
+    /// As in a create.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: Option<String>,
+    #[schema(max_length = 5000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     description: Option<String>,
-    price: Option<Money>,
-    categories: Option<Vec<String>>,
+    price: Option<MoneyInput>,
+    #[schema(max_items = 10)]
+    categories: Option<Vec<SlugText>>,
+    #[schema(max_length = 2048, pattern = r"^\s*https?://[^\s\u0000-\u001f\u007f-\u009f]+\s*$")]
     image_url: Option<String>,
     active: Option<bool>,
 }
 
-/// Change a product (admin); absent fields stay as they are. With `If-Match` (the `ETag` of a
+/// Change a product (admin); absent (or null) fields stay as they are, and `{}` answers the
+/// product as it is. With `If-Match` (the `ETag` of a
 /// read), the change applies only if the product is still as read, else 412: two admins
 /// editing at once cannot overwrite each other unseen. The ETag covers the whole product,
 /// stock included, so a sale in between also asks for a fresh read. The answer carries the new
@@ -300,27 +332,26 @@ pub(super) async fn update(
     let description =
         body.description.as_deref().and_then(|text| field(Description::parse(text), "description", &mut errors));
     let image_url = body.image_url.as_deref().and_then(|url| field(ImageUrl::parse(url), "image_url", &mut errors));
-    if let Some(Err(error)) = body.price.as_ref().map(|price| price.validate("price")) {
+    let price = body.price.map(Money::from);
+    if let Some(Err(error)) = price.as_ref().map(|price| price.validate("price")) {
         errors.push(error);
     }
     let categories = body.categories.as_deref().map(|list| parse_categories(list, &mut errors));
+    // `{}` (or only nulls) changes nothing: the product as it is, If-Match checked all the same.
     let nothing = body.name.is_none()
         && body.description.is_none()
-        && body.price.is_none()
-        && body.categories.is_none()
+        && price.is_none()
+        && categories.is_none()
         && body.image_url.is_none()
         && body.active.is_none();
-    if nothing {
-        errors.push(FieldError::new("body", "nothing to change"));
-    }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
     let changes = ProductChanges {
         name: name.as_ref().map(ProductName::as_str),
         description: description.as_ref().map(Description::as_str),
-        price_amount: body.price.as_ref().map(|price| price.amount),
-        currency: body.price.as_ref().map(|price| price.currency.as_str()),
+        price_amount: price.as_ref().map(|price| price.amount),
+        currency: price.as_ref().map(|price| price.currency.as_str()),
         image_url: image_url.as_ref().map(ImageUrl::as_str),
         active: body.active,
         categories: categories.as_deref(),
@@ -339,11 +370,17 @@ pub(super) async fn update(
             )));
         }
     }
-    store::products::update(&mut transaction, id, &changes).await?;
+    if !nothing {
+        store::products::update(&mut transaction, id, &changes).await?;
+    }
     let product = store::products::by_id(&mut transaction, id).await?.ok_or(Error::ProductNotFound)?;
-    product_changed(&state, &mut transaction, &product, false).await?;
+    if !nothing {
+        product_changed(&state, &mut transaction, &product, false).await?;
+    }
     transaction.commit().await?;
-    state.cache().invalidate(&[id]).await;
+    if !nothing {
+        state.cache().invalidate(&[id]).await;
+    }
     let body = serde_json::to_vec(&ProductResponse::from(product)).map_err(|error| Error::Internal(error.into()))?;
     Ok(([(header::ETAG, super::etag_of(&body))], [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -371,6 +408,8 @@ pub(super) async fn delete(
 #[serde(deny_unknown_fields)]
 pub(super) struct StockRequest {
     /// Units on hand, 0 to 1,000,000; not below what is reserved.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    #[serde(deserialize_with = "shop_kit::api::whole_number")]
     on_hand: i64,
 }
 
@@ -378,6 +417,7 @@ pub(super) struct StockRequest {
 #[utoipa::path(put, path = "/v1/products/{id}/stock", tag = "products", security(("bearer" = [])), request_body = StockRequest,
     params(("id" = Uuid, Path)), responses(
     (status = 200, body = ProductResponse),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "stock_below_reserved", body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]

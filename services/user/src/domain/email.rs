@@ -11,12 +11,13 @@ pub struct Email(String);
 impl Email {
     /// Accepts `local@domain.tld` with at most 254 characters; returns why not otherwise.
     pub fn parse(input: &str) -> Result<Self, String> {
+        // As sent: the OpenAPI schema's `maxLength` counts what the client sends.
+        if input.chars().count() > MAX_LEN {
+            return Err(format!("must be at most {MAX_LEN} characters"));
+        }
         let email = input.trim().to_lowercase();
         if email.is_empty() {
             return Err("must not be empty".into());
-        }
-        if email.chars().count() > MAX_LEN {
-            return Err(format!("must be at most {MAX_LEN} characters"));
         }
         let Some((local, domain)) = email.split_once('@') else {
             return Err("must be an email address like name@example.com".into());

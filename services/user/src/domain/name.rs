@@ -7,16 +7,17 @@ pub(super) const MAX_LEN: usize = 100;
 pub struct UserName(String);
 
 impl UserName {
-    /// Trimmed, 1 to 100 characters, no control characters.
+    /// At most 100 characters as sent (the OpenAPI schema's `maxLength` counts those),
+    /// no control characters, not only spaces; stored trimmed.
     pub fn parse(input: &str) -> Result<Self, String> {
+        if input.chars().count() > MAX_LEN {
+            return Err(format!("must be at most {MAX_LEN} characters"));
+        }
         let name = input.trim();
         if name.is_empty() {
             return Err("must not be empty".into());
         }
-        if name.chars().count() > MAX_LEN {
-            return Err(format!("must be at most {MAX_LEN} characters"));
-        }
-        if name.chars().any(char::is_control) {
+        if input.chars().any(char::is_control) {
             return Err("must not contain control characters".into());
         }
         Ok(Self(name.to_owned()))

@@ -1,11 +1,10 @@
 //! `/v1/auth`: login, refresh (rotation with reuse detection), logout; and the JWKS.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use shop_kit::{
@@ -14,6 +13,7 @@ use shop_kit::{
     server::ClientIp,
 };
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     app::AppState,
@@ -25,14 +25,14 @@ use crate::{
 /// The longest refresh token we will look at; ours are 43 characters.
 const REFRESH_TOKEN_MAX_LEN: usize = 512;
 
-pub(super) fn router() -> Router<AppState> {
+pub(super) fn router() -> OpenApiRouter<AppState> {
     // Answers that carry tokens must not be kept by a browser or an intermediary
     // (RFC 6749 §5.1): `Cache-Control: no-store`, and `Pragma: no-cache` for HTTP/1.0 caches.
-    let tokens = Router::new()
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
+    let tokens = OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
         .route_layer(axum::middleware::map_response(no_store));
-    Router::new().merge(tokens).route("/v1/auth/logout", post(logout)).route("/.well-known/jwks.json", get(jwks))
+    OpenApiRouter::new().merge(tokens).routes(routes!(logout)).routes(routes!(jwks))
 }
 
 async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
@@ -57,7 +57,9 @@ pub struct TokenResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginRequest {
+    #[schema(max_length = 254)]
     email: String,
+    #[schema(max_length = 128)]
     password: String,
 }
 
@@ -85,7 +87,9 @@ pub(super) async fn login(
         return Err(Error::RateLimited { retry_after_secs });
     }
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;
-    let user = store::users::by_email(&mut connection, &email).await?;
+    // No account's email holds a NUL (registration refuses control characters), and Postgres
+    // cannot take one in a text parameter.
+    let user = if email.contains('\0') { None } else { store::users::by_email(&mut connection, &email).await? };
     let matches = state.hasher().verify(&body.password, user.as_ref().map(|user| user.password_hash.as_str())).await?;
     let user = match user {
         Some(user) if matches => user,
@@ -101,6 +105,8 @@ pub(super) async fn login(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RefreshRequest {
+    /// As a login or refresh returned it (43 characters; never more than 512).
+    #[schema(min_length = 1, max_length = 512)]
     refresh_token: String,
 }
 
@@ -138,7 +144,8 @@ pub(super) async fn refresh(
     Ok(Json(tokens))
 }
 
-/// End a login: its refresh tokens stop working. Always 204, known token or not.
+/// End a login: its refresh tokens stop working. 204 for any token the schema allows, known
+/// or not.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest, responses(
     (status = 204, description = "signed out"),
 ))]
@@ -146,8 +153,8 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, Error> {
-    if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
-        return Ok(StatusCode::NO_CONTENT);
+    if body.refresh_token.is_empty() || body.refresh_token.chars().count() > REFRESH_TOKEN_MAX_LEN {
+        return Err(Error::invalid("refresh_token", format!("must be 1 to {REFRESH_TOKEN_MAX_LEN} characters")));
     }
     let hash = RefreshSecret::hash_of(&body.refresh_token);
     let mut connection = state.pool().acquire().await.map_err(Error::from)?;

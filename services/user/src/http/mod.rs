@@ -1,8 +1,7 @@
 //! The REST API: one module per resource, each with its `router()`, merged here.
 
-use axum::Router;
-use shop_kit::server::BearerAuth;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
@@ -22,21 +21,16 @@ async fn within(limit: &shop_kit::ratelimit::Limit, key: &str) -> Result<(), cra
     }
 }
 
-/// Every REST route of the service.
-pub fn router(state: AppState) -> Router {
-    Router::new().merge(users::router()).merge(auth::router()).with_state(state)
+/// Every REST route of the service, each with its operation in the OpenAPI document.
+pub fn api(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(users::router()).merge(auth::router()).with_state(state)
 }
 
-/// The OpenAPI document served at `/openapi.json`.
+/// The OpenAPI document's frame; the operations come from the routes ([`api`]).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shop user service", version = "1.0.0", description = "Accounts, credentials and tokens."),
-    paths(
-        users::register, users::get_me, users::update_me, users::get_user,
-        auth::login, auth::refresh, auth::logout, auth::jwks,
-    ),
-    components(schemas(shop_kit::error::Problem, shop_kit::error::FieldError, shop_kit::auth::Role)),
-    modifiers(&BearerAuth),
+    components(schemas(shop_kit::auth::Role)),
     tags((name = "users"), (name = "auth")),
 )]
 pub struct ApiDoc;

@@ -1,11 +1,10 @@
 //! `/v1/users`: register, read and change one's own account; admins read any.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use shop_kit::{
     server::ClientIp,
 };
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -24,11 +24,8 @@ use crate::{
     store::{self, User, UserChanges},
 };
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users", post(register))
-        .route("/v1/users/me", get(get_me).patch(update_me))
-        .route("/v1/users/{id}", get(get_user))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register)).routes(routes!(get_me, update_me)).routes(routes!(get_user))
 }
 
 /// An account as clients see it (never the password hash).
@@ -58,11 +55,17 @@ impl From<User> for UserResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RegisterRequest {
-    /// At most 254 characters; stored lower-cased.
+    /// `local@domain.tld`, at most 254 characters; stored trimmed and lower-cased.
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
-    /// 1 to 100 characters.
+    /// At most 100 characters, not only spaces, no control characters; stored trimmed.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
 }
 
@@ -120,18 +123,26 @@ pub(super) async fn get_me(State(state): State<AppState>, caller: Caller) -> Res
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateMeRequest {
+    /// At most 100 characters, not only spaces, no control characters; stored trimmed.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: Option<String>,
-    /// A new password; needs `current_password`. Signs out every other session.
+    /// A new password, 8 to 128 characters; needs `current_password` (403 without it or with
+    /// a wrong one). Signs out every other session.
+    #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
+    #[schema(max_length = 128)]
     current_password: Option<String>,
 }
 
-/// Change the caller's name and/or password.
+/// Change the caller's name and/or password; absent (or null) fields stay as they are, so `{}`
+/// changes nothing and answers the account as it is.
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest,
     responses(
         (status = 200, body = UserResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "current_password_mismatch: a new password without the current one, or with a wrong one", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: too many password changes on this account; see Retry-After", body = Problem, content_type = "application/problem+json"),
 ))]
 pub(super) async fn update_me(
@@ -156,12 +167,6 @@ pub(super) async fn update_me(
         .map_err(|message| errors.push(FieldError::new("password", message)))
         .ok()
         .flatten();
-    if body.password.is_some() && body.current_password.is_none() {
-        errors.push(FieldError::new("current_password", "is required to change the password"));
-    }
-    if body.name.is_none() && body.password.is_none() {
-        errors.push(FieldError::new("body", "nothing to change: send name and/or password"));
-    }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
@@ -182,8 +187,12 @@ pub(super) async fn update_me(
             }
             Some(state.hasher().hash(password).await?)
         }
-        _ => None,
+        (Some(_), None) => return Err(Error::WrongCurrentPassword),
+        (None, _) => None,
     };
+    if name.is_none() && new_hash.is_none() {
+        return Ok(Json(user.into()));
+    }
     let mut transaction = state.pool().begin().await.map_err(Error::from)?;
     let changes =
         UserChanges { name: name.as_ref().map(UserName::as_str), password_hash: new_hash.as_deref(), role: None };

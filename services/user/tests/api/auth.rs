@@ -249,6 +249,20 @@ async fn logout_ends_the_login() {
         app.post("/v1/auth/logout", &json!({"refresh_token": "unknown"})).await.status(),
         StatusCode::NO_CONTENT
     );
+    // What the schema forbids (empty, over 512 characters) is refused, as the schema says.
+    for (case, token) in [("empty", String::new()), ("too long", "t".repeat(513))] {
+        let refused = app.post("/v1/auth/logout", &json!({"refresh_token": token})).await;
+        assert_problem(refused, 422, "validation_failed", case).await;
+    }
+}
+
+/// Postgres refuses a NUL in a text parameter: a login with one must be the ordinary 401,
+/// not a 500 (schemathesis found it).
+#[tokio::test]
+async fn a_nul_in_the_login_email_is_an_ordinary_failure() {
+    let app = spawn_app().await;
+    let login = app.post("/v1/auth/login", &json!({"email": "a\u{0}@example.com", "password": "password-123"})).await;
+    assert_problem(login, 401, "invalid_credentials", "nul").await;
 }
 
 #[tokio::test]

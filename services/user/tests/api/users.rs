@@ -170,21 +170,29 @@ async fn me_reads_and_changes_the_callers_account() {
     assert_eq!(renamed["name"], "Grace Hopper");
     assert!(renamed["updated_at"].as_str().unwrap() >= me["updated_at"].as_str().unwrap());
 
+    // A PATCH that changes nothing answers the account as it is (absent and null alike).
+    for body in [json!({}), json!({"name": null, "password": null})] {
+        let unchanged: Value = patch(body).await.unwrap().json().await.unwrap();
+        assert_eq!(unchanged["name"], "Grace Hopper");
+        assert_eq!(unchanged["updated_at"], renamed["updated_at"]);
+    }
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("nothing", json!({}), "body"),
         ("empty name", json!({"name": ""}), "name"),
-        ("password without current", json!({"password": "new-password-1"}), "current_password"),
+        ("spaces only", json!({"name": "   "}), "name"),
+        ("name over 100 with the spaces", json!({"name": format!(" {} ", "n".repeat(99))}), "name"),
         ("short password", json!({"password": "short", "current_password": "password-123"}), "password"),
-        (
-            "wrong current",
-            json!({"password": "new-password-1", "current_password": "wrong-password"}),
-            "current_password",
-        ),
         ("email not changeable", json!({"email": "x@y.z"}), "email"),
     ];
     for (case, body, field) in cases {
         let problem = assert_problem(patch(body).await.unwrap(), 422, "validation_failed", case).await;
         assert_eq!(problem["errors"][0]["field"], field, "case {case}: {problem}");
+    }
+    // A new password needs the current one: a re-authentication that failed, not a bad field.
+    for (case, body) in [
+        ("password without current", json!({"password": "new-password-1"})),
+        ("wrong current", json!({"password": "new-password-1", "current_password": "wrong-password"})),
+    ] {
+        assert_problem(patch(body).await.unwrap(), 403, "current_password_mismatch", case).await;
     }
 
     let changed = patch(json!({"password": "new-password-1", "current_password": "password-123"})).await.unwrap();
@@ -261,7 +269,7 @@ async fn password_changes_per_account_are_limited() {
             .send()
     };
     for guess in ["guess-1", "guess-2"] {
-        assert_problem(change(guess).await.unwrap(), 422, "validation_failed", guess).await;
+        assert_problem(change(guess).await.unwrap(), 403, "current_password_mismatch", guess).await;
     }
     let limited = change("password-123").await.unwrap();
     assert!(limited.headers().contains_key("retry-after"));
