@@ -555,3 +555,44 @@ async fn an_unhandled_type_and_an_undecodable_payload_are_dead_lettered_with_the
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Only the service that owns a topic writes it: an event on it whose `ce_source` is anyone
+/// else's (or missing) is dead-lettered with the reason and never applied, whoever could reach
+/// the broker; the owner's own events go on as before.
+#[tokio::test]
+async fn an_event_from_a_source_that_does_not_own_the_topic_is_dead_lettered_unapplied() {
+    let (prefix, topic, _db, pool) = setup("forged").await;
+    let mut forged = event(&prefix, "forged");
+    forged.source = "/shop/attacker".into();
+    let mut transaction = pool.begin().await.unwrap();
+    for event in [&forged, &event(&prefix, "genuine")] {
+        enqueue(&mut transaction, event).await.unwrap();
+    }
+    transaction.commit().await.unwrap();
+    Relay::new(pool.clone(), &publisher()).publish_pending().await.unwrap();
+
+    let runner = ConsumerRunner::new(
+        &kafka(&prefix),
+        &publisher(),
+        "believer",
+        pool.clone(),
+        Recorder { fail_first: 0, attempts: Arc::new(AtomicU32::new(0)) },
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    eventually("the genuine event", Duration::from_secs(60), || async {
+        (effects(&pool, "genuine").await == 1).then_some(())
+    })
+    .await;
+    let dead = read(&format!("{topic}.dlq"), 1).await;
+    assert_eq!(dead[0].0, "forged");
+    let reason = &dead[0].1["dlq_error"];
+    assert!(
+        reason.contains(r#"ce_source Some("/shop/attacker") is not the owner of shop.user.v1 (/shop/user)"#),
+        "{reason}"
+    );
+    assert_eq!(effects(&pool, "forged").await, 0, "the forged event was not applied");
+    shutdown.cancel();
+    task.await.unwrap();
+}

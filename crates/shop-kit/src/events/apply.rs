@@ -146,8 +146,10 @@ fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
 }
 
 /// The message as the consumer's type: `None` for a type it ignores; an error (the reason
-/// for the dead letter) for missing headers, an unhandled type or a payload that does not
-/// decode.
+/// for the dead letter) for missing headers, an unhandled type, a payload that does not
+/// decode, or a `ce_source` that is not the owner of the type's topic (only the owning
+/// service writes a topic: an event from anyone else is not believed, whoever could reach
+/// the broker).
 fn receive<E: Consumes>(
     message: &BorrowedMessage<'_>,
     headers: &HashMap<String, String>,
@@ -158,6 +160,18 @@ fn receive<E: Consumes>(
     let Some(decoded) = E::decode(&ce_type, message.payload().unwrap_or_default())? else {
         return Ok(None);
     };
+    let owner = E::topics()
+        .into_iter()
+        .find(|topic| ce_type.strip_prefix(topic.name).is_some_and(|rest| rest.starts_with('.')))
+        .context("the event's type names no topic this consumer reads")?;
+    let source = headers.get("ce_source").map(String::as_str);
+    if source != Some(owner.source) {
+        anyhow::bail!(
+            "ce_source {source:?} is not the owner of {} ({}): only the owning service writes a topic",
+            owner.name,
+            owner.source
+        );
+    }
     Ok(Some(Received {
         ce_id,
         ce_type,

@@ -229,7 +229,8 @@ async fn order_placed(app: &crate::helpers::TestApp, ce_id: uuid::Uuid, user: uu
     let id = ce_id.to_string();
     let headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-        .insert(Header { key: "ce_type", value: Some("shop.order.v1.OrderPlaced") });
+        .insert(Header { key: "ce_type", value: Some("shop.order.v1.OrderPlaced") })
+        .insert(Header { key: "ce_source", value: Some("/shop/order") });
     let payload = prost::Message::encode_to_vec(&placed);
     let topic = format!("{}shop.order.v1", app.topic_prefix);
     let key = user.to_string();

@@ -56,6 +56,14 @@ pub(crate) async fn spawn_with(smtp_url: Option<String>, extra: &[(&str, String)
     TestApp { server, issuer, prefix, db }
 }
 
+/// The `ce_source` of the service that owns the topic of `ce_type`.
+fn owner_of(ce_type: &str) -> &'static str {
+    shop_proto::contracts::TOPICS
+        .iter()
+        .find(|topic| ce_type.strip_prefix(topic.name).is_some_and(|rest| rest.starts_with('.')))
+        .map_or("", |topic| topic.source)
+}
+
 async fn publish(app: &TestApp, topic: &str, ce_type: &str, key: &str, ce_id: Uuid, message: &impl prost::Message) {
     publish_traced(app, (topic, ce_type, key, ce_id), message, None).await;
 }
@@ -71,7 +79,8 @@ async fn publish_traced(
     let id = ce_id.to_string();
     let mut headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-        .insert(Header { key: "ce_type", value: Some(ce_type) });
+        .insert(Header { key: "ce_type", value: Some(ce_type) })
+        .insert(Header { key: "ce_source", value: Some(owner_of(ce_type)) });
     if let Some(traceparent) = traceparent {
         headers = headers.insert(Header { key: "traceparent", value: Some(traceparent) });
     }

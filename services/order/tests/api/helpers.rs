@@ -111,7 +111,8 @@ impl TestApp {
         let (id, ce_type) = (uuid::Uuid::now_v7().to_string(), format!("shop.payment.v1.{name}"));
         let headers = OwnedHeaders::new()
             .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-            .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) });
+            .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) })
+            .insert(Header { key: "ce_source", value: Some("/shop/payment") });
         let topic = format!("{}shop.payment.v1", self.topic_prefix);
         let record = FutureRecord::to(&topic).key(order_id).payload(&payload).headers(headers);
         producer.send(record, std::time::Duration::from_secs(5)).await.unwrap();

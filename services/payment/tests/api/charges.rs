@@ -37,12 +37,25 @@ pub(crate) async fn publish_traced(
     message: &impl prost::Message,
     traceparent: Option<&str>,
 ) {
+    publish_as(prefix, "/shop/order", (name, order), message, traceparent).await;
+}
+
+/// An order event as `source` says it is (`ce_source`): the order service's own is
+/// `/shop/order`.
+async fn publish_as(
+    prefix: &str,
+    source: &str,
+    (name, order): (&str, Uuid),
+    message: &impl prost::Message,
+    traceparent: Option<&str>,
+) {
     static PRODUCER: std::sync::OnceLock<rdkafka::producer::FutureProducer> = std::sync::OnceLock::new();
     let producer = PRODUCER.get_or_init(|| KafkaConfig::for_brokers(&brokers()).producer().unwrap());
     let (id, ce_type) = (Uuid::now_v7().to_string(), format!("shop.order.v1.{name}"));
     let mut headers = OwnedHeaders::new()
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-        .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) });
+        .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) })
+        .insert(Header { key: "ce_source", value: Some(source) });
     if let Some(traceparent) = traceparent {
         headers = headers.insert(Header { key: "traceparent", value: Some(traceparent) });
     }
@@ -184,4 +197,51 @@ async fn every_order_is_charged_once_and_a_paid_cancelled_order_refunded_once() 
     );
     // The payment service's own metrics (provider calls, recorded payments) are described too.
     shop_testkit::assert_metrics_well_formed(&metrics);
+}
+
+/// Only the order service writes `shop.order.v1`: an `OrderCancelled{refund}` that anyone else
+/// published (a forged `ce_source`) refunds nothing and goes to the dead-letter topic.
+#[tokio::test]
+async fn a_forged_cancellation_refunds_nothing() {
+    let app = spawn().await;
+    let pool = sqlx::PgPool::connect(app.db.url()).await.unwrap();
+    let order = Uuid::now_v7();
+    publish(&app.prefix, "OrderPlaced", order, &placed(order, "tok_visa", 990)).await;
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM payments WHERE order_id = $1")
+            .bind(order)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    };
+    eventually("the charge", Duration::from_secs(60), || async {
+        (status().await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await;
+    publish_as(&app.prefix, "/shop/attacker", ("OrderCancelled", order), &cancelled(order, true), None).await;
+    // A genuine event after it on the same partition: once it is consumed, so is the forgery.
+    let shipped = OrderShipped { order_id: order.to_string(), ..Default::default() };
+    publish(&app.prefix, "OrderShipped", order, &shipped).await;
+    eventually("the genuine event after the forged one", Duration::from_secs(30), || async {
+        let metrics = http_client().get(app.server.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let ignored = metrics
+            .lines()
+            .find(|line| line.starts_with("events_consumed_total") && line.contains(r#"outcome="ignored""#))?;
+        (ignored.rsplit(' ').next()?.parse::<f64>().ok()? >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(status().await.as_deref(), Some("succeeded"), "not refunded");
+    let refunds: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE ce_type = 'shop.payment.v1.PaymentRefunded'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(refunds, 0);
+    let metrics = http_client().get(app.server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("events_consumed_total") && line.contains(r#"outcome="dead_lettered""#)),
+        "the forgery was dead-lettered"
+    );
 }

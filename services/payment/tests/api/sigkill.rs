@@ -102,7 +102,8 @@ async fn a_payment_service_sigkilled_mid_batch_pays_every_order_exactly_once() {
         let id = Uuid::now_v7().to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-            .insert(Header { key: "ce_type", value: Some("shop.order.v1.OrderPlaced") });
+            .insert(Header { key: "ce_type", value: Some("shop.order.v1.OrderPlaced") })
+            .insert(Header { key: "ce_source", value: Some("/shop/order") });
         let payload = prost::Message::encode_to_vec(&placed);
         let record = FutureRecord::to(&orders_topic).key(&order_id).payload(&payload).headers(headers);
         producer.send(record, Duration::from_secs(10)).await.unwrap();
