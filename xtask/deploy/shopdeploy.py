@@ -1054,6 +1054,27 @@ def _namespaces_admitted(policies: list[Manifest], port: int) -> set[str]:
     return admitted
 
 
+def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> None:
+    """Staging and prod talk to Postgres over TLS that is verified (issue #15): every pod and
+    migration Job that reads DATABASE_URL also gets DATABASE_SSL_MODE=verify-full and the CA
+    to verify with (DATABASE_CA_FILE). libpq's and sqlx's default, `prefer`, takes any
+    certificate, and none at all when the server offers no TLS."""
+    if env == "dev":
+        return
+    for manifest in manifests:
+        if manifest.kind not in ("Deployment", "Job"):
+            continue
+        for container in _containers(pod_spec(manifest.obj)):
+            env_vars = {item.get("name"): item.get("value") for item in container.get("env") or []}
+            if "DATABASE_URL_FILE" not in env_vars and "DATABASE_URL" not in env_vars:
+                continue
+            where = f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}"
+            if env_vars.get("DATABASE_SSL_MODE") != "verify-full":
+                report.fail(f"{where}: Postgres without verified TLS (DATABASE_SSL_MODE must be verify-full, is {env_vars.get('DATABASE_SSL_MODE')!r})")
+            if "DATABASE_CA_FILE" not in env_vars:
+                report.fail(f"{where}: DATABASE_SSL_MODE=verify-full needs the CA to verify with (DATABASE_CA_FILE, database.caSecret)")
+
+
 def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
     """What the edge can reach (issue #14): /metrics on a port of its own that only the
     namespaces Prometheus runs in may reach and that the ServiceMonitor scrapes; the client
@@ -1170,6 +1191,7 @@ def run_checks(
         check_schemas(env, manifests, report)
         check_policies(env, manifests, report)
         check_public_surface(env, manifests, report)
+        check_database_tls(env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
@@ -1452,6 +1474,11 @@ BREAKS += [
         "prod must set GRPC_REFLECTION=false",
     ),
     (
+        "Postgres without verified TLS in prod",
+        _edit("argocd/envs/prod/values.yaml", "  sslMode: verify-full\n", ""),
+        "Postgres without verified TLS",
+    ),
+    (
         "no trusted proxy behind the ingress",
         _edit("argocd/envs/staging/values.yaml", '  TRUSTED_PROXY_HOPS: "1"\n', ""),
         "TRUSTED_PROXY_HOPS is not set",
@@ -1464,6 +1491,7 @@ ONLY_IN: dict[str, list[str]] = {
     "the metrics port open to every namespace": ["prod"],
     "the ingress namespace admitted to the metrics port": ["prod"],
     "reflection left on in prod": ["prod"],
+    "Postgres without verified TLS in prod": ["prod"],
     "no trusted proxy behind the ingress": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],

@@ -5,6 +5,13 @@
 //! replicas starting at once apply each migration exactly once. Locally they run when the
 //! service starts; in Kubernetes the migration Job runs `<service> migrate` before the rollout
 //! and the pods start with `DATABASE_MIGRATE_ON_START=false`.
+//!
+//! TLS (rustls): `DATABASE_SSL_MODE` is libpq's `sslmode` (`disable`, `prefer`, `require`,
+//! `verify-ca`, `verify-full`) and `DATABASE_CA_FILE` the PEM bundle a `verify-*` mode checks
+//! the server's certificate against (the public webpki roots without it). They win over
+//! `sslmode`/`sslrootcert` in `DATABASE_URL`; without either, the URL's say, and its default
+//! is `prefer` (TLS when the server offers it, unverified), as libpq's. Staging and prod set
+//! `verify-full` with the cluster's CA.
 
 use std::{str::FromStr, time::Duration};
 
@@ -13,7 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::{
     PgPool,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 
 use crate::config::{ConfigError, HumanDuration, Vars};
@@ -42,6 +49,10 @@ pub struct DatabaseConfig {
     /// `DATABASE_MIGRATE_ON_START`: whether the service applies its migrations when it starts
     /// (default true; the Helm chart sets false and runs the migration Job instead).
     pub migrate_on_start: bool,
+    /// `DATABASE_SSL_MODE`: libpq's `sslmode`; `None` leaves the URL's (default `prefer`).
+    pub ssl_mode: Option<PgSslMode>,
+    /// `DATABASE_CA_FILE`: the CA certificates (PEM) a `verify-ca`/`verify-full` mode trusts.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl DatabaseConfig {
@@ -59,8 +70,32 @@ impl DatabaseConfig {
         if max_connections == 0 {
             return Err(vars.invalid("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
         }
+        let ssl_mode = match vars.raw("DATABASE_SSL_MODE") {
+            None => None,
+            Some(text) => Some(PgSslMode::from_str(text).map_err(|_| {
+                vars.invalid("DATABASE_SSL_MODE", "must be disable, allow, prefer, require, verify-ca or verify-full")
+            })?),
+        };
+        let ca_file = match vars.raw("DATABASE_CA_FILE") {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|error| vars.invalid("DATABASE_CA_FILE", error.to_string()))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(vars.invalid("DATABASE_CA_FILE", "holds no PEM certificate"));
+                }
+                if !matches!(ssl_mode, Some(PgSslMode::VerifyCa | PgSslMode::VerifyFull)) {
+                    return Err(vars.invalid(
+                        "DATABASE_CA_FILE",
+                        "verifies nothing unless DATABASE_SSL_MODE is verify-ca or verify-full",
+                    ));
+                }
+                Some(std::path::PathBuf::from(path))
+            }
+        };
         Ok(Self {
             url,
+            ssl_mode,
+            ca_file,
             max_connections,
             acquire_timeout: vars.or("DATABASE_ACQUIRE_TIMEOUT", HumanDuration(Duration::from_secs(5)))?.0,
             statement_timeout: vars.or("DATABASE_STATEMENT_TIMEOUT", HumanDuration(Duration::from_secs(10)))?.0,
@@ -80,6 +115,8 @@ impl DatabaseConfig {
             statement_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
             migrate_on_start: true,
+            ssl_mode: None,
+            ca_file: None,
         }
     }
 }
@@ -88,12 +125,18 @@ impl DatabaseConfig {
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let statement_timeout = config.statement_timeout.as_millis().to_string();
     let idle_in_transaction_timeout = config.idle_in_transaction_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(config.url.expose_secret())
+    let mut options = PgConnectOptions::from_str(config.url.expose_secret())
         .context("DATABASE_URL is not a postgres:// URL")?
         .options([
             ("statement_timeout", statement_timeout.as_str()),
             ("idle_in_transaction_session_timeout", idle_in_transaction_timeout.as_str()),
         ]);
+    if let Some(mode) = config.ssl_mode {
+        options = options.ssl_mode(mode);
+    }
+    if let Some(ca_file) = &config.ca_file {
+        options = options.ssl_root_cert(ca_file);
+    }
     let database = options.get_database().unwrap_or("(default)").to_owned();
     PgPoolOptions::new()
         .max_connections(config.max_connections)
@@ -140,8 +183,8 @@ pub fn with_events(service: &Migrator) -> anyhow::Result<Migrator> {
 }
 
 /// The `<service> migrate` command run by the deploy's migration Job: when the first argument
-/// is `migrate`, prepares the database of `DATABASE_URL` (only that variable and the telemetry
-/// ones are read) and returns the outcome for `main` to return; otherwise `None`.
+/// is `migrate`, prepares the database of `DATABASE_URL` (only the `DATABASE_*` variables and
+/// the telemetry ones are read) and returns the outcome for `main` to return; otherwise `None`.
 pub async fn migrate_command(service_name: &str, migrator: &Migrator) -> Option<anyhow::Result<()>> {
     if std::env::args().nth(1).as_deref() != Some("migrate") {
         return None;
