@@ -1055,9 +1055,10 @@ def _namespaces_admitted(policies: list[Manifest], port: int) -> set[str]:
 
 
 def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> None:
-    """Staging and prod talk to Postgres over TLS that is verified (issue #15): every pod and
-    migration Job that reads DATABASE_URL also gets DATABASE_SSL_MODE=verify-full and the CA
-    to verify with (DATABASE_CA_FILE). libpq's and sqlx's default, `prefer`, takes any
+    """Staging and prod talk to Postgres and Redis over TLS that is verified (issue #15): every
+    pod and migration Job that reads DATABASE_URL also gets DATABASE_SSL_MODE=verify-full and
+    the CA to verify with (DATABASE_CA_FILE); every one that reads REDIS_URL gets REDIS_CA_FILE
+    (a service refuses REDIS_CA_FILE unless REDIS_URL is rediss://). libpq's and sqlx's default, `prefer`, takes any
     certificate, and none at all when the server offers no TLS."""
     if env == "dev":
         return
@@ -1073,6 +1074,10 @@ def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> N
                 report.fail(f"{where}: Postgres without verified TLS (DATABASE_SSL_MODE must be verify-full, is {env_vars.get('DATABASE_SSL_MODE')!r})")
             if "DATABASE_CA_FILE" not in env_vars:
                 report.fail(f"{where}: DATABASE_SSL_MODE=verify-full needs the CA to verify with (DATABASE_CA_FILE, database.caSecret)")
+        for container in _containers(pod_spec(manifest.obj)):
+            env_vars = {item.get("name") for item in container.get("env") or []}
+            if ("REDIS_URL_FILE" in env_vars or "REDIS_URL" in env_vars) and "REDIS_CA_FILE" not in env_vars:
+                report.fail(f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}: Redis without the CA of its TLS certificate (REDIS_CA_FILE, redisCaSecret)")
 
 
 def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
@@ -1479,6 +1484,11 @@ BREAKS += [
         "Postgres without verified TLS",
     ),
     (
+        "Redis without its CA in staging",
+        _edit("argocd/envs/staging/values.yaml", "redisCaSecret:\n  name: shop-redis-ca\n  key: ca.crt\n", ""),
+        "Redis without the CA",
+    ),
+    (
         "no trusted proxy behind the ingress",
         _edit("argocd/envs/staging/values.yaml", '  TRUSTED_PROXY_HOPS: "1"\n', ""),
         "TRUSTED_PROXY_HOPS is not set",
@@ -1492,6 +1502,7 @@ ONLY_IN: dict[str, list[str]] = {
     "the ingress namespace admitted to the metrics port": ["prod"],
     "reflection left on in prod": ["prod"],
     "Postgres without verified TLS in prod": ["prod"],
+    "Redis without its CA in staging": ["staging"],
     "no trusted proxy behind the ingress": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],

@@ -2,6 +2,11 @@
 //!
 //! Every key a service writes starts with its [`KeyPrefix`] (`REDIS_KEY_PREFIX`), so several
 //! deployments, or parallel tests, can share one Redis without seeing each other's keys.
+//!
+//! TLS (rustls): a `rediss://` URL connects over TLS and checks the server's certificate for
+//! the URL's host, against the public webpki roots or, with `REDIS_CA_FILE`, against that PEM
+//! bundle alone (a Redis in the cluster has a private CA). `REDIS_CA_FILE` with a `redis://`
+//! URL is refused: it would verify nothing.
 
 use std::time::Duration;
 
@@ -20,6 +25,9 @@ pub struct RedisConfig {
     pub key_prefix: KeyPrefix,
     /// `REDIS_TIMEOUT`: the longest one command may take (default 500ms).
     pub timeout: Duration,
+    /// `REDIS_CA_FILE`: the CA certificates (PEM) a `rediss://` server's certificate is
+    /// checked against, instead of the public roots.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -32,10 +40,24 @@ impl RedisConfig {
                 reason: "not a redis:// URL".into(),
             });
         }
+        let ca = match vars.raw("REDIS_CA_FILE") {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|error| vars.invalid("REDIS_CA_FILE", error.to_string()))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(vars.invalid("REDIS_CA_FILE", "holds no PEM certificate"));
+                }
+                if !url.expose_secret().starts_with("rediss://") {
+                    return Err(vars.invalid("REDIS_CA_FILE", "verifies nothing unless REDIS_URL is a rediss:// URL"));
+                }
+                Some(pem)
+            }
+        };
         Ok(Self {
             url,
             key_prefix: KeyPrefix::new(vars.raw("REDIS_KEY_PREFIX").unwrap_or("shop:")),
             timeout: vars.or("REDIS_TIMEOUT", HumanDuration(Duration::from_millis(500)))?.0,
+            ca,
         })
     }
 }
@@ -61,7 +83,14 @@ impl KeyPrefix {
 
 /// A client for `config`'s Redis (for connections of another kind: pub/sub, say).
 pub fn client(config: &RedisConfig) -> anyhow::Result<redis::Client> {
-    redis::Client::open(config.url.expose_secret()).context("REDIS_URL is not a redis:// URL")
+    match &config.ca {
+        None => redis::Client::open(config.url.expose_secret()).context("REDIS_URL is not a redis:// URL"),
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.expose_secret(),
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+        )
+        .context("REDIS_URL or REDIS_CA_FILE cannot make a TLS client"),
+    }
 }
 
 /// Connects, with per-command and connect timeouts, reconnecting on its own after a drop.

@@ -16,6 +16,7 @@ async fn limits(url: String, prefix: &str) -> Limits {
         url: SecretString::from(url),
         key_prefix: KeyPrefix::new(prefix),
         timeout: Duration::from_millis(300),
+        ca: None,
     };
     Limits::new(cache::connect(&config).await.unwrap(), KeyPrefix::new(prefix), config.timeout)
 }
