@@ -1058,10 +1058,12 @@ def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> N
     """Staging and prod talk to Postgres and Redis over TLS that is verified (issue #15): every
     pod and migration Job that reads DATABASE_URL also gets DATABASE_SSL_MODE=verify-full and
     the CA to verify with (DATABASE_CA_FILE); every one that reads REDIS_URL gets REDIS_CA_FILE
-    (a service refuses REDIS_CA_FILE unless REDIS_URL is rediss://). libpq's and sqlx's default, `prefer`, takes any
+    (a service refuses REDIS_CA_FILE unless REDIS_URL is rediss://); spans go to an https://
+    collector checked against OTEL_EXPORTER_OTLP_CERTIFICATE. libpq's and sqlx's default, `prefer`, takes any
     certificate, and none at all when the server offers no TLS."""
     if env == "dev":
         return
+    config_of = {m.release: m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == m.release}
     for manifest in manifests:
         if manifest.kind not in ("Deployment", "Job"):
             continue
@@ -1074,6 +1076,12 @@ def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> N
                 report.fail(f"{where}: Postgres without verified TLS (DATABASE_SSL_MODE must be verify-full, is {env_vars.get('DATABASE_SSL_MODE')!r})")
             if "DATABASE_CA_FILE" not in env_vars:
                 report.fail(f"{where}: DATABASE_SSL_MODE=verify-full needs the CA to verify with (DATABASE_CA_FILE, database.caSecret)")
+        for container in _containers(pod_spec(manifest.obj)):
+            values = {item.get("name"): item.get("value") for item in container.get("env") or []}
+            from_config = any("configMapRef" in source for source in container.get("envFrom") or [])
+            endpoint = values.get("OTEL_EXPORTER_OTLP_ENDPOINT") or (config_of.get(manifest.release, {}).get("OTEL_EXPORTER_OTLP_ENDPOINT") if from_config else None)
+            if endpoint is not None and not (str(endpoint).startswith("https://") and "OTEL_EXPORTER_OTLP_CERTIFICATE" in values):
+                report.fail(f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}: spans to {endpoint} without verified TLS (an https:// endpoint and OTEL_EXPORTER_OTLP_CERTIFICATE, otlpCaSecret)")
         for container in _containers(pod_spec(manifest.obj)):
             env_vars = {item.get("name") for item in container.get("env") or []}
             if ("REDIS_URL_FILE" in env_vars or "REDIS_URL" in env_vars) and "REDIS_CA_FILE" not in env_vars:
@@ -1489,6 +1497,11 @@ BREAKS += [
         "Redis without the CA",
     ),
     (
+        "spans to the collector in plaintext in prod",
+        _edit("argocd/envs/prod/values.yaml", "  OTEL_EXPORTER_OTLP_ENDPOINT: https://otel-collector", "  OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector"),
+        "without verified TLS",
+    ),
+    (
         "no trusted proxy behind the ingress",
         _edit("argocd/envs/staging/values.yaml", '  TRUSTED_PROXY_HOPS: "1"\n', ""),
         "TRUSTED_PROXY_HOPS is not set",
@@ -1503,6 +1516,7 @@ ONLY_IN: dict[str, list[str]] = {
     "reflection left on in prod": ["prod"],
     "Postgres without verified TLS in prod": ["prod"],
     "Redis without its CA in staging": ["staging"],
+    "spans to the collector in plaintext in prod": ["prod"],
     "no trusted proxy behind the ingress": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],

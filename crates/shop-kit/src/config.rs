@@ -307,16 +307,39 @@ pub struct TelemetryConfig {
     /// `RUST_LOG`: the filter directives; `info` by default.
     pub log_filter: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans are exported over OTLP/gRPC; none when unset.
+    /// `https://` is TLS, the collector's certificate checked for the endpoint's host.
     pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` (the OpenTelemetry name): the PEM CA an `https://`
+    /// collector's certificate is checked against instead of the public webpki roots.
+    pub otlp_ca: Option<Vec<u8>>,
 }
 
 impl TelemetryConfig {
     pub fn from_vars(vars: &Vars, service_name: &str) -> Result<Self, ConfigError> {
+        let otlp_endpoint = vars.optional::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let otlp_ca = match vars.raw("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|error| vars.invalid("OTEL_EXPORTER_OTLP_CERTIFICATE", error.to_string()))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(vars.invalid("OTEL_EXPORTER_OTLP_CERTIFICATE", "holds no PEM certificate"));
+                }
+                if !otlp_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("https://")) {
+                    return Err(vars.invalid(
+                        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                        "verifies nothing unless OTEL_EXPORTER_OTLP_ENDPOINT is an https:// URL",
+                    ));
+                }
+                Some(pem)
+            }
+        };
         Ok(Self {
             service_name: vars.raw("OTEL_SERVICE_NAME").unwrap_or(service_name).to_owned(),
             log_format: vars.or("LOG_FORMAT", LogFormat::Pretty)?,
             log_filter: vars.raw("RUST_LOG").unwrap_or("info").to_owned(),
-            otlp_endpoint: vars.optional::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+            otlp_endpoint,
+            otlp_ca,
         })
     }
 }

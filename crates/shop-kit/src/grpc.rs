@@ -61,6 +61,7 @@ mod tests {
                 log_format: crate::config::LogFormat::Pretty,
                 log_filter: "off".into(),
                 otlp_endpoint: None,
+                otlp_ca: None,
             };
             crate::telemetry::init(&config).ok()
         });

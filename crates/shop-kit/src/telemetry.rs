@@ -57,18 +57,31 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The OTLP/gRPC span exporter `config` asks for, if any: over TLS for an `https://` endpoint,
+/// checking the collector's certificate for the endpoint's host against
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` or, without it, the public webpki roots.
+pub fn otlp_exporter(config: &TelemetryConfig) -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone());
+    if endpoint.starts_with("https://") {
+        let tls = tonic::transport::ClientTlsConfig::new();
+        let tls = match &config.otlp_ca {
+            Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => tls.with_webpki_roots(),
+        };
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder.build().context("configuration: OTEL_EXPORTER_OTLP_ENDPOINT cannot be used")?;
+    Ok(Some(exporter))
+}
+
 /// Installs the global subscriber and propagator. Call once, at start-up.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = Resource::builder().with_service_name(config.service_name.clone()).build();
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
-    if let Some(endpoint) = &config.otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig as _;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .context("configuration: OTEL_EXPORTER_OTLP_ENDPOINT cannot be used")?;
+    if let Some(exporter) = otlp_exporter(config)? {
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();

@@ -62,6 +62,7 @@ pub fn init_tracing() {
             log_format: shop_kit::config::LogFormat::Pretty,
             log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             otlp_endpoint: None,
+            otlp_ca: None,
         };
         shop_kit::telemetry::init(&config).ok()
     });

@@ -45,18 +45,51 @@ pub struct OtlpReceiver {
     address: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     stop: CancellationToken,
+    /// With TLS: the CA that signed its certificate (for `localhost`), as a PEM file.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl OtlpReceiver {
+    /// Plain HTTP/2.
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// Over TLS only, with a certificate for `localhost` from a CA made here
+    /// ([`OtlpReceiver::ca_file`]).
+    pub async fn start_tls() -> Self {
+        let ca = rcgen::KeyPair::generate().expect("a CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "shop test CA");
+        let ca_cert = ca_params.self_signed(&ca).expect("a CA certificate");
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server parameters")
+            .signed_by(&key, &ca_cert, &ca)
+            .expect("a server certificate");
+        let ca_file = std::env::temp_dir().join(format!("shop-otlp-ca-{}.pem", uuid::Uuid::now_v7().simple()));
+        std::fs::write(&ca_file, ca_cert.pem()).expect("the CA file");
+        let identity = tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem());
+        Self::serve(Some((identity, ca_file))).await
+    }
+
+    async fn serve(tls: Option<(tonic::transport::Identity, std::path::PathBuf)>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the OTLP receiver");
         let address = listener.local_addr().expect("the receiver's address");
         let spans = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let service = TraceServiceServer::new(Collector { spans: Arc::clone(&spans) });
         let stopped = stop.clone();
+        let (identity, ca_file) = tls.unzip();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = identity {
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .expect("the receiver's TLS settings");
+        }
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener),
@@ -67,12 +100,20 @@ impl OtlpReceiver {
                 eprintln!("the OTLP receiver stopped: {error}");
             }
         });
-        Self { address, spans, stop }
+        Self { address, spans, stop, ca_file }
     }
 
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for the services.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for the services: `https://localhost:<port>` with TLS.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        match self.ca_file {
+            Some(_) => format!("https://localhost:{}", self.address.port()),
+            None => format!("http://{}", self.address),
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` for a TLS receiver.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
     }
 
     /// Every span received so far.
@@ -84,6 +125,9 @@ impl OtlpReceiver {
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(ca_file) = &self.ca_file {
+            let _ = std::fs::remove_file(ca_file);
+        }
     }
 }
 

@@ -60,7 +60,7 @@ seccompProfile:
 {{/* `<NAME>_FILE` for each secret, pointing at its mounted file. */}}
 {{- define "shop.secretEnv" -}}
 {{- range .secrets }}
-- name: {{ printf "%s_FILE" .env }}
+- name: {{ .fileEnv | default (printf "%s_FILE" .env) }}
   value: {{ printf "/var/run/secrets/shop/%s/%s" .secretName .key | quote }}
 {{- end }}
 {{- end -}}

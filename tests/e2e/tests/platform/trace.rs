@@ -27,6 +27,7 @@ async fn one_checkout_is_one_trace_from_the_rest_call_to_the_notification() {
         log_format: shop_kit::config::LogFormat::Pretty,
         log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         otlp_endpoint: Some(receiver.endpoint()),
+        otlp_ca: None,
     })
     .unwrap();
     let app = spawn_with(Platform::AllSix).await;
