@@ -43,13 +43,15 @@ pub(crate) fn run(urls: &[(&'static str, String)], report_dir: &Path) -> anyhow:
         .find(|(name, _)| *name == "user")
         .context("the contract run needs the user service, which issues its tokens")?
         .1;
-    let customer = customer_token(user_url)?;
-    let admin = token(user_url, &platform::admin_email(), &platform::admin_password())?;
+    let customer = customer_credentials(user_url)?;
+    let admin = (platform::admin_email(), platform::admin_password());
     std::fs::create_dir_all(report_dir).with_context(|| format!("cannot create {}", report_dir.display()))?;
     let config = crate::root().join("xtask").join("contract").join("schemathesis.toml");
     let mut failed = Vec::new();
     for (name, url) in urls {
-        for (role, token) in [(Role::Customer, &customer), (Role::Admin, &admin)] {
+        for (role, (email, password)) in [(Role::Customer, &customer), (Role::Admin, &admin)] {
+            // A fresh token for each run: one outlives a run (15 minutes) but not all twelve.
+            let token = token(user_url, email, password)?;
             let label = format!("{name}-{}", format!("{role:?}").to_lowercase());
             eprintln!("xtask: == schemathesis: {name} as {role:?}");
             let status = Command::new(&schemathesis)
@@ -90,8 +92,8 @@ fn schemathesis() -> anyhow::Result<std::path::PathBuf> {
     Ok(schemathesis)
 }
 
-/// Registers a customer of its own and logs in as it.
-fn customer_token(user_url: &str) -> anyhow::Result<String> {
+/// Registers a customer of its own: its email and password.
+fn customer_credentials(user_url: &str) -> anyhow::Result<(String, String)> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let email = format!("contract-{}-{nanos}@example.com", std::process::id());
     let password = format!("contract-{nanos}");
@@ -100,7 +102,7 @@ fn customer_token(user_url: &str) -> anyhow::Result<String> {
     if status != 201 {
         bail!("registering the contract run's customer answered {status}: {answer}");
     }
-    token(user_url, &email, &password)
+    Ok((email, password))
 }
 
 /// An access token for these credentials.

@@ -40,19 +40,10 @@ impl RedisConfig {
                 reason: "not a redis:// URL".into(),
             });
         }
-        let ca = match vars.raw("REDIS_CA_FILE") {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|error| vars.invalid("REDIS_CA_FILE", error.to_string()))?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(vars.invalid("REDIS_CA_FILE", "holds no PEM certificate"));
-                }
-                if !url.expose_secret().starts_with("rediss://") {
-                    return Err(vars.invalid("REDIS_CA_FILE", "verifies nothing unless REDIS_URL is a rediss:// URL"));
-                }
-                Some(pem)
-            }
-        };
+        let ca = vars.ca_file("REDIS_CA_FILE")?.map(|(_, pem)| pem);
+        if ca.is_some() && !url.expose_secret().starts_with("rediss://") {
+            return Err(vars.invalid("REDIS_CA_FILE", "verifies nothing unless REDIS_URL is a rediss:// URL"));
+        }
         Ok(Self {
             url,
             key_prefix: KeyPrefix::new(vars.raw("REDIS_KEY_PREFIX").unwrap_or("shop:")),

@@ -105,6 +105,17 @@ impl Vars {
         Ok(self.raw(name).map(|raw| SecretString::from(raw.to_owned())))
     }
 
+    /// A file of CA certificates (PEM) named by `name`: its path and content, `None` when
+    /// unset; refused when it cannot be read or holds no certificate.
+    pub fn ca_file(&self, name: &str) -> Result<Option<(std::path::PathBuf, Vec<u8>)>, ConfigError> {
+        let Some(path) = self.raw(name) else { return Ok(None) };
+        let pem = std::fs::read(path).map_err(|error| self.invalid(name, error.to_string()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(self.invalid(name, "holds no PEM certificate"));
+        }
+        Ok(Some((std::path::PathBuf::from(path), pem)))
+    }
+
     /// Rejects a value that parsed but breaks a rule of the caller's (a range, say).
     pub fn invalid(&self, name: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
@@ -317,23 +328,13 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     pub fn from_vars(vars: &Vars, service_name: &str) -> Result<Self, ConfigError> {
         let otlp_endpoint = vars.optional::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")?;
-        let otlp_ca = match vars.raw("OTEL_EXPORTER_OTLP_CERTIFICATE") {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|error| vars.invalid("OTEL_EXPORTER_OTLP_CERTIFICATE", error.to_string()))?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(vars.invalid("OTEL_EXPORTER_OTLP_CERTIFICATE", "holds no PEM certificate"));
-                }
-                if !otlp_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("https://")) {
-                    return Err(vars.invalid(
-                        "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                        "verifies nothing unless OTEL_EXPORTER_OTLP_ENDPOINT is an https:// URL",
-                    ));
-                }
-                Some(pem)
-            }
-        };
+        let otlp_ca = vars.ca_file("OTEL_EXPORTER_OTLP_CERTIFICATE")?.map(|(_, pem)| pem);
+        if otlp_ca.is_some() && !otlp_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("https://")) {
+            return Err(vars.invalid(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "verifies nothing unless OTEL_EXPORTER_OTLP_ENDPOINT is an https:// URL",
+            ));
+        }
         Ok(Self {
             service_name: vars.raw("OTEL_SERVICE_NAME").unwrap_or(service_name).to_owned(),
             log_format: vars.or("LOG_FORMAT", LogFormat::Pretty)?,

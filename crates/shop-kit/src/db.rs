@@ -7,11 +7,14 @@
 //! and the pods start with `DATABASE_MIGRATE_ON_START=false`.
 //!
 //! TLS (rustls): `DATABASE_SSL_MODE` is libpq's `sslmode` (`disable`, `prefer`, `require`,
-//! `verify-ca`, `verify-full`) and `DATABASE_CA_FILE` the PEM bundle a `verify-*` mode checks
-//! the server's certificate against (the public webpki roots without it). They win over
-//! `sslmode`/`sslrootcert` in `DATABASE_URL`; without either, the URL's say, and its default
-//! is `prefer` (TLS when the server offers it, unverified), as libpq's. Staging and prod set
-//! `verify-full` with the cluster's CA.
+//! `verify-ca`, `verify-full`) and `DATABASE_CA_FILE` a PEM bundle a `verify-*` mode trusts
+//! besides the public webpki roots (sqlx's rustls setup always starts from those, so
+//! `verify-full` is what keeps a publicly certified impostor out: it must also hold the host's
+//! name, and no public CA certifies a `.svc` name). `DATABASE_CA_FILE` needs
+//! `DATABASE_SSL_MODE=verify-ca` or `verify-full`. They win over `sslmode`/`sslrootcert` in
+//! `DATABASE_URL`; without them the URL's say, and its default is `prefer` (TLS when the
+//! server offers it, unverified), as libpq's. Staging and prod set `verify-full` with the
+//! cluster's CA.
 
 use std::{str::FromStr, time::Duration};
 
@@ -51,7 +54,8 @@ pub struct DatabaseConfig {
     pub migrate_on_start: bool,
     /// `DATABASE_SSL_MODE`: libpq's `sslmode`; `None` leaves the URL's (default `prefer`).
     pub ssl_mode: Option<PgSslMode>,
-    /// `DATABASE_CA_FILE`: the CA certificates (PEM) a `verify-ca`/`verify-full` mode trusts.
+    /// `DATABASE_CA_FILE`: CA certificates (PEM) a `verify-ca`/`verify-full` mode trusts, besides
+    /// the public webpki roots.
     pub ca_file: Option<std::path::PathBuf>,
 }
 
@@ -76,22 +80,11 @@ impl DatabaseConfig {
                 vars.invalid("DATABASE_SSL_MODE", "must be disable, allow, prefer, require, verify-ca or verify-full")
             })?),
         };
-        let ca_file = match vars.raw("DATABASE_CA_FILE") {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|error| vars.invalid("DATABASE_CA_FILE", error.to_string()))?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(vars.invalid("DATABASE_CA_FILE", "holds no PEM certificate"));
-                }
-                if !matches!(ssl_mode, Some(PgSslMode::VerifyCa | PgSslMode::VerifyFull)) {
-                    return Err(vars.invalid(
-                        "DATABASE_CA_FILE",
-                        "verifies nothing unless DATABASE_SSL_MODE is verify-ca or verify-full",
-                    ));
-                }
-                Some(std::path::PathBuf::from(path))
-            }
-        };
+        let ca_file = vars.ca_file("DATABASE_CA_FILE")?.map(|(path, _)| path);
+        if ca_file.is_some() && !matches!(ssl_mode, Some(PgSslMode::VerifyCa | PgSslMode::VerifyFull)) {
+            return Err(vars
+                .invalid("DATABASE_CA_FILE", "verifies nothing unless DATABASE_SSL_MODE is verify-ca or verify-full"));
+        }
         Ok(Self {
             url,
             ssl_mode,

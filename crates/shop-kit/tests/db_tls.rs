@@ -62,11 +62,7 @@ async fn verify_full_connects_only_to_the_certified_name_signed_by_the_trusted_c
     assert!(error.contains("cannot connect to Postgres") && error.to_lowercase().contains("certificate"), "{error}");
 
     // A CA that did not sign the server's certificate.
-    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("shop-db-tls-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let other_ca = dir.join("other-ca.pem");
-    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let other_ca = shop_testkit::tls::LocalhostCertificate::generate().write_ca("shop-db-tls-other-ca");
     let untrusted = config(
         &url_with_host("localhost"),
         &[("DATABASE_SSL_MODE", "verify-full"), ("DATABASE_CA_FILE", other_ca.to_str().unwrap())],
@@ -74,7 +70,7 @@ async fn verify_full_connects_only_to_the_certified_name_signed_by_the_trusted_c
     .unwrap();
     let error = over_tls(&untrusted).await.unwrap_err();
     assert!(error.to_lowercase().contains("certificate"), "{error}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&other_ca).unwrap();
 }
 
 #[test]

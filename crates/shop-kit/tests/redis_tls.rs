@@ -8,17 +8,10 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use shop_kit::{cache, config::Vars};
 
-/// A CA and a certificate it signed for `localhost`: (CA PEM, certificate PEM, key PEM).
+/// A CA and a certificate it signed for `localhost` alone: (CA PEM, certificate PEM, key PEM).
 fn certificates() -> (String, String, String) {
-    let ca = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "shop test CA");
-    let ca_cert = ca_params.self_signed(&ca).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca_cert, &ca).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    let certificate = shop_testkit::tls::LocalhostCertificate::for_names(&["localhost"]);
+    (certificate.ca_pem, certificate.cert_pem, certificate.key_pem)
 }
 
 /// A redis-server listening with TLS only, killed on drop.

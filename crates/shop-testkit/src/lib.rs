@@ -26,6 +26,7 @@ mod otlp;
 mod provider;
 mod smtp;
 pub mod standins;
+pub mod tls;
 
 pub use faults::{Outage, STOP_DEADLINE, ServiceProcess, TcpProxy, TestBroker, sigterm_during, through};
 pub use otlp::{OtlpReceiver, ReceivedSpan};

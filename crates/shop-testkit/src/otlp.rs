@@ -55,22 +55,12 @@ impl OtlpReceiver {
         Self::serve(None).await
     }
 
-    /// Over TLS only, with a certificate for `localhost` from a CA made here
+    /// Over TLS only, with a certificate for `localhost` and `127.0.0.1` from a CA made here
     /// ([`OtlpReceiver::ca_file`]).
     pub async fn start_tls() -> Self {
-        let ca = rcgen::KeyPair::generate().expect("a CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "shop test CA");
-        let ca_cert = ca_params.self_signed(&ca).expect("a CA certificate");
-        let key = rcgen::KeyPair::generate().expect("a server key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("server parameters")
-            .signed_by(&key, &ca_cert, &ca)
-            .expect("a server certificate");
-        let ca_file = std::env::temp_dir().join(format!("shop-otlp-ca-{}.pem", uuid::Uuid::now_v7().simple()));
-        std::fs::write(&ca_file, ca_cert.pem()).expect("the CA file");
-        let identity = tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem());
+        let certificate = crate::tls::LocalhostCertificate::generate();
+        let ca_file = certificate.write_ca("shop-otlp-ca");
+        let identity = tonic::transport::Identity::from_pem(&certificate.cert_pem, &certificate.key_pem);
         Self::serve(Some((identity, ca_file))).await
     }
 

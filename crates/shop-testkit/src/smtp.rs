@@ -60,25 +60,16 @@ impl SmtpSink {
     /// A submission server: STARTTLS offered, and mail accepted only over TLS from `user`
     /// with `password`.
     pub async fn start_tls(user: &str, password: &str) -> Self {
-        let ca = rcgen::KeyPair::generate().expect("a CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "shop test CA");
-        let ca_cert = ca_params.self_signed(&ca).expect("a CA certificate");
-        let key = rcgen::KeyPair::generate().expect("a server key");
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server parameters");
-        let cert = params.signed_by(&key, &ca_cert, &ca).expect("a server certificate");
-        let ca_file = std::env::temp_dir().join(format!("shop-smtp-ca-{}.pem", uuid::Uuid::now_v7().simple()));
-        std::fs::write(&ca_file, ca_cert.pem()).expect("the CA file");
+        let certificate = crate::tls::LocalhostCertificate::generate();
+        let ca_file = certificate.write_ca("shop-smtp-ca");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_no_client_auth()
             .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                vec![certificate.cert_der.into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(certificate.key_der.into()),
             )
             .expect("the server certificate");
         let acceptor = TlsAcceptor::from(Arc::new(config));

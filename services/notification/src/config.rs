@@ -116,16 +116,7 @@ impl Config {
         if from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(vars.invalid("SMTP_FROM", "must be an address like Shop <no-reply@example.com>").into());
         }
-        let ca = match vars.raw("SMTP_CA_FILE") {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|error| vars.invalid("SMTP_CA_FILE", error.to_string()))?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(vars.invalid("SMTP_CA_FILE", "holds no PEM certificate").into());
-                }
-                Some(pem)
-            }
-        };
+        let ca = vars.ca_file("SMTP_CA_FILE")?.map(|(_, pem)| pem);
         let smtp = match vars.optional_secret("SMTP_URL")? {
             None => None,
             Some(url) => {

@@ -260,11 +260,13 @@ pub(crate) struct ShipOrder {
     /// stored trimmed.
     #[schema(
         max_length = 64,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     carrier: String,
     /// 1 to 64 of `A-Z a-z 0-9 -` (spaces around are trimmed).
-    #[schema(pattern = r"^\s*[A-Za-z0-9-]{1,64}\s*$")]
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9-]{1,64}[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     tracking_number: String,
 }
 

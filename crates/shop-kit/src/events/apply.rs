@@ -147,9 +147,8 @@ fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
 
 /// The message as the consumer's type: `None` for a type it ignores; an error (the reason
 /// for the dead letter) for missing headers, an unhandled type, a payload that does not
-/// decode, or a `ce_source` that is not the owner of the type's topic (only the owning
-/// service writes a topic: an event from anyone else is not believed, whoever could reach
-/// the broker).
+/// decode, or a `ce_source` that is not the owner of the type's topic (only the owning service writes a topic: an event from anyone
+/// else is not believed). Types the consumer ignores are skipped before these checks.
 fn receive<E: Consumes>(
     message: &BorrowedMessage<'_>,
     headers: &HashMap<String, String>,

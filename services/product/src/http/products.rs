@@ -96,7 +96,9 @@ pub(super) struct ListParams {
     #[param(max_length = 200)]
     q: Option<String>,
     /// A category slug.
-    #[param(pattern = r"^\s*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?\s*$")]
+    #[param(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     category: Option<String>,
     /// 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -182,12 +184,14 @@ pub(super) async fn read(
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRequest {
     /// 1 to 64 of `A-Z a-z 0-9 - _ .`; stored trimmed and upper-case.
-    #[schema(pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")]
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9._-]{1,64}[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     sku: String,
     /// At most 200 characters, not only spaces, no control characters; stored trimmed.
     #[schema(
         max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     name: String,
     /// At most 5000 characters; newlines and tabs are the only control characters allowed.
@@ -200,7 +204,10 @@ pub(super) struct CreateRequest {
     #[schema(max_items = 10)]
     categories: Vec<SlugText>,
     /// An `http(s)://` address, at most 2048 characters, no spaces inside.
-    #[schema(max_length = 2048, pattern = r"^\s*https?://[^\s\u0000-\u001f\u007f-\u009f]+\s*$")]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*https?://[^ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f]+[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     image_url: Option<String>,
     /// Units on hand to start with, 0 to 1,000,000 (default 0).
     #[serde(default, deserialize_with = "shop_kit::api::whole_number")]
@@ -211,7 +218,9 @@ pub(super) struct CreateRequest {
 /// A category slug as sent: 1 to 50 of `a-z 0-9 -`, neither first nor last a `-`; stored
 /// trimmed and lower-case.
 #[derive(Deserialize, ToSchema)]
-#[schema(pattern = r"^\s*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?\s*$")]
+#[schema(
+    pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9]([A-Za-z0-9-]{0,48}[A-Za-z0-9])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+)]
 pub(super) struct SlugText(String);
 
 fn parse_categories(input: &[SlugText], errors: &mut Vec<FieldError>) -> Vec<Slug> {
@@ -290,7 +299,7 @@ pub(super) struct UpdateRequest {
     /// As in a create.
     #[schema(
         max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     name: Option<String>,
     #[schema(max_length = 5000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
@@ -298,7 +307,10 @@ pub(super) struct UpdateRequest {
     price: Option<MoneyInput>,
     #[schema(max_items = 10)]
     categories: Option<Vec<SlugText>>,
-    #[schema(max_length = 2048, pattern = r"^\s*https?://[^\s\u0000-\u001f\u007f-\u009f]+\s*$")]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*https?://[^ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000-\u001f\u007f-\u009f]+[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     image_url: Option<String>,
     active: Option<bool>,
 }

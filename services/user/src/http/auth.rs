@@ -123,7 +123,7 @@ pub(super) async fn refresh(
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, Error> {
     super::within(&state.rates().refresh, &shop_kit::client_ip::limit_key(ip)).await?;
-    if body.refresh_token.is_empty() || body.refresh_token.len() > REFRESH_TOKEN_MAX_LEN {
+    if body.refresh_token.is_empty() || body.refresh_token.chars().count() > REFRESH_TOKEN_MAX_LEN {
         return Err(Error::InvalidRefreshToken);
     }
     let hash = RefreshSecret::hash_of(&body.refresh_token);
