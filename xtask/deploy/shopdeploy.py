@@ -1088,6 +1088,43 @@ def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> N
                 report.fail(f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}: Redis without the CA of its TLS certificate (REDIS_CA_FILE, redisCaSecret)")
 
 
+def check_service_identities(env: str, manifests: list[Manifest], report: Report) -> None:
+    """Service identities (ADR 0012): a service that calls another over gRPC (a `*_GRPC_URL` in
+    its config) gets its service tokens from the user service with its own client secret, so it
+    must mount that secret (SERVICE_CLIENT_SECRET_FILE, from the Secret the user service reads)
+    and the user service must issue to it (its key mounted in SERVICE_CLIENTS_DIR); without
+    either every internal call is refused, and a checkout answers 503."""
+    config_of = {m.release: m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == m.release}
+    deployments = {m.release: m for m in manifests if m.kind == "Deployment" and m.release in config_of}
+    user = deployments.get("user")
+    issued: dict[str, str] = {}
+    if user is not None:
+        spec = pod_spec(user.obj)
+        container = _containers(spec)[0]
+        values = {item.get("name"): item.get("value") for item in container.get("env") or []}
+        directory = values.get("SERVICE_CLIENTS_DIR")
+        mounts = {mount.get("mountPath"): mount.get("name") for mount in container.get("volumeMounts") or []}
+        volume = next((v for v in spec.get("volumes") or [] if v.get("name") == mounts.get(directory)), None)
+        if directory and volume and "secret" in volume:
+            for item in volume["secret"].get("items") or []:
+                issued[item.get("path")] = volume["secret"].get("secretName")
+    for release, manifest in sorted(deployments.items()):
+        calls = sorted(name for name, value in config_of[release].items() if name.endswith("_GRPC_URL") and value)
+        if not calls or release == "user":
+            continue
+        where = f"{env}/{release}: Deployment/{manifest.name}"
+        container = _containers(pod_spec(manifest.obj))[0]
+        values = {item.get("name"): item.get("value") for item in container.get("env") or []}
+        secret_file = values.get("SERVICE_CLIENT_SECRET_FILE")
+        if not secret_file:
+            report.fail(f"{where}: calls {', '.join(calls)} but mounts no client secret of its own (SERVICE_CLIENT_SECRET_FILE, serviceIdentity.client)")
+            continue
+        if release not in issued:
+            report.fail(f"{where}: calls {', '.join(calls)} but the user service does not issue tokens to {release} (serviceIdentity.issuesTo)")
+        elif not str(secret_file).startswith(f"/var/run/secrets/shop/{issued[release]}/"):
+            report.fail(f"{where}: its client secret {secret_file} is not from {issued[release]}, the Secret the user service checks it against")
+
+
 def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
     """What the edge can reach (issue #14): /metrics on a port of its own that only the
     namespaces Prometheus runs in may reach and that the ServiceMonitor scrapes; the client
@@ -1205,6 +1242,7 @@ def run_checks(
         check_policies(env, manifests, report)
         check_public_surface(env, manifests, report)
         check_database_tls(env, manifests, report)
+        check_service_identities(env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
@@ -1500,6 +1538,16 @@ BREAKS += [
         "spans to the collector in plaintext in prod",
         _edit("argocd/envs/prod/values.yaml", "  OTEL_EXPORTER_OTLP_ENDPOINT: https://otel-collector", "  OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector"),
         "without verified TLS",
+    ),
+    (
+        "a caller without its client secret",
+        _edit("helm/services/order.yaml", "  client: true", "  client: false"),
+        "mounts no client secret of its own",
+    ),
+    (
+        "the user service not issuing to a caller",
+        _edit("helm/services/user.yaml", "issuesTo: [cart, order]", "issuesTo: [order]"),
+        "does not issue tokens to cart",
     ),
     (
         "no trusted proxy behind the ingress",

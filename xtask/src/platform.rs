@@ -109,6 +109,54 @@ impl Instance {
         self.redis_url.clone().unwrap_or_else(infra::redis_url)
     }
 
+    /// The services' client secrets (ADR 0012), one file per service under
+    /// target/shop-dev/service-clients-<port offset>, made once with random values: the user
+    /// service reads the directory (`SERVICE_CLIENTS_DIR`), each caller its own file.
+    pub(crate) fn service_clients_dir(&self) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let directory = crate::state_dir().join(format!("service-clients-{}", self.port_offset));
+        std::fs::create_dir_all(&directory).with_context(|| format!("cannot make {}", directory.display()))?;
+        for service in services::ALL {
+            let path = directory.join(service.name);
+            if path.exists() {
+                continue;
+            }
+            let mut random = [0_u8; 24];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+            let secret: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            std::io::Write::write_all(&mut file, secret.as_bytes())?;
+        }
+        Ok(directory)
+    }
+
+    /// A service token of `caller` for calls to `callee`, from this instance's user service.
+    pub(crate) fn service_token(&self, caller: &str, callee: &str) -> anyhow::Result<String> {
+        let secret = std::fs::read_to_string(self.service_clients_dir()?.join(caller))?;
+        let user = services::ALL.iter().find(|service| service.name == "user").context("no user service")?;
+        let url = format!("{}/v1/oauth/token", self.url(user));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let answer: serde_json::Value = runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(&url)
+                .basic_auth(caller, Some(secret.trim()))
+                .form(&[("grant_type", "client_credentials"), ("audience", callee)])
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await?;
+            anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+            anyhow::Ok(body)
+        })?;
+        answer["access_token"].as_str().map(str::to_owned).context("the token answer has no access_token")
+    }
+
     /// The URL of `service`'s database, if it has one.
     pub(crate) fn database_url(&self, service: &Service) -> Option<String> {
         self.database(service).map(|name| infra::database_url_on(&self.postgres_url(), &name))
@@ -177,6 +225,7 @@ impl Instance {
         let profile = if self.release { "release" } else { "debug" };
         let binary = crate::build_dir(profile).join(service.binary());
         let user = services::ALL.iter().find(|other| other.name == "user").map_or(8081, |user| self.port(user));
+        let clients = self.service_clients_dir()?;
         let mut command = Command::new(&binary);
         // Its own process group: a terminal's Ctrl-C reaches only xtask, which stops the
         // services first and the broker last.
@@ -189,6 +238,9 @@ impl Instance {
             .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
             .env("KAFKA_CREATE_TOPICS", "true")
             .env("JWKS_URL", format!("http://127.0.0.1:{user}/.well-known/jwks.json"))
+            .env("SERVICE_TOKEN_URL", format!("http://127.0.0.1:{user}/v1/oauth/token"))
+            .env("SERVICE_CLIENT_SECRET_FILE", clients.join(service.name))
+            .env("SERVICE_CLIENTS_DIR", &clients)
             .env("SHOP_DEV_MODE", "true")
             .env("SHOP_ADMIN_EMAIL", admin_email())
             .env("SHOP_ADMIN_PASSWORD", admin_password())

@@ -31,6 +31,25 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
+/// The signature of [`propagate_trace`] as a tonic interceptor.
+pub type TraceInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// A channel to another service of the platform: each call carries a deadline, the current
+/// trace, and this service's own token for the callee (ADR 0012).
+pub type Outbound =
+    tonic::service::interceptor::InterceptedService<crate::auth::ServiceAuth<Channel>, TraceInterceptor>;
+
+/// The [`Outbound`] channel to `callee` at `url`.
+pub fn outbound(
+    url: &str,
+    deadline: Duration,
+    tokens: &crate::auth::ServiceTokens,
+    callee: &'static str,
+) -> anyhow::Result<Outbound> {
+    let authorized = crate::auth::ServiceAuth::new(channel(url, deadline)?, tokens.clone(), callee);
+    Ok(tonic::service::interceptor::InterceptedService::new(authorized, propagate_trace as TraceInterceptor))
+}
+
 /// A client interceptor that writes the current span's W3C trace context into the request.
 pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     let context = tracing::Span::current().context();
@@ -40,10 +59,20 @@ pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request
     Ok(request)
 }
 
-/// Puts `Authorization: Bearer <token>` on an outbound request, to forward the caller's token.
+/// Puts `Authorization: Bearer <token>` on an outbound request (a client's own call; calls
+/// between services carry the service's token through [`outbound`] instead).
 pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
     if let Ok(value) = MetadataValue::try_from(format!("Bearer {token}")) {
         request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Names the customer a service's outbound call is made for (`shop-acting-for`), so the callee
+/// can record who the work was for; the call itself is authorized by the service's own token.
+pub fn acting_for<T>(mut request: tonic::Request<T>, user_id: uuid::Uuid) -> tonic::Request<T> {
+    if let Ok(value) = MetadataValue::try_from(user_id.to_string()) {
+        request.metadata_mut().insert(crate::auth::service::ACTING_FOR, value);
     }
     request
 }

@@ -440,6 +440,8 @@ fn make_span(request: &Request) -> tracing::Span {
         http.path = %request.uri().path(),
         request_id,
         otel.kind = "server",
+        enduser.id = tracing::field::Empty,
+        shop.caller.service = tracing::field::Empty,
     );
     // Every log line under this span carries the trace's ids (telemetry's JSON format).
     telemetry::continue_trace(&span, request.headers());

@@ -10,6 +10,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptor of every file, for gRPC reflection.
 
 pub mod contracts;
+pub mod limits;
 pub mod time;
 
 /// The encoded `FileDescriptorSet` of every Shop proto file, served by gRPC reflection.

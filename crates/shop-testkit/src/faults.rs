@@ -287,6 +287,8 @@ pub async fn sigterm_during(outage: Outage, binary: &str, database: bool, env: &
         ("KAFKA_CREATE_TOPICS", "true".into()),
         ("REDIS_URL", through(&redis.url(), redis_proxy.address(), 6379).1),
         ("REDIS_KEY_PREFIX", redis.prefix().to_owned()),
+        // The callers of other services need a client secret to start (none is asked for).
+        ("SERVICE_CLIENT_SECRET", format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
         ("SHUTDOWN_TIMEOUT", format!("{}s", STOP_DEADLINE.as_secs())),
         ("SHUTDOWN_GRACE", "2s".into()),
         ("RUST_LOG", "info".into()),

@@ -280,10 +280,13 @@ where
     }
 }
 
-/// Stands in for the user service's token issuing: serves a JWKS on an ephemeral port and
-/// mints access tokens with the same claims the user service puts in them.
+/// Stands in for the user service's token issuing: serves a JWKS and the service token
+/// endpoint (`/v1/oauth/token`, shop-kit's own issuer, every service registered with a secret
+/// of its own) on an ephemeral port, and mints access tokens with the same claims the user
+/// service puts in them.
 pub struct TestIssuer {
-    key: shop_kit::auth::SigningKey,
+    key: std::sync::Arc<shop_kit::auth::SigningKey>,
+    secrets: std::collections::HashMap<&'static str, String>,
     server: TestServer,
 }
 
@@ -291,9 +294,31 @@ impl TestIssuer {
     pub async fn start() -> Self {
         init_tracing();
         let (key, _) = shop_kit::auth::SigningKey::generate().expect("cannot generate a signing key");
+        let key = std::sync::Arc::new(key);
         let jwks = shop_kit::auth::Jwks { keys: vec![key.jwk()] };
+        let mut clients = shop_kit::auth::service::ServiceClients::default();
+        let mut secrets = std::collections::HashMap::new();
+        for service in shop_kit::auth::service::SERVICES {
+            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            clients.insert(service, &secret).expect("a valid test secret");
+            secrets.insert(service, secret);
+        }
+        let issuer = std::sync::Arc::new(shop_kit::auth::service::ServiceTokenIssuer::new(
+            clients,
+            "shop-user",
+            Duration::from_secs(300),
+        ));
+        let signing = std::sync::Arc::clone(&key);
+        let token = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let answer = issuer.issue(&headers, &body, &signing);
+            std::future::ready(match answer {
+                Ok(token) => axum::response::IntoResponse::into_response(axum::Json(token)),
+                Err(refusal) => axum::response::IntoResponse::into_response(refusal),
+            })
+        };
         let routes = axum::Router::new()
-            .route("/.well-known/jwks.json", axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))));
+            .route("/.well-known/jwks.json", axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))))
+            .route("/v1/oauth/token", axum::routing::post(token));
         let config = shop_kit::config::HttpConfig::from_vars(
             &shop_kit::config::Vars::default().with("LISTEN_ADDR", "127.0.0.1:0"),
             0,
@@ -305,7 +330,49 @@ impl TestIssuer {
             .await
             .expect("cannot bind the JWKS");
         let server = TestServer::spawn(bound.local_addr(), |shutdown| bound.run(shutdown));
-        Self { key, server }
+        Self { key, secrets, server }
+    }
+
+    /// What a service that calls others needs to get its tokens here: `SERVICE_CLIENT_SECRET`
+    /// (its own) and `SERVICE_TOKEN_URL`.
+    pub fn client_vars(&self, service: &str) -> [(&'static str, String); 2] {
+        let secret = self.secrets.get(service).expect("a service of the platform").clone();
+        [("SERVICE_CLIENT_SECRET", secret), ("SERVICE_TOKEN_URL", self.server.url("/v1/oauth/token"))]
+    }
+
+    /// Writes every service's secret into a new directory as the user service reads it
+    /// (`SERVICE_CLIENTS_DIR`: one file per service); the caller removes it.
+    pub fn write_clients_dir(&self) -> std::path::PathBuf {
+        let directory = std::env::temp_dir().join(format!("shop-service-clients-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&directory).expect("cannot make the clients directory");
+        for (service, secret) in &self.secrets {
+            std::fs::write(directory.join(service), secret).expect("cannot write a client secret");
+        }
+        directory
+    }
+
+    /// Stops serving (keys and tokens): an outage of the user service.
+    pub async fn stop(self) {
+        self.server.stop().await.expect("the issuer stops cleanly");
+    }
+
+    /// `vars` with [`TestIssuer::client_vars`] of `service` added.
+    pub fn client(&self, service: &str, vars: shop_kit::config::Vars) -> shop_kit::config::Vars {
+        self.client_vars(service).into_iter().fold(vars, |vars, (name, value)| vars.with(name, value))
+    }
+
+    /// A service token of `caller` for calls to `callee`, as the user service issues it.
+    pub fn service_token(&self, caller: &str, callee: &str) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let claims = shop_kit::auth::service::ServiceClaims {
+            sub: caller.to_owned(),
+            iss: "shop-user".into(),
+            aud: shop_kit::auth::service::audience(callee),
+            iat: now,
+            exp: now + 300,
+            jti: uuid::Uuid::now_v7(),
+        };
+        self.key.sign(&claims).expect("cannot sign a test token")
     }
 
     /// Where services fetch the keys (`JWKS_URL`).

@@ -4,8 +4,9 @@
 //! Each is a tonic server on `127.0.0.1:0` over in-memory state that the test sets up and
 //! reads back. They implement the shop-proto server traits with no business logic beyond
 //! what their callers depend on (a product's price and whether it is for sale; holding and
-//! releasing stock all or nothing; a user's cart lines). They do not check tokens. What the
-//! real services do together is tested in `tests/e2e`.
+//! releasing stock all or nothing; a user's cart lines). They do not check tokens, but they
+//! record who each call says it comes from ([`Call`]), so a test can see what its service
+//! sends. What the real services do together is tested in `tests/e2e`.
 
 use std::{
     collections::HashMap,
@@ -33,6 +34,39 @@ fn serve(router: tonic::transport::server::Router) -> TestServer {
     })
 }
 
+/// One call a stand-in received: its method and the credentials it carried (the bearer
+/// token's claims are read, not verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub method: &'static str,
+    /// The token's `sub`: a service name or a user id.
+    pub subject: Option<String>,
+    /// The token's `aud`.
+    pub audience: Option<String>,
+    /// The `shop-acting-for` metadata.
+    pub acting_for: Option<String>,
+}
+
+fn call_of<T>(method: &'static str, request: &Request<T>) -> Call {
+    use base64::Engine as _;
+    let metadata = request.metadata();
+    let claims = metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|token| token.split('.').nth(1))
+        .and_then(|payload| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .unwrap_or_default();
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+    Call {
+        method,
+        subject: text(&claims["sub"]),
+        audience: text(&claims["aud"]),
+        acting_for: metadata.get("shop-acting-for").and_then(|value| value.to_str().ok()).map(str::to_owned),
+    }
+}
+
 fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -49,6 +83,7 @@ struct CatalogState {
     products: HashMap<String, product::Product>,
     /// Held units by order id: (product id, quantity).
     holds: HashMap<String, Vec<(String, i64)>>,
+    calls: Vec<Call>,
 }
 
 impl Catalog {
@@ -63,6 +98,11 @@ impl Catalog {
     /// The address to give a service as `PRODUCT_GRPC_URL`.
     pub fn url(&self) -> String {
         self.server.url("")
+    }
+
+    /// Every call received so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.state).calls.clone()
     }
 
     /// Puts a product on sale at `amount` (minor units) of `currency` with `stock` units;
@@ -115,6 +155,7 @@ impl product::product_service_server::ProductService for CatalogService {
         &self,
         request: Request<product::GetProductRequest>,
     ) -> Result<Response<product::GetProductResponse>, Status> {
+        lock(&self.state).calls.push(call_of("GetProduct", &request));
         let id = &request.get_ref().product_id;
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(Status::invalid_argument("product_id: not a UUID"));
@@ -130,7 +171,8 @@ impl product::product_service_server::ProductService for CatalogService {
         &self,
         request: Request<product::BatchGetProductsRequest>,
     ) -> Result<Response<product::BatchGetProductsResponse>, Status> {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        state.calls.push(call_of("BatchGetProducts", &request));
         let products = request.get_ref().product_ids.iter().filter_map(|id| state.products.get(id).cloned()).collect();
         Ok(Response::new(product::BatchGetProductsResponse { products }))
     }
@@ -140,8 +182,9 @@ impl product::product_service_server::ProductService for CatalogService {
         &self,
         request: Request<product::ReserveStockRequest>,
     ) -> Result<Response<product::ReserveStockResponse>, Status> {
-        let request = request.into_inner();
         let mut state = lock(&self.state);
+        state.calls.push(call_of("ReserveStock", &request));
+        let request = request.into_inner();
         if state.holds.contains_key(&request.order_id) {
             return Ok(Response::new(product::ReserveStockResponse::default()));
         }
@@ -172,6 +215,7 @@ impl product::product_service_server::ProductService for CatalogService {
         request: Request<product::ReleaseStockRequest>,
     ) -> Result<Response<product::ReleaseStockResponse>, Status> {
         let mut state = lock(&self.state);
+        state.calls.push(call_of("ReleaseStock", &request));
         let held = state.holds.remove(&request.get_ref().order_id).unwrap_or_default();
         let mut released_units = 0;
         for (product_id, quantity) in held {
@@ -187,6 +231,7 @@ impl product::product_service_server::ProductService for CatalogService {
 /// The cart service's carts, in memory: product ids and quantities per user.
 pub struct Carts {
     state: Arc<Mutex<HashMap<String, Vec<cart::CartItem>>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
     server: TestServer,
 }
 
@@ -194,14 +239,20 @@ impl Carts {
     /// Serves no carts. Must run inside a Tokio runtime.
     pub fn start() -> Self {
         let state = Arc::new(Mutex::new(HashMap::new()));
-        let service = CartServiceServer::new(CartsService { state: state.clone() });
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let service = CartServiceServer::new(CartsService { state: state.clone(), calls: calls.clone() });
         let server = serve(tonic::transport::Server::builder().add_service(service));
-        Self { state, server }
+        Self { state, calls, server }
     }
 
     /// The address to give a service as `CART_GRPC_URL`.
     pub fn url(&self) -> String {
         self.server.url("")
+    }
+
+    /// Every call received so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.calls).clone()
     }
 
     /// Sets the quantity of `product_id` in `user_id`'s cart (no price: the caller asks the
@@ -223,6 +274,7 @@ impl Carts {
 
 struct CartsService {
     state: Arc<Mutex<HashMap<String, Vec<cart::CartItem>>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 #[tonic::async_trait]
@@ -231,6 +283,7 @@ impl cart::cart_service_server::CartService for CartsService {
         &self,
         request: Request<cart::GetCartRequest>,
     ) -> Result<Response<cart::GetCartResponse>, Status> {
+        lock(&self.calls).push(call_of("GetCart", &request));
         let user_id = request.into_inner().user_id;
         let items = lock(&self.state).get(&user_id).cloned().unwrap_or_default();
         Ok(Response::new(cart::GetCartResponse { cart: Some(cart::Cart { user_id, items, total: None }) }))
@@ -240,6 +293,7 @@ impl cart::cart_service_server::CartService for CartsService {
         &self,
         request: Request<cart::ClearCartRequest>,
     ) -> Result<Response<cart::ClearCartResponse>, Status> {
+        lock(&self.calls).push(call_of("ClearCart", &request));
         lock(&self.state).remove(&request.get_ref().user_id);
         Ok(Response::new(cart::ClearCartResponse {}))
     }

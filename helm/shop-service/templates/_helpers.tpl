@@ -60,8 +60,10 @@ seccompProfile:
 {{/* `<NAME>_FILE` for each secret, pointing at its mounted file. */}}
 {{- define "shop.secretEnv" -}}
 {{- range .secrets }}
+{{- if not .mountOnly }}
 - name: {{ .fileEnv | default (printf "%s_FILE" .env) }}
   value: {{ printf "/var/run/secrets/shop/%s/%s" .secretName .key | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

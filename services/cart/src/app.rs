@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shop_kit::{
     api::Money,
-    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, Verifier},
     events::ConsumerRunner,
     server::{Check, Criticality, Server},
     service::{Service, ServiceConfig},
@@ -16,13 +16,12 @@ use shop_proto::{
         product::v1::{GetProductRequest, product_service_client::ProductServiceClient},
     },
 };
-use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
+use tonic::Code;
 use uuid::Uuid;
 
 use crate::{SERVICE, config::Config, error::Error, store::CartStore};
 
-type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-type ProductClient = ProductServiceClient<InterceptedService<Channel, Interceptor>>;
+type ProductClient = ProductServiceClient<shop_kit::grpc::Outbound>;
 
 /// What the cart needs to know of a product.
 pub struct ProductInfo {
@@ -94,12 +93,14 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         SERVICE,
         crate::events::OrderEvents::new(redis.clone(), config.redis.key_prefix.clone()),
     )?;
-    let verifier = Arc::new(Verifier::new(
-        &config.auth,
-        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-    ));
-    let channel = shop_kit::grpc::channel(&config.product_url, config.product_deadline)?;
-    let products = ProductServiceClient::with_interceptor(channel, shop_kit::grpc::propagate_trace as Interceptor);
+    let verifier = Arc::new(Verifier::remote(&config.auth, &config.jwks_url, SERVICE)?);
+    let tokens = shop_kit::auth::ServiceTokens::new(config.service_credentials)?;
+    let products = ProductServiceClient::new(shop_kit::grpc::outbound(
+        &config.product_url,
+        config.product_deadline,
+        &tokens,
+        "product",
+    )?);
     let store = CartStore::new(redis.clone(), config.redis.key_prefix.clone(), config.idle_ttl, config.max_lines);
     let state = AppState { inner: Arc::new(Inner { store, products, verifier: Arc::clone(&verifier) }) };
     let grpc = GrpcAuth::new(CartServiceServer::new(crate::grpc::CartGrpc::new(state.clone())), verifier);

@@ -7,14 +7,16 @@
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `PRODUCT_GRPC_URL` | `http://127.0.0.1:8082` | the product service |
 //! | `PRODUCT_DEADLINE` | `2s` | the deadline of each call to it |
+//! | `SERVICE_CLIENT_SECRET_FILE` or `SERVICE_CLIENT_SECRET` | required | this service's client secret (client id `cart`) for service tokens (ADR 0012) |
+//! | `SERVICE_TOKEN_URL` | `http://127.0.0.1:8081/v1/oauth/token` | where the user service issues them |
 //! | `CART_IDLE_TTL` | `7d` | a cart nobody touched for this long is gone |
 //! | `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `KAFKA_CREATE_TOPICS` | `127.0.0.1:9092`, none, `false` | OrderPlaced |
-//! | `CART_MAX_LINES` | `50` | distinct products in one cart |
+//! | `CART_MAX_LINES` | `50` | distinct products in one cart, at most 100 (`shop_proto::limits::MAX_CHECKOUT_LINES`: what one checkout and stock hold can contain) |
 
 use std::time::Duration;
 
 use shop_kit::{
-    auth::AuthConfig,
+    auth::{AuthConfig, ServiceCredentials},
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     events::KafkaConfig,
@@ -33,6 +35,7 @@ pub struct Config {
     pub product_deadline: Duration,
     pub idle_ttl: Duration,
     pub max_lines: u32,
+    pub service_credentials: ServiceCredentials,
 }
 
 impl Config {
@@ -56,8 +59,11 @@ impl Config {
             return Err(vars.invalid("CART_IDLE_TTL", "must be at least 1s").into());
         }
         let max_lines: u32 = vars.or("CART_MAX_LINES", 50)?;
-        if !(1..=500).contains(&max_lines) {
-            return Err(vars.invalid("CART_MAX_LINES", "must be between 1 and 500").into());
+        let most = shop_proto::limits::MAX_CHECKOUT_LINES;
+        if !(1..=most).contains(&usize::try_from(max_lines).unwrap_or(usize::MAX)) {
+            return Err(vars
+                .invalid("CART_MAX_LINES", format!("must be between 1 and {most} (what one checkout can hold)"))
+                .into());
         }
         Ok(Self {
             http: HttpConfig::from_vars(vars, DEFAULT_PORT)?,
@@ -70,6 +76,7 @@ impl Config {
             product_deadline,
             idle_ttl,
             max_lines,
+            service_credentials: ServiceCredentials::from_vars(vars, crate::SERVICE)?,
         })
     }
 }
@@ -80,16 +87,23 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        assert!(Config::from_vars(&Vars::default()).is_ok(), "every setting has a default");
+        let error = Config::from_vars(&Vars::default()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("SERVICE_CLIENT_SECRET is required"), "{error}");
+        let base = Vars::default().with("SERVICE_CLIENT_SECRET", "s".repeat(32));
+        assert!(Config::from_vars(&base).is_ok(), "every other setting has a default");
         for (name, value) in [
+            ("SERVICE_CLIENT_SECRET", "too-short"),
+            ("SERVICE_CLIENT_SECRET", "has a space but is long enough to pass"),
+            ("SERVICE_TOKEN_URL", "user:8081"),
             ("PRODUCT_GRPC_URL", "product:8082"),
             ("PRODUCT_DEADLINE", "0s"),
             ("CART_IDLE_TTL", "100ms"),
             ("CART_MAX_LINES", "0"),
             ("CART_MAX_LINES", "many"),
+            ("CART_MAX_LINES", "101"),
         ] {
             let error =
-                Config::from_vars(&Vars::default().with(name, value)).err().map(|e| e.to_string()).unwrap_or_default();
+                Config::from_vars(&base.clone().with(name, value)).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.contains(name), "case {name}={value}: {error:?}");
         }
     }

@@ -4,12 +4,12 @@ use serde::{Deserialize, Serialize};
 use shop_kit::api::Money;
 use uuid::Uuid;
 
-/// How many of one product a line holds: 1 to 99.
+/// How many of one product a line holds: 1 to 99 ([`shop_proto::limits::MAX_LINE_QUANTITY`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quantity(i64);
 
 impl Quantity {
-    pub const MAX: i64 = 99;
+    pub const MAX: i64 = shop_proto::limits::MAX_LINE_QUANTITY;
 
     pub fn parse(value: i64) -> Result<Self, String> {
         if (1..=Self::MAX).contains(&value) {

@@ -1,7 +1,7 @@
-//! `shop.cart.v1.CartService`: the order service reads and clears a buyer's cart with the
-//! buyer's token (forwarded) or an admin's.
+//! `shop.cart.v1.CartService`: internal methods (ADR 0012): the order service reads and clears
+//! a buyer's cart with its own service token. Customers use REST (`/v1/cart`).
 
-use shop_kit::auth::grpc_caller;
+use shop_kit::auth::grpc_service;
 use shop_proto::shop::cart::v1::{self as pb, cart_service_server::CartService};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -18,11 +18,12 @@ impl CartGrpc {
     }
 }
 
+/// Who may read and clear any buyer's cart: the checkout.
+const CALLERS: &[&str] = &["order"];
+
 fn owner<T>(request: &Request<T>, user_id: &str) -> Result<Uuid, Status> {
-    let caller = grpc_caller(request)?;
-    let user_id = Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "must be a UUID"))?;
-    caller.require_owner_or_admin(user_id).map_err(Error::from)?;
-    Ok(user_id)
+    grpc_service(request, CALLERS)?;
+    Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "must be a UUID").into())
 }
 
 #[tonic::async_trait]

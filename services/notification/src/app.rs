@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shop_kit::metrics::Kind;
 use shop_kit::{
-    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, Verifier},
     events::{ConsumerRunner, Consumes as _, Relay},
     retention::Retention,
     server::{Check, Server},
@@ -68,10 +68,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     .batch(config.kafka.consumer_batch);
     let worker = Worker::new(pool.clone(), config.kafka.topics(), config.smtp.as_ref(), config.max_attempts)?;
     let relay = Relay::new(pool.clone(), &publisher);
-    let verifier = Arc::new(Verifier::new(
-        &config.auth,
-        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-    ));
+    let verifier = Arc::new(Verifier::remote(&config.auth, &config.jwks_url, SERVICE)?);
     let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
     let grpc =
         GrpcAuth::new(NotificationServiceServer::new(crate::grpc::NotificationGrpc::new(state.clone())), verifier);

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use shop_kit::{
-    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, Verifier},
     events::{ConsumerRunner, Relay, Topics},
     ratelimit::Rate,
     retention::Retention,
@@ -19,13 +19,11 @@ use shop_proto::{
     },
 };
 use sqlx::PgPool;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{SERVICE, config::Config};
 
-type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-pub type CartClient = CartServiceClient<InterceptedService<Channel, Interceptor>>;
-pub type ProductClient = ProductServiceClient<InterceptedService<Channel, Interceptor>>;
+pub type CartClient = CartServiceClient<shop_kit::grpc::Outbound>;
+pub type ProductClient = ProductServiceClient<shop_kit::grpc::Outbound>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -101,14 +99,11 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     // Each event locks one order row: events may share a transaction.
     .batch(config.kafka.consumer_batch);
     let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::ORDER));
-    let verifier = Arc::new(Verifier::new(
-        &config.auth,
-        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-    ));
-    let trace = shop_kit::grpc::propagate_trace as Interceptor;
-    let cart = CartServiceClient::with_interceptor(shop_kit::grpc::channel(&config.cart_url, config.deadline)?, trace);
+    let verifier = Arc::new(Verifier::remote(&config.auth, &config.jwks_url, SERVICE)?);
+    let tokens = shop_kit::auth::ServiceTokens::new(config.service_credentials)?;
+    let cart = CartServiceClient::new(shop_kit::grpc::outbound(&config.cart_url, config.deadline, &tokens, "cart")?);
     let products =
-        ProductServiceClient::with_interceptor(shop_kit::grpc::channel(&config.product_url, config.deadline)?, trace);
+        ProductServiceClient::new(shop_kit::grpc::outbound(&config.product_url, config.deadline, &tokens, "product")?);
     let state = AppState {
         inner: Arc::new(Inner {
             pool: pool.clone(),

@@ -1,17 +1,20 @@
 //! Placing and cancelling an order: the checkout saga's first step, whatever the transport.
 //!
-//! [`place`] claims the idempotency key (if any), reads the caller's cart (cart service,
-//! with the caller's token), re-prices every line from the product service (the authority
+//! [`place`] claims the idempotency key (if any), reads the caller's cart (cart service),
+//! re-prices every line from the product service (the authority
 //! on what is charged), holds the stock (`ReserveStock`, idempotent by order id), then
 //! stores the order, its `OrderPlaced` event and the idempotent answer in one statement; if
 //! that fails, the hold is released (compensation) and the key is freed for a retry.
 //! [`cancel`] moves an order to `cancelled` with its `OrderCancelled` event and gives a
 //! pending order's stock back at once.
+//!
+//! The calls to cart and product carry this service's own token (ADR 0012) and name the
+//! customer they are made for (`shop-acting-for`), never the customer's token.
 
 use std::collections::HashMap;
 
 use chrono::{SubsecRound as _, Utc};
-use shop_kit::{auth::Caller, events::enqueue, grpc::with_bearer};
+use shop_kit::{auth::Caller, events::enqueue, grpc::acting_for};
 use shop_proto::shop::{
     cart::v1::GetCartRequest,
     product::v1::{BatchGetProductsRequest, ReleaseStockRequest, ReserveStockRequest, StockLine},
@@ -55,12 +58,10 @@ pub enum Placed {
 /// The status stored with a new order's answer.
 const CREATED: u16 = 201;
 
-/// Places an order from `caller`'s cart; `token` is the caller's, forwarded to the cart and
-/// product services.
+/// Places an order from `caller`'s cart.
 pub async fn place(
     state: &AppState,
     caller: Caller,
-    token: &str,
     request: NewOrder<'_>,
     render: RenderAnswer,
 ) -> Result<Placed, Error> {
@@ -82,7 +83,7 @@ pub async fn place(
         }
     }
     let key = request.idempotency.as_ref().map(|idempotency| idempotency.key);
-    match checkout(state, caller, token, request.shipping_address, request.card_token, key, render).await {
+    match checkout(state, caller, request.shipping_address, request.card_token, key, render).await {
         Ok(order) => Ok(Placed::Created(Box::new(order))),
         Err(error) => {
             if let Some(key) = key {
@@ -132,7 +133,6 @@ async fn within_checkout_rate(state: &AppState, user_id: Uuid) -> Result<(), Err
 async fn checkout(
     state: &AppState,
     caller: Caller,
-    token: &str,
     address: ShippingAddress,
     card_token: &str,
     idempotency_key: Option<&str>,
@@ -141,7 +141,10 @@ async fn checkout(
     within_checkout_rate(state, caller.user_id).await?;
     let cart = state
         .cart()
-        .get_cart(with_bearer(tonic::Request::new(GetCartRequest { user_id: caller.user_id.to_string() }), token))
+        .get_cart(acting_for(
+            tonic::Request::new(GetCartRequest { user_id: caller.user_id.to_string() }),
+            caller.user_id,
+        ))
         .await
         .map_err(|status| dependency("cart", &status))?
         .into_inner()
@@ -153,7 +156,10 @@ async fn checkout(
     let ids: Vec<String> = cart.items.iter().map(|item| item.product_id.clone()).collect();
     let products = state
         .products()
-        .batch_get_products(BatchGetProductsRequest { product_ids: ids })
+        .batch_get_products(acting_for(
+            tonic::Request::new(BatchGetProductsRequest { product_ids: ids }),
+            caller.user_id,
+        ))
         .await
         .map_err(|status| dependency("product", &status))?
         .into_inner()
@@ -190,7 +196,7 @@ async fn checkout(
         .map(|line| StockLine { product_id: line.product_id.to_string(), quantity: i64::from(line.quantity) })
         .collect();
     let reserve = ReserveStockRequest { order_id: order_id.to_string(), items: stock };
-    match state.products().reserve_stock(with_bearer(tonic::Request::new(reserve), token)).await {
+    match state.products().reserve_stock(acting_for(tonic::Request::new(reserve), caller.user_id)).await {
         Ok(_) => {}
         Err(status) if status.code() == Code::FailedPrecondition => {
             return Err(Error::OutOfStock {
@@ -222,7 +228,7 @@ async fn checkout(
         }
         Err(error) => {
             // Compensation: the order does not exist, so neither may its hold.
-            release_hold(state, order_id, token).await;
+            release_hold(state, order_id, caller.user_id).await;
             Err(error)
         }
     }
@@ -249,16 +255,16 @@ async fn store_order(
 
 /// Gives an order's stock back now; if the product service cannot be reached, the hold
 /// expires by itself (and `OrderCancelled` releases it too).
-async fn release_hold(state: &AppState, order_id: Uuid, token: &str) {
+async fn release_hold(state: &AppState, order_id: Uuid, for_user: Uuid) {
     let release = ReleaseStockRequest { order_id: order_id.to_string() };
-    if let Err(status) = state.products().release_stock(with_bearer(tonic::Request::new(release), token)).await {
+    if let Err(status) = state.products().release_stock(acting_for(tonic::Request::new(release), for_user)).await {
         tracing::warn!(order.id = %order_id, code = ?status.code(), "cannot release the hold now; it will expire");
     }
 }
 
 /// Cancels order `id` for `caller` (its owner or an admin): a pending order releases its
 /// stock, a confirmed one is refunded (`OrderCancelled{refund}`). Returns the order after.
-pub async fn cancel(state: &AppState, caller: Caller, token: &str, id: Uuid) -> Result<Order, Error> {
+pub async fn cancel(state: &AppState, caller: Caller, id: Uuid) -> Result<Order, Error> {
     const REASON: &str = "cancelled by request";
     let mut transaction = state.pool().begin().await?;
     let owner = store::by_id(&mut transaction, id).await?.ok_or(Error::OrderNotFound)?.user_id;
@@ -271,7 +277,7 @@ pub async fn cancel(state: &AppState, caller: Caller, token: &str, id: Uuid) -> 
     transaction.commit().await?;
     if before.status == OrderStatus::PendingPayment {
         // Give the stock back now; the product service also does on OrderCancelled.
-        release_hold(state, id, token).await;
+        release_hold(state, id, caller.user_id).await;
     }
     Ok(after)
 }

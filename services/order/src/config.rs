@@ -7,6 +7,8 @@
 //! | `JWKS_URL` | `http://127.0.0.1:8081/.well-known/jwks.json` | the user service's keys |
 //! | `CART_GRPC_URL`, `PRODUCT_GRPC_URL` | `http://127.0.0.1:8083`, `http://127.0.0.1:8082` | the services checkout calls |
 //! | `DEPENDENCY_DEADLINE` | `3s` | the deadline of each of those calls |
+//! | `SERVICE_CLIENT_SECRET_FILE` or `SERVICE_CLIENT_SECRET` | required | this service's client secret (client id `order`) for service tokens (ADR 0012) |
+//! | `SERVICE_TOKEN_URL` | `http://127.0.0.1:8081/v1/oauth/token` | where the user service issues them |
 //! | `IDEMPOTENCY_LEASE` | `60s` | how long an `Idempotency-Key` claim with no answer yet holds off retries; after it a retry with the same key and body takes the claim over (its first request died). Must exceed `REQUEST_TIMEOUT`, so the request that claimed has ended |
 //! | `IDEMPOTENCY_KEY_RETENTION` | `24h` | how long a key and its answer are kept for replays |
 //! | `RATE_LIMIT_CHECKOUT` | `10/1m` | orders one customer may place in any such period (counted in Postgres, so every replica agrees); beyond it 429 with `Retry-After` |
@@ -16,7 +18,7 @@
 use std::time::Duration;
 
 use shop_kit::{
-    auth::AuthConfig,
+    auth::{AuthConfig, ServiceCredentials},
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
     events::KafkaConfig,
@@ -40,6 +42,7 @@ pub struct Config {
     pub idempotency_lease: Duration,
     pub idempotency_retention: Duration,
     pub checkout_rate: Rate,
+    pub service_credentials: ServiceCredentials,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
             idempotency_lease,
             idempotency_retention,
             checkout_rate: ratelimit::rate(vars, "RATE_LIMIT_CHECKOUT", "10/1m")?,
+            service_credentials: ServiceCredentials::from_vars(vars, crate::SERVICE)?,
         })
     }
 }
@@ -98,8 +102,13 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         let base = Vars::from_pairs([("DATABASE_URL", "postgres://h/shop_order")]);
+        let error = Config::from_vars(&base).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("SERVICE_CLIENT_SECRET is required"), "{error}");
+        let base = base.with("SERVICE_CLIENT_SECRET", "s".repeat(32));
         assert!(Config::from_vars(&base).is_ok());
         for (name, value) in [
+            ("SERVICE_CLIENT_SECRET", "short"),
+            ("SERVICE_TOKEN_URL", "ftp://user"),
             ("CART_GRPC_URL", "cart:8083"),
             ("PRODUCT_GRPC_URL", "x"),
             ("DEPENDENCY_DEADLINE", "0s"),

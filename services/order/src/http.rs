@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use shop_kit::{
     api::{Money, Page, decode_cursor, encode_cursor, page_limit},
-    auth::{Caller, bearer_token},
+    auth::Caller,
     error::{ApiJson, FieldError, Problem, parse_id},
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -165,14 +165,13 @@ pub(crate) async fn place(
     let Some(address) = address.filter(|_| errors.is_empty()) else {
         return Err(Error::Validation(errors));
     };
-    let token = bearer_token(&headers)?;
     let request_hash = Sha256::digest(serde_json::to_vec(&body).map_err(|error| Error::Internal(error.into()))?);
     let request = NewOrder {
         shipping_address: address,
         card_token: &body.payment.card_token,
         idempotency: key.as_deref().map(|key| Idempotency { key, request_hash: request_hash.to_vec() }),
     };
-    match checkout::place(&state, caller, token, request, answer).await? {
+    match checkout::place(&state, caller, request, answer).await? {
         Placed::Created(order) => {
             let location = format!("/v1/orders/{}", order.id);
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(OrderResponse::from(*order))).into_response())
@@ -244,12 +243,10 @@ pub(crate) async fn read(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<OrderResponse>, Error> {
     let id = parse_id(&id, "order_not_found")?;
-    let token = bearer_token(&headers)?;
-    Ok(Json(checkout::cancel(&state, caller, token, id).await?.into()))
+    Ok(Json(checkout::cancel(&state, caller, id).await?.into()))
 }
 
 /// How an order is shipped.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use shop_kit::metrics::Kind;
 use shop_kit::{
-    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, Verifier},
     events::{ConsumerRunner, Relay},
     retention::Retention,
     server::{Check, Server},
@@ -70,10 +70,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     // Each event touches one order's payment: events may share a transaction.
     let consumer = ConsumerRunner::new(&config.kafka, &publisher, SERVICE, pool.clone(), handler)?
         .batch(config.kafka.consumer_batch);
-    let verifier = Arc::new(Verifier::new(
-        &config.auth,
-        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-    ));
+    let verifier = Arc::new(Verifier::remote(&config.auth, &config.jwks_url, SERVICE)?);
     let state = AppState { inner: Arc::new(Inner { pool: pool.clone(), verifier: Arc::clone(&verifier) }) };
     let grpc = GrpcAuth::new(PaymentServiceServer::new(crate::grpc::PaymentGrpc::new(state.clone())), verifier);
     shop_kit::metrics::describe(&[

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use shop_kit::metrics::Kind;
 use shop_kit::{
-    auth::{AuthState, GrpcAuth, JwksClient, KeySource, Verifier},
+    auth::{AuthState, GrpcAuth, Verifier},
     events::{ConsumerRunner, Relay, Topics},
     retention::Retention,
     server::{Check, Criticality, Server},
@@ -97,10 +97,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     let topics = config.kafka.topics();
     let kafka_ready = Check::kafka(publisher.clone(), topics.name(contracts::PRODUCT));
     let redis = shop_kit::cache::connect(&config.redis).await?;
-    let verifier = Arc::new(Verifier::new(
-        &config.auth,
-        KeySource::Jwks(JwksClient::new(&config.jwks_url, config.auth.jwks_ttl)?),
-    ));
+    let verifier = Arc::new(Verifier::remote(&config.auth, &config.jwks_url, SERVICE)?);
     let state = AppState {
         inner: Arc::new(Inner {
             pool: pool.clone(),
@@ -125,7 +122,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
         pool.clone(),
         crate::events::OrderEvents { cache: state.cache().clone() },
     )?;
-    let grpc = GrpcAuth::optional(ProductServiceServer::new(crate::grpc::ProductGrpc::new(state.clone())), verifier);
+    let grpc = GrpcAuth::new(ProductServiceServer::new(crate::grpc::ProductGrpc::new(state.clone())), verifier);
     shop_kit::metrics::describe(&[
         ("product_cache_requests_total", Kind::Counter, "Product reads by cache result (local_hit, hit, miss, error)."),
         (

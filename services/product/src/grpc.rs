@@ -1,17 +1,20 @@
-//! `shop.product.v1.ProductService`: reads for the cart and order services, and stock holds.
+//! `shop.product.v1.ProductService`: internal methods only (ADR 0012). Prices and products are
+//! read by the cart and order services; stock is held and released by the order service, for
+//! the checkout it is placing, within what one checkout can contain
+//! ([`shop_proto::limits`]). Customers and admins use REST.
 
 use shop_proto::time::timestamp;
 use std::collections::BTreeMap;
 
 use chrono::{SubsecRound as _, Utc};
-use shop_kit::auth::grpc_caller;
+use shop_kit::auth::grpc_service;
+use shop_proto::limits::{MAX_CHECKOUT_LINES, MAX_LINE_QUANTITY};
 use shop_proto::shop::product::v1::{self as pb, product_service_server::ProductService};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    domain::Quantity,
     error::Error,
     store::{
         self, Product,
@@ -19,8 +22,17 @@ use crate::{
     },
 };
 
-/// The most ids or lines one call may carry.
-const MAX_BATCH: usize = 100;
+/// Who may read products and prices.
+const READERS: &[&str] = &["cart", "order"];
+
+/// Who may hold and release stock: the checkout.
+const HOLDERS: &[&str] = &["order"];
+
+/// How old an order id may be when its stock is held: the checkout mints it just before.
+const ORDER_ID_MAX_AGE: chrono::Duration = chrono::Duration::minutes(10);
+
+/// How far ahead of this clock an order id may be (clock skew between the services).
+const ORDER_ID_MAX_SKEW: chrono::Duration = chrono::Duration::minutes(1);
 
 pub struct ProductGrpc {
     state: AppState,
@@ -52,6 +64,21 @@ fn to_proto(product: Product) -> pb::Product {
     }
 }
 
+/// A hold is for a checkout being placed now: its order id is a UUIDv7 minted moments ago.
+fn fresh_order_id(order_id: Uuid, now: chrono::DateTime<Utc>) -> Result<(), Error> {
+    let minted = order_id.get_timestamp().and_then(|stamp| {
+        let (seconds, nanos) = stamp.to_unix();
+        chrono::DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+    });
+    match minted {
+        Some(minted) if minted >= now - ORDER_ID_MAX_AGE && minted <= now + ORDER_ID_MAX_SKEW => Ok(()),
+        _ => Err(Error::invalid(
+            "order_id",
+            "must be the id of a checkout being placed now (a UUIDv7 of the last 10 minutes)",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl ProductService for ProductGrpc {
     #[tracing::instrument(skip_all, fields(product.id = %request.get_ref().product_id))]
@@ -59,6 +86,7 @@ impl ProductService for ProductGrpc {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
+        grpc_service(&request, READERS)?;
         let id = parse_uuid(&request.get_ref().product_id, "product_id")?;
         let product = self.state.product(id).await?;
         Ok(Response::new(pb::GetProductResponse { product: Some(to_proto(product)) }))
@@ -69,9 +97,10 @@ impl ProductService for ProductGrpc {
         &self,
         request: Request<pb::BatchGetProductsRequest>,
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
+        grpc_service(&request, READERS)?;
         let ids = &request.get_ref().product_ids;
-        if ids.len() > MAX_BATCH {
-            return Err(Error::invalid("product_ids", format!("at most {MAX_BATCH} ids")).into());
+        if ids.len() > MAX_CHECKOUT_LINES {
+            return Err(Error::invalid("product_ids", format!("at most {MAX_CHECKOUT_LINES} ids")).into());
         }
         let ids = ids.iter().map(|id| parse_uuid(id, "product_ids")).collect::<Result<Vec<_>, _>>()?;
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
@@ -84,26 +113,37 @@ impl ProductService for ProductGrpc {
         &self,
         request: Request<pb::ReserveStockRequest>,
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
-        let caller = grpc_caller(&request)?;
+        let caller = grpc_service(&request, HOLDERS)?;
+        // The hold's owner: the customer the checkout is for (also the audit trail).
+        let owner = caller.acting_for.ok_or_else(|| {
+            Error::invalid("shop-acting-for", "a stock hold needs the customer it is for (shop-acting-for metadata)")
+        })?;
         let message = request.get_ref();
         let order_id = parse_uuid(&message.order_id, "order_id")?;
-        if message.items.is_empty() || message.items.len() > MAX_BATCH {
-            return Err(Error::invalid("items", format!("must hold 1 to {MAX_BATCH} lines")).into());
+        fresh_order_id(order_id, Utc::now())?;
+        if message.items.is_empty() || message.items.len() > MAX_CHECKOUT_LINES {
+            return Err(Error::invalid("items", format!("must hold 1 to {MAX_CHECKOUT_LINES} lines")).into());
         }
         let mut lines: BTreeMap<Uuid, i32> = BTreeMap::new();
         for (index, line) in message.items.iter().enumerate() {
             let product_id = parse_uuid(&line.product_id, &format!("items[{index}].product_id"))?;
-            let quantity = Quantity::parse(line.quantity)
-                .map_err(|text| Error::invalid(&format!("items[{index}].quantity"), text))?;
             let total = lines.entry(product_id).or_insert(0);
-            *total = total.saturating_add(quantity.get());
+            let quantity = i64::from(*total).saturating_add(line.quantity);
+            if line.quantity < 1 || quantity > MAX_LINE_QUANTITY {
+                return Err(Error::invalid(
+                    &format!("items[{index}].quantity"),
+                    format!("must be 1 to {MAX_LINE_QUANTITY} units of a product in all, as one cart line holds"),
+                )
+                .into());
+            }
+            *total = i32::try_from(quantity).unwrap_or(i32::MAX);
         }
         let ttl = chrono::Duration::from_std(self.state.reservation_ttl()).unwrap_or(chrono::Duration::minutes(15));
         // Postgres keeps microseconds: the first answer must equal what a retry reads back.
         let expires_at = (Utc::now() + ttl).trunc_subsecs(6);
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
-        let (answer, touched) =
-            inventory::reserve(&mut connection, order_id, caller.user_id, &lines, expires_at).await?;
+        let (answer, touched) = inventory::reserve(&mut connection, order_id, owner, &lines, expires_at).await?;
+        tracing::info!(order.id = %order_id, enduser.id = %owner, lines = lines.len(), "stock held for a checkout");
         self.state.cache().invalidate(&touched).await;
         match answer {
             Reservation::Held { expires_at } => {
@@ -118,15 +158,33 @@ impl ProductService for ProductGrpc {
         &self,
         request: Request<pb::ReleaseStockRequest>,
     ) -> Result<Response<pb::ReleaseStockResponse>, Status> {
-        let caller = grpc_caller(&request)?;
+        grpc_service(&request, HOLDERS)?;
         let order_id = parse_uuid(&request.get_ref().order_id, "order_id")?;
         let mut connection = self.state.pool().acquire().await.map_err(Error::from)?;
-        match inventory::owner(&mut connection, order_id).await? {
-            None => return Ok(Response::new(pb::ReleaseStockResponse { released_units: 0 })),
-            Some(owner) => caller.require_owner_or_admin(owner).map_err(Error::from)?,
-        }
         let (units, touched) = inventory::release(&mut connection, order_id, ReleaseReason::Released).await?;
         self.state.cache().invalidate(&touched).await;
         Ok(Response::new(pb::ReleaseStockResponse { released_units: units }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_order_id_minted_moments_ago_can_hold_stock() {
+        let now = Utc::now();
+        let at = |offset: chrono::Duration| {
+            let when = now + offset;
+            let seconds = u64::try_from(when.timestamp()).unwrap();
+            Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, when.timestamp_subsec_nanos()))
+        };
+        assert!(fresh_order_id(at(chrono::Duration::zero()), now).is_ok());
+        assert!(fresh_order_id(at(chrono::Duration::minutes(-9)), now).is_ok());
+        assert!(fresh_order_id(at(chrono::Duration::seconds(30)), now).is_ok());
+        assert!(fresh_order_id(at(chrono::Duration::minutes(-11)), now).is_err());
+        assert!(fresh_order_id(at(chrono::Duration::minutes(2)), now).is_err());
+        assert!(fresh_order_id(Uuid::new_v4(), now).is_err(), "a v4 id carries no time");
+        assert!(fresh_order_id(Uuid::nil(), now).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use chrono::Utc;
 use shop_kit::{
-    auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKeys, Verifier},
+    auth::{AuthState, Claims, GrpcAuth, Jwks, KeySource, Role, SigningKeys, Verifier, service::ServiceTokenIssuer},
     events::{Relay, Topics},
     ratelimit::{Limit, Limits},
     retention::Retention,
@@ -35,6 +35,8 @@ pub struct Rates {
     pub refresh: Limit,
     /// Per account.
     pub password_change: Limit,
+    /// Per client address.
+    pub service_token: Limit,
 }
 
 /// What every handler shares.
@@ -55,6 +57,7 @@ struct Inner {
     access_token_ttl: Duration,
     refresh_token_ttl: Duration,
     topics: Topics,
+    service_tokens: ServiceTokenIssuer,
 }
 
 impl AppState {
@@ -81,6 +84,15 @@ impl AppState {
 
     pub fn jwks(&self) -> Jwks {
         self.inner.signing_keys.jwks()
+    }
+
+    /// Answers a service's token request (`POST /v1/oauth/token`).
+    pub fn issue_service_token(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<shop_kit::auth::service::ServiceTokenResponse, shop_kit::auth::service::OAuthError> {
+        self.inner.service_tokens.issue(headers, body, self.inner.signing_keys.current())
     }
 
     /// A new access token and a refresh token in `family`, stored through `connection`.
@@ -130,7 +142,7 @@ impl ServiceConfig for Config {
 
 /// Loads the key, connects, migrates, ensures the admin account and binds; the service then
 /// runs with [`Service::run`] (the server and the outbox relay).
-pub async fn build(config: Config) -> anyhow::Result<Service> {
+pub async fn build(mut config: Config) -> anyhow::Result<Service> {
     let signing_keys = config.load_signing_keys()?;
     let pool = shop_kit::service::database(&config.database, &crate::MIGRATOR).await?;
     // One producer for the outbox and readiness.
@@ -142,7 +154,14 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
     if let Some(admin) = &config.admin {
         ensure_admin(&pool, &hasher, admin).await?;
     }
-    let verifier = Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&signing_keys.jwks())));
+    let verifier =
+        Arc::new(Verifier::new(&config.auth, KeySource::from_jwks(&signing_keys.jwks())).accepting_services(SERVICE));
+    let service_clients = std::mem::take(&mut config.service_clients);
+    if service_clients.names().is_empty() {
+        tracing::warn!("SERVICE_CLIENTS_DIR names no service: no service can get a token, internal calls will fail");
+    } else {
+        tracing::info!(clients = ?service_clients.names(), "service clients registered");
+    }
     let state = AppState {
         inner: Arc::new(Inner {
             pool: pool.clone(),
@@ -160,6 +179,7 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
                     login: limits.limit("login", config.rates.login),
                     refresh: limits.limit("refresh", config.rates.refresh),
                     password_change: limits.limit("password_change", config.rates.password_change),
+                    service_token: limits.limit("service_token", config.rates.service_token),
                 }
             },
             signing_keys,
@@ -169,6 +189,11 @@ pub async fn build(config: Config) -> anyhow::Result<Service> {
             access_token_ttl: config.access_token_ttl,
             refresh_token_ttl: config.refresh_token_ttl,
             topics,
+            service_tokens: ServiceTokenIssuer::new(
+                service_clients,
+                config.auth.issuer.clone(),
+                config.service_token_ttl,
+            ),
         }),
     };
     let grpc = GrpcAuth::new(UserServiceServer::new(crate::grpc::UserGrpc::new(state.clone())), verifier);

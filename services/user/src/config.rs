@@ -19,7 +19,10 @@
 //! | `RATE_LIMIT_LOGIN` | `30/1m` | login attempts, right or wrong, per client address |
 //! | `RATE_LIMIT_REFRESH` | `60/1m` | token refreshes per client address |
 //! | `RATE_LIMIT_PASSWORD_CHANGE` | `5/15m` | password changes (right or wrong current password) per account |
+//! | `RATE_LIMIT_SERVICE_TOKEN` | `60/1m` | service token requests (`POST /v1/oauth/token`), right or wrong, per client address; a service asks about once per callee every 3¾ minutes |
 //! | `PASSWORD_HASH_CONCURRENCY` | `2 × cores` | argon2 hashes running at once (each takes 19 MiB) |
+//! | `SERVICE_CLIENTS_DIR` | unset (no service may get a token) | a directory with one file per service that may call others (`cart`, `order`, ...), holding its client secret (32 to 256 printable characters): the `shop-service-clients` Secret mounted as a volume (ADR 0012) |
+//! | `SERVICE_TOKEN_TTL` | `5m` | the lifetime of a service token (`POST /v1/oauth/token`), 1m to 1h |
 //! | `RETENTION_INTERVAL`, `RETENTION_BATCH`, `RETENTION_OUTBOX`, `RETENTION_INBOX` | `10m`, `1000`, `1d`, `7d` | pruning old rows (see `shop_kit::retention`) |
 
 use std::time::Duration;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use secrecy::SecretString;
 use shop_kit::{
-    auth::{AuthConfig, SigningKey, SigningKeys},
+    auth::{AuthConfig, SigningKey, SigningKeys, service::ServiceClients},
     cache::RedisConfig,
     config::{HttpConfig, HumanDuration, TelemetryConfig, Vars},
     db::DatabaseConfig,
@@ -76,6 +79,8 @@ pub struct RequestRates {
     pub refresh: Rate,
     /// Per account.
     pub password_change: Rate,
+    /// Per client address: service token requests.
+    pub service_token: Rate,
 }
 
 pub struct Config {
@@ -93,6 +98,9 @@ pub struct Config {
     pub login_limits: LoginLimits,
     pub rates: RequestRates,
     pub hash_concurrency: usize,
+    /// The services that may get a service token (`SERVICE_CLIENTS_DIR`).
+    pub service_clients: ServiceClients,
+    pub service_token_ttl: Duration,
 }
 
 impl Config {
@@ -163,6 +171,7 @@ impl Config {
             login: rate(vars, "RATE_LIMIT_LOGIN", "30/1m")?,
             refresh: rate(vars, "RATE_LIMIT_REFRESH", "60/1m")?,
             password_change: rate(vars, "RATE_LIMIT_PASSWORD_CHANGE", "5/15m")?,
+            service_token: rate(vars, "RATE_LIMIT_SERVICE_TOKEN", "60/1m")?,
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let hash_concurrency: usize = vars.or("PASSWORD_HASH_CONCURRENCY", cores * 2)?;
@@ -172,6 +181,15 @@ impl Config {
         let access_token_ttl = vars.or("ACCESS_TOKEN_TTL", HumanDuration(Duration::from_secs(15 * 60)))?.0;
         if access_token_ttl < Duration::from_secs(1) {
             return Err(vars.invalid("ACCESS_TOKEN_TTL", "must be at least 1s").into());
+        }
+        let service_clients = match vars.raw("SERVICE_CLIENTS_DIR") {
+            Some(directory) => ServiceClients::from_dir(std::path::Path::new(directory))
+                .map_err(|error| vars.invalid("SERVICE_CLIENTS_DIR", format!("{error:#}")))?,
+            None => ServiceClients::default(),
+        };
+        let service_token_ttl = vars.or("SERVICE_TOKEN_TTL", HumanDuration(Duration::from_secs(300)))?.0;
+        if !(Duration::from_secs(60)..=Duration::from_secs(3600)).contains(&service_token_ttl) {
+            return Err(vars.invalid("SERVICE_TOKEN_TTL", "must be 1m to 1h").into());
         }
         Ok(Self {
             http,
@@ -188,6 +206,8 @@ impl Config {
             login_limits,
             rates,
             hash_concurrency,
+            service_clients,
+            service_token_ttl,
         })
     }
 

@@ -30,10 +30,12 @@ pub(super) fn wait_port(port: u16) -> anyhow::Result<()> {
 }
 
 /// `bench-grpc`: this binary as a tonic client, in its own process.
-pub(super) fn grpc_load(url: &str, id: &str) -> anyhow::Result<f64> {
+/// Every call carries `token` (the product service admits the cart's and the order's service
+/// tokens only; the bare server ignores it, so both read the same requests).
+pub(super) fn grpc_load(url: &str, id: &str, token: &str) -> anyhow::Result<f64> {
     let binary = crate::build_dir("release").join("xtask");
     let output = Command::new(binary)
-        .args(["bench-grpc", url, id, &CONNECTIONS.to_string(), &SECONDS.to_string()])
+        .args(["bench-grpc", url, id, &CONNECTIONS.to_string(), &SECONDS.to_string(), "--token", token])
         .output()
         .context("cannot run bench-grpc")?;
     if !output.status.success() {
@@ -164,11 +166,14 @@ pub(crate) struct GrpcArgs {
     concurrency: usize,
     /// How long to call, s.
     seconds: u64,
+    /// A bearer token every call carries.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 /// `bench-grpc <url> <product id> <concurrency> <seconds>`: prints successful calls per second.
 pub(crate) fn grpc_client(args: GrpcArgs) -> anyhow::Result<()> {
-    let GrpcArgs { url, product_id: id, concurrency, seconds } = args;
+    let GrpcArgs { url, product_id: id, concurrency, seconds, token } = args;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let rate = runtime.block_on(async move {
         let channel = tonic::transport::Endpoint::from_shared(url.clone())?.connect().await?;
@@ -178,10 +183,17 @@ pub(crate) fn grpc_client(args: GrpcArgs) -> anyhow::Result<()> {
             let mut client =
                 shop_proto::shop::product::v1::product_service_client::ProductServiceClient::new(channel.clone());
             let id = id.clone();
+            let authorization: Option<tonic::metadata::MetadataValue<_>> =
+                token.as_ref().map(|token| format!("Bearer {token}").parse()).transpose()?;
             tasks.push(tokio::spawn(async move {
                 let mut done = 0_u64;
                 while tokio::time::Instant::now() < deadline {
-                    let request = shop_proto::shop::product::v1::GetProductRequest { product_id: id.clone() };
+                    let mut request = tonic::Request::new(shop_proto::shop::product::v1::GetProductRequest {
+                        product_id: id.clone(),
+                    });
+                    if let Some(value) = &authorization {
+                        request.metadata_mut().insert("authorization", value.clone());
+                    }
                     if client.get_product(request).await.is_ok() {
                         done += 1;
                     }

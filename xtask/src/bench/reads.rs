@@ -107,8 +107,10 @@ fn product_by_id_script() -> anyhow::Result<String> {
 
 fn grpc(context: &Context<'_>, product: &Service) -> anyhow::Result<Figure> {
     eprintln!("xtask: == gRPC GetProduct");
-    let echo = grpc_load(&format!("http://127.0.0.1:{TONIC_PORT}"), &context.product_id)?;
-    let grpc = grpc_load(&format!("http://127.0.0.1:{}", context.instance.port(product)), &context.product_id)?;
+    // As the cart service calls it: with the cart's service token (each call verifies it).
+    let token = context.instance.service_token("cart", "product")?;
+    let echo = grpc_load(&format!("http://127.0.0.1:{TONIC_PORT}"), &context.product_id, &token)?;
+    let grpc = grpc_load(&format!("http://127.0.0.1:{}", context.instance.port(product)), &context.product_id, &token)?;
     Ok(Figure {
         name: "gRPC GetProduct (calls/s)".into(),
         measured: format!("{grpc:.0}"),

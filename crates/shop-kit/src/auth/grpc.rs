@@ -10,10 +10,15 @@ use std::{
 use axum::http::header;
 use futures::future::BoxFuture;
 
-use super::{Caller, TokenRequirement, Verifier};
+use super::{Caller, Principal, TokenRequirement, Verifier, service::ACTING_FOR};
+use crate::error::Problem;
 
 /// A tower layer for tonic services: verifies the bearer token of every call and puts the
-/// [`Caller`] into the request's extensions, or answers `UNAUTHENTICATED`.
+/// [`Caller`] (a user) or the [`super::ServiceCaller`] (another service, with the customer its
+/// `shop-acting-for` metadata names) into the request's extensions, or answers
+/// `UNAUTHENTICATED`. Both are recorded on the request span (`enduser.id`, `shop.caller.service`)
+/// for the audit trail. Service tokens count only where the verifier accepts them
+/// ([`Verifier::accepting_services`]).
 #[derive(Clone)]
 pub struct GrpcAuth<S> {
     inner: S,
@@ -61,26 +66,57 @@ where
         let verifier = Arc::clone(&self.verifier);
         let anonymous_ok =
             self.requirement == TokenRequirement::Optional && !request.headers().contains_key(header::AUTHORIZATION);
+        let span = tracing::Span::current();
         Box::pin(async move {
             if anonymous_ok {
                 return inner.call(request).await;
             }
-            match verifier.verify_headers(request.headers()).await {
-                Ok(caller) => {
+            let principal = match super::bearer_token(request.headers()) {
+                Ok(token) => verifier.verify_principal(token).await,
+                Err(problem) => Err(problem),
+            };
+            match principal {
+                Ok(Principal::User(caller)) => {
+                    span.record("enduser.id", tracing::field::display(caller.user_id));
                     request.extensions_mut().insert(caller);
-                    inner.call(request).await
                 }
-                Err(problem) => Ok(tonic::Status::from(problem).into_http()),
+                Ok(Principal::Service(mut caller)) => {
+                    match acting_for(request.headers()) {
+                        Ok(user) => caller.acting_for = user,
+                        Err(problem) => return Ok(tonic::Status::from(problem).into_http()),
+                    }
+                    span.record("shop.caller.service", caller.service);
+                    if let Some(user) = caller.acting_for {
+                        span.record("enduser.id", tracing::field::display(user));
+                    }
+                    request.extensions_mut().insert(caller);
+                }
+                Err(problem) => return Ok(tonic::Status::from(problem).into_http()),
             }
+            inner.call(request).await
         })
     }
 }
 
-/// The caller of an authenticated gRPC request (put there by [`GrpcAuth`]).
+/// The `shop-acting-for` user id a service sent, if any.
+fn acting_for(headers: &http::HeaderMap) -> Result<Option<uuid::Uuid>, Problem> {
+    let Some(value) = headers.get(ACTING_FOR) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| uuid::Uuid::parse_str(text).ok())
+        .map(Some)
+        .ok_or_else(|| Problem::bad_request("invalid_acting_for", format!("{ACTING_FOR} must be a user id (a UUID)")))
+}
+
+/// The user calling an authenticated gRPC request (put there by [`GrpcAuth`]); a service's
+/// credential is refused here: these methods are for users.
 pub fn grpc_caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .copied()
-        .ok_or_else(|| tonic::Status::unauthenticated("an Authorization: Bearer token is required"))
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        return Ok(*caller);
+    }
+    if request.extensions().get::<super::ServiceCaller>().is_some() {
+        return Err(Problem::forbidden("this method is for users; a service's credential cannot call it").into());
+    }
+    Err(tonic::Status::unauthenticated("an Authorization: Bearer token is required"))
 }

@@ -14,23 +14,25 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use anyhow::Context as _;
 use axum::{
     extract::FromRequestParts,
     http::{HeaderMap, header, request::Parts},
 };
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use sha2_free::thumbprint;
 use uuid::Uuid;
 
 mod grpc;
 mod jwks;
+mod keys;
+pub mod service;
+mod service_client;
 
 pub use grpc::{GrpcAuth, grpc_caller};
 pub use jwks::{JwksClient, MIN_REFRESH};
+pub use keys::{MAX_SIGNING_KEYS, SigningKey, SigningKeys};
+pub use service::{ServiceCaller, grpc_service};
+pub use service_client::{ServiceAuth, ServiceCredentials, ServiceTokens};
 
 use crate::{
     config::{ConfigError, HumanDuration, Vars},
@@ -159,143 +161,6 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// The user service's private key.
-pub struct SigningKey {
-    kid: String,
-    encoding: EncodingKey,
-    public_x: String,
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
-    }
-}
-
-impl SigningKey {
-    /// Loads a PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
-    pub fn from_pem(text: &str) -> anyhow::Result<Self> {
-        let block = pem::parse(text.trim()).context("the signing key is not PEM")?;
-        anyhow::ensure!(
-            block.tag() == "PRIVATE KEY",
-            "the signing key must be a PKCS#8 PRIVATE KEY, not {}",
-            block.tag()
-        );
-        Self::from_pkcs8(block.contents())
-    }
-
-    fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|error| anyhow::anyhow!("the signing key is not an Ed25519 PKCS#8 key: {error}"))?;
-        let public_x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        Ok(Self { kid: thumbprint(&public_x), encoding: EncodingKey::from_ed_der(der), public_x })
-    }
-
-    /// A new random key and its PEM text (development only).
-    pub fn generate() -> anyhow::Result<(Self, String)> {
-        let rng = ring::rand::SystemRandom::new();
-        let document = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("cannot generate a key"))?;
-        let text = pem::encode(&pem::Pem::new("PRIVATE KEY", document.as_ref().to_vec()));
-        Ok((Self::from_pkcs8(document.as_ref())?, text))
-    }
-
-    /// The key id: the RFC 7638 thumbprint of the public key.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The public half, for the JWKS.
-    pub fn jwk(&self) -> Jwk {
-        Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: self.public_x.clone(),
-            kid: self.kid.clone(),
-            alg: Some("EdDSA".into()),
-            key_use: Some("sig".into()),
-        }
-    }
-
-    /// Signs `claims` into a compact JWT.
-    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).context("cannot sign a token")
-    }
-}
-
-/// The keys the user service holds: the one it signs with, and the ones it still (or already)
-/// publishes and accepts. Rotation without a 401 goes through them in three rollouts of one
-/// Secret value (docs/runbook.md): `current` → `current, next` (every verifier learns the next
-/// key) → `next, current` (tokens signed by either verify everywhere while replicas roll) →
-/// `next` once the last token signed by the old key has expired.
-#[derive(Debug)]
-pub struct SigningKeys {
-    current: SigningKey,
-    published: Vec<SigningKey>,
-}
-
-/// The most keys one service publishes: the signing key, the previous and the next.
-pub const MAX_SIGNING_KEYS: usize = 3;
-
-impl SigningKeys {
-    /// One or more PKCS#8 PEM Ed25519 private keys, one after another: the first signs, the
-    /// others are published in the JWKS and accepted too.
-    pub fn from_pem(text: &str) -> anyhow::Result<Self> {
-        let blocks = pem::parse_many(text.trim()).context("the signing keys are not PEM")?;
-        anyhow::ensure!(!blocks.is_empty(), "no PEM key found");
-        anyhow::ensure!(
-            blocks.len() <= MAX_SIGNING_KEYS,
-            "{} keys given; at most {MAX_SIGNING_KEYS} (the signing key, then the next or previous one)",
-            blocks.len()
-        );
-        let mut keys = Vec::with_capacity(blocks.len());
-        for (index, block) in blocks.iter().enumerate() {
-            anyhow::ensure!(
-                block.tag() == "PRIVATE KEY",
-                "key {}: must be a PKCS#8 PRIVATE KEY, not {}",
-                index + 1,
-                block.tag()
-            );
-            let key = SigningKey::from_pkcs8(block.contents()).with_context(|| format!("key {}", index + 1))?;
-            anyhow::ensure!(
-                keys.iter().all(|other: &SigningKey| other.kid != key.kid),
-                "key {} is given twice",
-                index + 1
-            );
-            keys.push(key);
-        }
-        let current = keys.remove(0);
-        Ok(Self { current, published: keys })
-    }
-
-    /// Only `key`, as a development service generates it.
-    pub fn single(key: SigningKey) -> Self {
-        Self { current: key, published: Vec::new() }
-    }
-
-    /// The key new tokens are signed with.
-    pub fn current(&self) -> &SigningKey {
-        &self.current
-    }
-
-    /// Every public key, the signing key first.
-    pub fn jwks(&self) -> Jwks {
-        Jwks { keys: std::iter::once(&self.current).chain(&self.published).map(SigningKey::jwk).collect() }
-    }
-}
-
-/// RFC 7638 thumbprints without pulling a JSON canonicaliser: the members are fixed.
-mod sha2_free {
-    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-
-    pub(super) fn thumbprint(x: &str) -> String {
-        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-        URL_SAFE_NO_PAD.encode(digest.as_ref())
-    }
-}
-
 /// Where a [`Verifier`] gets public keys.
 pub enum KeySource {
     /// Keys known at start (the user service's own).
@@ -333,7 +198,28 @@ fn decoding_keys(jwks: &Jwks) -> HashMap<String, DecodingKey> {
 /// Checks access tokens.
 pub struct Verifier {
     validation: Validation,
+    /// Users' tokens and, once [`Verifier::accepting_services`] named this service, service
+    /// tokens for it.
+    principals: Validation,
+    /// `service:<this service>`, the audience of service tokens for it.
+    service_audience: Option<String>,
     keys: KeySource,
+}
+
+/// Who a gRPC call comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Principal {
+    User(Caller),
+    Service(ServiceCaller),
+}
+
+/// The claims of either kind of token, told apart by their audience.
+#[derive(Deserialize)]
+struct AnyClaims {
+    sub: String,
+    aud: String,
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 impl Verifier {
@@ -343,11 +229,28 @@ impl Verifier {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        Self { validation, keys }
+        Self { principals: validation.clone(), validation, service_audience: None, keys }
     }
 
-    /// The caller a token speaks for, or a 401 problem saying why not.
-    pub async fn verify(&self, token: &str) -> Result<Caller, Problem> {
+    /// The verifier of every service but the user service: keys from the JWKS at `jwks_url`,
+    /// and service tokens for `service` accepted on gRPC.
+    pub fn remote(config: &AuthConfig, jwks_url: &str, service: &str) -> anyhow::Result<Self> {
+        Ok(Self::new(config, KeySource::Jwks(JwksClient::new(jwks_url, config.jwks_ttl)?)).accepting_services(service))
+    }
+    /// Also accepts, through [`Verifier::verify_principal`], service tokens for `service`
+    /// (this service's name, `order-service` or `order`): audience `service:order`.
+    #[must_use]
+    pub fn accepting_services(mut self, service: &str) -> Self {
+        let audience = service::audience(service::identity(service).unwrap_or(service));
+        let user_audience = self.validation.aud.iter().flatten().cloned().collect::<Vec<_>>();
+        let mut audiences = user_audience;
+        audiences.push(audience.clone());
+        self.principals.set_audience(&audiences);
+        self.service_audience = Some(audience);
+        self
+    }
+
+    async fn decode<T: serde::de::DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<T, Problem> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Problem::unauthenticated("the token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -355,16 +258,42 @@ impl Verifier {
         }
         let kid = header.kid.ok_or_else(|| Problem::unauthenticated("the token has no key id"))?;
         let key = self.keys.key(&kid).await?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => Problem::unauthenticated("the token has expired"),
-                ErrorKind::InvalidSignature => Problem::unauthenticated("the token's signature is invalid"),
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    Problem::unauthenticated("the token was not issued for this service")
-                }
-                _ => Problem::unauthenticated("the token is invalid"),
-            })?;
-        Ok(Caller { user_id: data.claims.sub, role: data.claims.role })
+        let data = jsonwebtoken::decode::<T>(token, &key, validation).map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => Problem::unauthenticated("the token has expired"),
+            ErrorKind::InvalidSignature => Problem::unauthenticated("the token's signature is invalid"),
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                Problem::unauthenticated("the token was not issued for this service")
+            }
+            _ => Problem::unauthenticated("the token is invalid"),
+        })?;
+        Ok(data.claims)
+    }
+
+    /// The user or the service a token speaks for (service tokens only once
+    /// [`Verifier::accepting_services`] named this service), or a 401 problem saying why not.
+    pub async fn verify_principal(&self, token: &str) -> Result<Principal, Problem> {
+        let claims: AnyClaims = self.decode(token, &self.principals).await?;
+        if self.service_audience.as_deref() == Some(claims.aud.as_str()) {
+            if claims.role.is_some() {
+                return Err(Problem::unauthenticated("the token is invalid"));
+            }
+            let service = service::SERVICES
+                .iter()
+                .copied()
+                .find(|service| *service == claims.sub)
+                .ok_or_else(|| Problem::unauthenticated("the token names no service of this platform"))?;
+            return Ok(Principal::Service(ServiceCaller { service, acting_for: None }));
+        }
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| Problem::unauthenticated("the token is invalid"))?;
+        let role = claims.role.ok_or_else(|| Problem::unauthenticated("the token is invalid"))?;
+        Ok(Principal::User(Caller { user_id, role }))
+    }
+
+    /// The user a token speaks for, or a 401 problem saying why not (a service token is
+    /// refused: its audience is not this one).
+    pub async fn verify(&self, token: &str) -> Result<Caller, Problem> {
+        let claims: Claims = self.decode(token, &self.validation).await?;
+        Ok(Caller { user_id: claims.sub, role: claims.role })
     }
 
     /// The caller named by an `Authorization: Bearer` header.
@@ -436,6 +365,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    use jsonwebtoken::{EncodingKey, Header};
+
     use super::*;
 
     fn config() -> AuthConfig {

@@ -174,31 +174,56 @@ async fn a_product_service_outage_is_a_503_and_reads_still_work() {
 }
 
 #[tokio::test]
-async fn the_order_service_reads_and_clears_carts_over_grpc() {
+async fn only_the_order_service_reads_and_clears_carts_over_grpc() {
     let app = spawn_app().await;
     let lamp = app.product("LAMP", 2999, "USD");
     let (ada_id, ada) = app.issuer.customer();
     let (_, bob) = app.issuer.customer();
     app.set(&ada, &lamp, json!(2)).await;
+    // The price came with the cart's own token for product, not Ada's.
+    let calls = app.catalog.calls();
+    assert!(!calls.is_empty());
+    for call in calls {
+        assert_eq!(
+            (call.subject.as_deref(), call.audience.as_deref()),
+            (Some("cart"), Some("service:product")),
+            "{call:?}"
+        );
+    }
     let channel = tonic::transport::Channel::from_shared(app.cart.url("")).unwrap().connect().await.unwrap();
     let mut client = CartServiceClient::new(channel);
     let with = |token: &str| {
         shop_kit::grpc::with_bearer(tonic::Request::new(GetCartRequest { user_id: ada_id.to_string() }), token)
     };
 
-    let cart = client.get_cart(with(&ada)).await.unwrap().into_inner().cart.unwrap();
+    let order = app.issuer.service_token("order", "cart");
+    let cart = client.get_cart(with(&order)).await.unwrap().into_inner().cart.unwrap();
     assert_eq!(cart.items.len(), 1);
     assert_eq!(cart.items[0].quantity, 2);
     assert_eq!(cart.total.unwrap().amount, 5998);
-    assert_eq!(client.get_cart(with(&app.admin)).await.unwrap().into_inner().cart.unwrap().items.len(), 1);
-    assert_eq!(client.get_cart(with(&bob)).await.unwrap_err().code(), Code::PermissionDenied);
+    // Only the order service: not the owner herself, another customer, an admin, another
+    // service, or order's token for another callee.
+    let refusals = [
+        ("the owner", ada.clone(), Code::PermissionDenied),
+        ("another customer", bob, Code::PermissionDenied),
+        ("an admin", app.admin.clone(), Code::PermissionDenied),
+        ("the payment service", app.issuer.service_token("payment", "cart"), Code::PermissionDenied),
+        ("order's token for product", app.issuer.service_token("order", "product"), Code::Unauthenticated),
+    ];
+    for (who, token, code) in refusals {
+        assert_eq!(client.get_cart(with(&token)).await.unwrap_err().code(), code, "GetCart as {who}");
+        let clear =
+            shop_kit::grpc::with_bearer(tonic::Request::new(ClearCartRequest { user_id: ada_id.to_string() }), &token);
+        assert_eq!(client.clear_cart(clear).await.unwrap_err().code(), code, "ClearCart as {who}");
+    }
     let anonymous = client.get_cart(GetCartRequest { user_id: ada_id.to_string() }).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
-    let bad = shop_kit::grpc::with_bearer(tonic::Request::new(GetCartRequest { user_id: "x".into() }), &ada);
+    let bad = shop_kit::grpc::with_bearer(tonic::Request::new(GetCartRequest { user_id: "x".into() }), &order);
     assert_eq!(client.get_cart(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(app.view(&ada).await["items"].as_array().unwrap().len(), 1, "nothing was cleared by a refused call");
 
     let clear =
-        shop_kit::grpc::with_bearer(tonic::Request::new(ClearCartRequest { user_id: ada_id.to_string() }), &ada);
+        shop_kit::grpc::with_bearer(tonic::Request::new(ClearCartRequest { user_id: ada_id.to_string() }), &order);
     client.clear_cart(clear).await.unwrap();
     assert!(app.view(&ada).await["items"].as_array().unwrap().is_empty());
 }

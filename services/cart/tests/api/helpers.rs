@@ -33,9 +33,11 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&customize(cart_vars)).unwrap())
-        .await
-        .unwrap();
+    let cart = cart_service::app::build(
+        cart_service::config::Config::from_vars(&customize(issuer.client("cart", cart_vars))).unwrap(),
+    )
+    .await
+    .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let admin = issuer.admin();
     TestApp { cart, catalog, client: http_client(), issuer, admin, topic_prefix, cart_redis }

@@ -42,6 +42,31 @@ async fn checkout_prices_the_cart_from_the_catalog_and_holds_its_stock() {
     assert_eq!(cancelled["status"], "cancelled");
     assert!(app.catalog.held_for(id).is_empty(), "cancelling a pending order releases its hold");
     assert_eq!(app.catalog.available(&lamp), 10);
+
+    // Every call went with the order service's own token for its callee, for the buyer; the
+    // buyer's token never left the order service.
+    let calls: Vec<_> = app.carts.calls().into_iter().chain(app.catalog.calls()).collect();
+    let methods: Vec<_> = calls.iter().map(|call| call.method).collect();
+    assert_eq!(methods, ["GetCart", "BatchGetProducts", "ReserveStock", "ReleaseStock"]);
+    for call in calls {
+        let callee = if call.method == "GetCart" { "service:cart" } else { "service:product" };
+        assert_eq!(call.subject.as_deref(), Some("order"), "{call:?}");
+        assert_eq!(call.audience.as_deref(), Some(callee), "{call:?}");
+        assert_eq!(call.acting_for, Some(buyer_id.to_string()), "{call:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_service_token_checkout_answers_503_and_holds_nothing() {
+    // A wrong secret: the user service refuses order's token requests.
+    let app = spawn_with(|vars| vars.with("SERVICE_CLIENT_SECRET", "x".repeat(40))).await;
+    let lamp = app.catalog.add("Lamp", 2999, "USD", 10);
+    let (buyer_id, buyer) = app.issuer.customer();
+    app.carts.put(buyer_id, &lamp, 1);
+    let response = app.place(&buyer, &order_body("tok_visa"), None).await;
+    assert_problem(response, 503, "dependency_unavailable", "no token").await;
+    assert!(app.carts.calls().is_empty() && app.catalog.calls().is_empty(), "nothing was sent without a token");
+    assert_eq!(app.catalog.available(&lamp), 10);
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ pub(crate) async fn spawn_with(customize: impl FnOnce(Vars) -> Vars) -> TestApp 
         ("KAFKA_TOPIC_PREFIX", topic_prefix.clone()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let config = order_service::config::Config::from_vars(&customize(vars)).unwrap();
+    let config = order_service::config::Config::from_vars(&customize(issuer.client("order", vars))).unwrap();
     let order = order_service::app::build(config).await.unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
     let admin = issuer.admin();

@@ -158,14 +158,6 @@ pub async fn release(
     Ok((units, held.into_iter().map(|(product_id, _)| product_id).collect()))
 }
 
-/// The owner of an order's reservation, if it has one.
-pub async fn owner(connection: &mut PgConnection, order_id: Uuid) -> Result<Option<Uuid>, Error> {
-    Ok(sqlx::query_scalar("SELECT owner_id FROM reservation_requests WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(connection)
-        .await?)
-}
-
 /// Orders whose holds have lapsed (at most `limit`).
 pub async fn lapsed(connection: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, Error> {
     Ok(sqlx::query_scalar(

@@ -108,3 +108,8 @@ pub(crate) async fn assert_problem(response: Response, status: u16, code: &str, 
 pub(crate) fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     shop_kit::grpc::with_bearer(tonic::Request::new(message), token)
 }
+
+/// As the checkout calls: with `token` and for a customer (`shop-acting-for`).
+pub(crate) fn as_checkout<T>(message: T, token: &str) -> tonic::Request<T> {
+    shop_kit::grpc::acting_for(authorized(message, token), uuid::Uuid::now_v7())
+}

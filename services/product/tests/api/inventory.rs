@@ -7,14 +7,14 @@ use shop_proto::shop::product::v1::{
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authorized, spawn_app, spawn_with};
+use crate::helpers::{as_checkout, authorized, spawn_app, spawn_with};
 
 fn line(product: &Value, quantity: i64) -> StockLine {
     StockLine { product_id: product["id"].as_str().unwrap().to_owned(), quantity }
 }
 
 fn reserve(order_id: Uuid, items: Vec<StockLine>, token: &str) -> tonic::Request<ReserveStockRequest> {
-    authorized(ReserveStockRequest { order_id: order_id.to_string(), items }, token)
+    as_checkout(ReserveStockRequest { order_id: order_id.to_string(), items }, token)
 }
 
 async fn available(app: &crate::helpers::TestApp, product: &Value) -> i64 {
@@ -38,7 +38,7 @@ async fn assert_balanced(app: &crate::helpers::TestApp) {
 async fn a_race_for_the_last_units_never_oversells() {
     let app = spawn_app().await;
     let product = app.create("LAST-5", "Scarce", "", 5).await;
-    let (_, buyer) = app.issuer.customer();
+    let buyer = app.issuer.service_token("order", "product");
     let client = app.grpc().await;
     let attempts = (0..25).map(|_| {
         let mut client = client.clone();
@@ -61,7 +61,7 @@ async fn reservations_are_all_or_nothing_and_idempotent_by_order() {
     let app = spawn_app().await;
     let plenty = app.create("PLENTY", "Plenty", "", 10).await;
     let scarce = app.create("SCARCE", "Scarce", "", 1).await;
-    let (_, buyer) = app.issuer.customer();
+    let buyer = app.issuer.service_token("order", "product");
     let mut client = app.grpc().await;
 
     let short_order = Uuid::now_v7();
@@ -126,9 +126,18 @@ async fn reservations_are_all_or_nothing_and_idempotent_by_order() {
 async fn bad_reservation_requests_are_refused_clearly() {
     let app = spawn_app().await;
     let product = app.create("P-1", "Thing", "", 5).await;
-    let (_, buyer) = app.issuer.customer();
+    let buyer = app.issuer.service_token("order", "product");
     let mut client = app.grpc().await;
     let order = Uuid::now_v7().to_string();
+    let (_, customer) = app.issuer.customer();
+    let cart = app.issuer.service_token("cart", "product");
+    let for_cart = app.issuer.service_token("order", "cart");
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let an_hour_ago = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(hour_ago.timestamp()).unwrap(),
+        hour_ago.timestamp_subsec_nanos(),
+    ));
     let cases: Vec<(&str, tonic::Request<ReserveStockRequest>, Code)> = vec![
         (
             "no token",
@@ -142,27 +151,27 @@ async fn bad_reservation_requests_are_refused_clearly() {
         ),
         (
             "bad order id",
-            authorized(ReserveStockRequest { order_id: "nope".into(), items: vec![line(&product, 1)] }, &buyer),
+            as_checkout(ReserveStockRequest { order_id: "nope".into(), items: vec![line(&product, 1)] }, &buyer),
             Code::InvalidArgument,
         ),
         (
             "no lines",
-            authorized(ReserveStockRequest { order_id: order.clone(), items: vec![] }, &buyer),
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![] }, &buyer),
             Code::InvalidArgument,
         ),
         (
             "zero quantity",
-            authorized(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 0)] }, &buyer),
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 0)] }, &buyer),
             Code::InvalidArgument,
         ),
         (
             "negative quantity",
-            authorized(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, -3)] }, &buyer),
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, -3)] }, &buyer),
             Code::InvalidArgument,
         ),
         (
             "bad product id",
-            authorized(
+            as_checkout(
                 ReserveStockRequest {
                     order_id: order.clone(),
                     items: vec![StockLine { product_id: "x".into(), quantity: 1 }],
@@ -173,7 +182,7 @@ async fn bad_reservation_requests_are_refused_clearly() {
         ),
         (
             "unknown product",
-            authorized(
+            as_checkout(
                 ReserveStockRequest {
                     order_id: Uuid::now_v7().to_string(),
                     items: vec![StockLine { product_id: Uuid::now_v7().to_string(), quantity: 1 }],
@@ -182,6 +191,73 @@ async fn bad_reservation_requests_are_refused_clearly() {
             ),
             Code::FailedPrecondition,
         ),
+        (
+            "a customer",
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 1)] }, &customer),
+            Code::PermissionDenied,
+        ),
+        (
+            "an admin",
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 1)] }, &app.admin),
+            Code::PermissionDenied,
+        ),
+        (
+            "the cart service",
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 1)] }, &cart),
+            Code::PermissionDenied,
+        ),
+        (
+            "order's token for another callee",
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 1)] }, &for_cart),
+            Code::Unauthenticated,
+        ),
+        (
+            "for no customer",
+            authorized(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 1)] }, &buyer),
+            Code::InvalidArgument,
+        ),
+        (
+            "an order id from an hour ago",
+            as_checkout(
+                ReserveStockRequest { order_id: an_hour_ago.to_string(), items: vec![line(&product, 1)] },
+                &buyer,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "a random (v4) order id",
+            as_checkout(
+                ReserveStockRequest { order_id: Uuid::new_v4().to_string(), items: vec![line(&product, 1)] },
+                &buyer,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "more of a product than a cart line holds",
+            as_checkout(ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 100)] }, &buyer),
+            Code::InvalidArgument,
+        ),
+        (
+            "lines adding up to more than a cart line holds",
+            as_checkout(
+                ReserveStockRequest { order_id: order.clone(), items: vec![line(&product, 60), line(&product, 40)] },
+                &buyer,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "more lines than a cart holds",
+            as_checkout(
+                ReserveStockRequest {
+                    order_id: order.clone(),
+                    items: (0..101)
+                        .map(|_| StockLine { product_id: Uuid::now_v7().to_string(), quantity: 1 })
+                        .collect(),
+                },
+                &buyer,
+            ),
+            Code::InvalidArgument,
+        ),
     ];
     for (case, request, code) in cases {
         let status = client.reserve_stock(request).await.unwrap_err();
@@ -189,37 +265,71 @@ async fn bad_reservation_requests_are_refused_clearly() {
     }
     assert_eq!(available(&app, &product).await, 5);
 
-    // Public reads need no token.
-    let read =
-        client.get_product(GetProductRequest { product_id: product["id"].as_str().unwrap().into() }).await.unwrap();
+    // Reads are the cart's and the order's: a customer, an admin, anyone without a token and
+    // another service are refused.
+    let read_as =
+        |token: &str| authorized(GetProductRequest { product_id: product["id"].as_str().unwrap().into() }, token);
+    for (who, token, code) in [
+        ("a customer", customer.as_str(), Code::PermissionDenied),
+        ("an admin", app.admin.as_str(), Code::PermissionDenied),
+        ("the payment service", &app.issuer.service_token("payment", "product"), Code::PermissionDenied),
+        ("garbage", "x", Code::Unauthenticated),
+    ] {
+        assert_eq!(client.get_product(read_as(token)).await.unwrap_err().code(), code, "{who}");
+    }
+    let reader = app.issuer.service_token("cart", "product");
+    let read = client.get_product(read_as(&reader)).await.unwrap();
     assert_eq!(read.get_ref().product.as_ref().unwrap().sku, "P-1");
-    let missing = client.get_product(GetProductRequest { product_id: Uuid::now_v7().to_string() }).await.unwrap_err();
+    let missing = client
+        .get_product(authorized(GetProductRequest { product_id: Uuid::now_v7().to_string() }, &reader))
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+    let order_reader = app.issuer.service_token("order", "product");
     let batch = client
-        .batch_get_products(BatchGetProductsRequest {
-            product_ids: vec![product["id"].as_str().unwrap().into(), Uuid::now_v7().to_string()],
-        })
+        .batch_get_products(authorized(
+            BatchGetProductsRequest {
+                product_ids: vec![product["id"].as_str().unwrap().into(), Uuid::now_v7().to_string()],
+            },
+            &order_reader,
+        ))
         .await
         .unwrap();
     assert_eq!(batch.get_ref().products.len(), 1, "unknown ids are left out");
     let too_many = (0..101).map(|_| Uuid::now_v7().to_string()).collect();
     assert_eq!(
-        client.batch_get_products(BatchGetProductsRequest { product_ids: too_many }).await.unwrap_err().code(),
+        client
+            .batch_get_products(authorized(BatchGetProductsRequest { product_ids: too_many }, &order_reader))
+            .await
+            .unwrap_err()
+            .code(),
         Code::InvalidArgument
     );
     let garbage = BatchGetProductsRequest { product_ids: vec!["garbage".into()] };
-    assert_eq!(client.batch_get_products(garbage).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.batch_get_products(authorized(garbage, &order_reader)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test]
 async fn unconfirmed_reservations_expire() {
     let app = spawn_with(|vars| vars.with("RESERVATION_TTL", "1s").with("RESERVATION_SWEEP_INTERVAL", "100ms")).await;
     let product = app.create("EXP-1", "Fleeting", "", 3).await;
-    let (_, buyer) = app.issuer.customer();
+    let buyer = app.issuer.service_token("order", "product");
     let mut client = app.grpc().await;
     let order = Uuid::now_v7();
-    client.reserve_stock(reserve(order, vec![line(&product, 3)], &buyer)).await.unwrap();
+    let customer = Uuid::now_v7();
+    let request =
+        authorized(ReserveStockRequest { order_id: order.to_string(), items: vec![line(&product, 3)] }, &buyer);
+    client.reserve_stock(shop_kit::grpc::acting_for(request, customer)).await.unwrap();
     assert_eq!(available(&app, &product).await, 0);
+    let owner: Uuid = sqlx::query_scalar("SELECT owner_id FROM reservation_requests WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&app.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(owner, customer, "the hold records the customer the checkout acted for");
     shop_testkit::eventually("the hold to lapse", Duration::from_secs(10), || async {
         (available(&app, &product).await == 3).then_some(())
     })
@@ -239,7 +349,7 @@ async fn unconfirmed_reservations_expire() {
 async fn finished_reservation_requests_are_pruned_and_live_ones_kept() {
     let app = spawn_with(|vars| vars.with("RETENTION_INTERVAL", "200ms").with("RESERVATION_RETENTION", "1h")).await;
     let product = app.create("RET-1", "Kept", "", 5).await;
-    let (_, buyer) = app.issuer.customer();
+    let buyer = app.issuer.service_token("order", "product");
     let mut client = app.grpc().await;
     let (held, committed, released, rejected) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     for order in [held, committed, released] {

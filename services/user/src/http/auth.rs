@@ -31,6 +31,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     let tokens = OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(refresh))
+        .routes(routes!(service_token))
         .route_layer(axum::middleware::map_response(no_store));
     OpenApiRouter::new().merge(tokens).routes(routes!(logout)).routes(routes!(jwks))
 }
@@ -142,6 +143,42 @@ pub(super) async fn refresh(
     let tokens = state.issue_tokens(&mut transaction, &user, token.family_id).await?;
     transaction.commit().await.map_err(Error::from)?;
     Ok(Json(tokens))
+}
+
+/// A service token request (RFC 6749 §4.4), form-encoded; the client authenticates with HTTP
+/// Basic (its service name and secret).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "the form's schema only: the handler reads the form itself to answer RFC 6749's errors")]
+pub(super) struct ServiceTokenRequest {
+    #[schema(pattern = "^client_credentials$")]
+    grant_type: String,
+    /// The service the token is for: its audience becomes `service:<name>`.
+    #[schema(pattern = "^(user|product|cart|order|payment|notification)$")]
+    audience: String,
+}
+
+/// A short-lived token for one service to call another (ADR 0012): OAuth 2.0 client
+/// credentials, the client authenticated with HTTP Basic (`<service>:<secret>`). Errors are
+/// RFC 6749's (`invalid_request`, `invalid_client`, `unsupported_grant_type`, `invalid_target`).
+#[utoipa::path(post, path = "/v1/oauth/token", tag = "auth", security(("client_basic" = [])),
+    request_body(content = ServiceTokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = shop_kit::auth::service::ServiceTokenResponse),
+        (status = 400, description = "invalid_request, unsupported_grant_type or invalid_target", body = shop_kit::auth::service::OAuthErrorBody),
+        (status = 401, description = "invalid_client: no HTTP Basic credentials, or an unknown client or wrong secret", body = shop_kit::auth::service::OAuthErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"shop\"`"))),
+        (status = 429, description = "rate_limited: too many token requests from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(super) async fn service_token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<shop_kit::auth::service::ServiceTokenResponse>, axum::response::Response> {
+    super::within(&state.rates().service_token, &shop_kit::client_ip::limit_key(ip))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    state.issue_service_token(&headers, &body).map(Json).map_err(IntoResponse::into_response)
 }
 
 /// End a login: its refresh tokens stop working. 204 for any token the schema allows, known

@@ -32,5 +32,19 @@ pub fn api(state: AppState) -> OpenApiRouter {
     info(title = "Shop user service", version = "1.0.0", description = "Accounts, credentials and tokens."),
     components(schemas(shop_kit::auth::Role)),
     tags((name = "users"), (name = "auth")),
+    modifiers(&ClientBasic),
 )]
 pub struct ApiDoc;
+
+/// The `client_basic` scheme: a service's id and secret on the token endpoint.
+struct ClientBasic;
+
+impl utoipa::Modify for ClientBasic {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi.components.get_or_insert_with(utoipa::openapi::Components::new).add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}

@@ -1,6 +1,8 @@
-//! The authorization matrix (issue #14): every REST route of the six OpenAPI documents and
-//! every gRPC method the six servers list through reflection, called as an anonymous client,
-//! customer A on A's resources, customer B on A's resources, and an admin. Each outcome is
+//! The authorization matrix (issues #14 and #15): every REST route of the six OpenAPI documents
+//! and every gRPC method the six servers list through reflection, called as an anonymous
+//! client, customer A on A's resources, customer B on A's resources, and an admin; every gRPC
+//! method also with service tokens the user service issued (ADR 0012): an internal method with
+//! the service that needs it and with another one, a client method with a service's. Each outcome is
 //! compared with the table below; a route or method that the services serve and the table does
 //! not name (or the other way round) fails the test, so a new route cannot ship without its row.
 //! docs/security.md prints the same table.
@@ -53,6 +55,8 @@ fn rest_matrix() -> BTreeMap<(&'static str, &'static str, &'static str), Row> {
         // sends it (a valid one renews for whoever holds it: the user service's tests).
         (("user", "POST", "/v1/auth/refresh"), [Unauth; 4]),
         (("user", "POST", "/v1/auth/logout"), PUBLIC),
+        // Services only, with HTTP Basic client credentials: any bearer token is 401.
+        (("user", "POST", "/v1/oauth/token"), [Unauth; 4]),
         (("product", "GET", "/v1/products"), PUBLIC),
         (("product", "GET", "/v1/products/{id}"), PUBLIC),
         (("product", "GET", "/v1/categories"), PUBLIC),
@@ -75,29 +79,60 @@ fn rest_matrix() -> BTreeMap<(&'static str, &'static str, &'static str), Row> {
     ])
 }
 
-/// Every gRPC method: (service, full method) → outcomes. The internal RPCs (ReserveStock,
-/// ReleaseStock, ClearCart, the reads by user id) still take a customer's token: issue #15
-/// gives them service identities, and this table then changes with it.
-fn grpc_matrix() -> BTreeMap<(&'static str, &'static str), Row> {
+/// Who may call a gRPC method besides users: the services it is internal to (ADR 0012), or
+/// none (a client method: every service token is refused).
+#[derive(Clone, Copy, Debug)]
+enum Services {
+    /// Only `right` may call; `wrong` (another service of the platform) is refused.
+    Internal { right: &'static str, wrong: &'static str },
+    /// Users only: a service's token (`order`'s, for this callee) is refused.
+    None,
+}
+
+/// An internal method: every user refused, only the services that need it admitted.
+const INTERNAL: Row = [Unauth, Forbidden, Forbidden, Forbidden];
+
+/// Every gRPC method: (service, full method) → outcomes for the four users, and which
+/// services may call it. Internal RPCs take no user's token, however privileged.
+fn grpc_matrix() -> BTreeMap<(&'static str, &'static str), (Row, Services)> {
+    let internal = |right, wrong| (INTERNAL, Services::Internal { right, wrong });
     BTreeMap::from([
-        (("user", "/shop.user.v1.UserService/GetUser"), OWNER_OR_ADMIN_403),
-        (("user", "/shop.user.v1.UserService/GetMe"), SIGNED_IN),
-        (("product", "/shop.product.v1.ProductService/GetProduct"), PUBLIC),
-        (("product", "/shop.product.v1.ProductService/BatchGetProducts"), PUBLIC),
-        (("product", "/shop.product.v1.ProductService/ReserveStock"), SIGNED_IN),
-        (("product", "/shop.product.v1.ProductService/ReleaseStock"), SIGNED_IN),
-        (("cart", "/shop.cart.v1.CartService/GetCart"), OWNER_OR_ADMIN_403),
-        (("cart", "/shop.cart.v1.CartService/ClearCart"), OWNER_OR_ADMIN_403),
-        (("order", "/shop.order.v1.OrderService/GetOrder"), OWNER_OR_ADMIN_403),
-        (("order", "/shop.order.v1.OrderService/ShipOrder"), ADMIN),
-        (("order", "/shop.order.v1.OrderService/DeliverOrder"), ADMIN),
-        (("payment", "/shop.payment.v1.PaymentService/GetOrderPayment"), OWNER_OR_ADMIN),
-        (("payment", "/shop.payment.v1.PaymentService/ListUserPayments"), OWNER_OR_ADMIN_403),
-        (("notification", "/shop.notification.v1.NotificationService/ListUserNotifications"), OWNER_OR_ADMIN_403),
+        (("user", "/shop.user.v1.UserService/GetUser"), (OWNER_OR_ADMIN_403, Services::None)),
+        (("user", "/shop.user.v1.UserService/GetMe"), (SIGNED_IN, Services::None)),
+        (("product", "/shop.product.v1.ProductService/GetProduct"), internal("cart", "payment")),
+        (("product", "/shop.product.v1.ProductService/BatchGetProducts"), internal("order", "notification")),
+        (("product", "/shop.product.v1.ProductService/ReserveStock"), internal("order", "cart")),
+        (("product", "/shop.product.v1.ProductService/ReleaseStock"), internal("order", "cart")),
+        (("cart", "/shop.cart.v1.CartService/GetCart"), internal("order", "payment")),
+        (("cart", "/shop.cart.v1.CartService/ClearCart"), internal("order", "product")),
+        (("order", "/shop.order.v1.OrderService/GetOrder"), (OWNER_OR_ADMIN_403, Services::None)),
+        (("order", "/shop.order.v1.OrderService/ShipOrder"), (ADMIN, Services::None)),
+        (("order", "/shop.order.v1.OrderService/DeliverOrder"), (ADMIN, Services::None)),
+        (("payment", "/shop.payment.v1.PaymentService/GetOrderPayment"), (OWNER_OR_ADMIN, Services::None)),
+        (("payment", "/shop.payment.v1.PaymentService/ListUserPayments"), (OWNER_OR_ADMIN_403, Services::None)),
+        (
+            ("notification", "/shop.notification.v1.NotificationService/ListUserNotifications"),
+            (OWNER_OR_ADMIN_403, Services::None),
+        ),
     ])
 }
 
 const WHO: [&str; 4] = ["anonymous", "customer A", "customer B on A's", "admin"];
+
+/// A service token of `caller` for `callee`, from the user service, with `caller`'s secret.
+async fn service_token(app: &crate::helpers::TestApp, user: &TestServer, caller: &str, callee: &str) -> String {
+    let [(_, secret), _] = app.issuer.client_vars(caller);
+    let response = app
+        .client
+        .post(user.url("/v1/oauth/token"))
+        .basic_auth(caller, Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("audience", callee)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a token for {caller} → {callee}");
+    response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
 
 fn classify_http(status: u16) -> Option<Outcome> {
     match status {
@@ -292,14 +327,29 @@ async fn every_route_and_method_answers_each_caller_as_the_matrix_says() {
         }
     }
 
-    for ((service, method), row) in &grpc {
+    for ((service, method), (row, services)) in &grpc {
         let server = servers.iter().find(|(name, _)| name == service).unwrap().1;
-        for (who, token) in tokens.iter().enumerate() {
+        let mut callers: Vec<(String, Option<String>, Outcome)> =
+            tokens.iter().enumerate().map(|(who, token)| (WHO[who].to_owned(), token.clone(), row[who])).collect();
+        match services {
+            Services::Internal { right, wrong } => {
+                let wrong_token = service_token(&app, user, wrong, service).await;
+                let right_token = service_token(&app, user, right, service).await;
+                callers.push((format!("the {wrong} service"), Some(wrong_token), Forbidden));
+                callers.push((format!("the {right} service"), Some(right_token), Allowed));
+            }
+            Services::None => {
+                let token = service_token(&app, user, "order", service).await;
+                callers.push(("the order service".to_owned(), Some(token), Forbidden));
+            }
+        }
+        for (who, token, expected) in callers {
             let code = grpc_call(server, method, token.as_deref(), &user_a, &order, &product).await;
             match classify_grpc(code) {
-                None => mismatches.push(format!("gRPC {method} as {}: {code:?}", WHO[who])),
-                Some(outcome) if outcome != row[who] => mismatches
-                    .push(format!("gRPC {method} as {}: {outcome:?} ({code:?}), expected {:?}", WHO[who], row[who])),
+                None => mismatches.push(format!("gRPC {method} as {who}: {code:?}")),
+                Some(outcome) if outcome != expected => {
+                    mismatches.push(format!("gRPC {method} as {who}: {outcome:?} ({code:?}), expected {expected:?}"))
+                }
                 Some(_) => {}
             }
         }
@@ -308,8 +358,10 @@ async fn every_route_and_method_answers_each_caller_as_the_matrix_says() {
     app.stop().await;
 }
 
+/// A request with `token`, naming a customer as a service's call does (a user's call is
+/// authorized by its token alone; the metadata does not change that).
 fn authorized<T>(message: T, token: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
+    let mut request = shop_kit::grpc::acting_for(Request::new(message), uuid::Uuid::now_v7());
     if let Some(token) = token {
         let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
         request.metadata_mut().insert("authorization", value);

@@ -78,8 +78,10 @@ pub(crate) const ADMIN_EMAIL: &str = "admin@shop.test";
 const ADMIN_PASSWORD: &str = "admin-password";
 
 /// The user service (all-six mode): its server, database and Redis.
-async fn start_user_service(topic_prefix: &str) -> (TestServer, TestDb, TestRedis) {
+async fn start_user_service(issuer: &TestIssuer, topic_prefix: &str) -> (TestServer, TestDb, TestRedis) {
     let (db, redis) = (TestDb::new().await, TestRedis::new());
+    // The services' secrets, as the chart mounts them: read at start, then removed.
+    let clients = issuer.write_clients_dir();
     let (_, signing_pem) = shop_kit::auth::SigningKey::generate().unwrap();
     let vars = Vars::from_pairs([
         ("DATABASE_URL", db.url().to_owned()),
@@ -92,8 +94,11 @@ async fn start_user_service(topic_prefix: &str) -> (TestServer, TestDb, TestRedi
         ("KAFKA_BROKERS", brokers()),
         ("KAFKA_TOPIC_PREFIX", topic_prefix.to_owned()),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
+        ("SERVICE_CLIENTS_DIR", clients.display().to_string()),
     ]);
-    let app = user_service::app::build(user_service::config::Config::from_vars(&vars).unwrap()).await.unwrap();
+    let config = user_service::config::Config::from_vars(&vars).unwrap();
+    std::fs::remove_dir_all(&clients).unwrap();
+    let app = user_service::app::build(config).await.unwrap();
     (TestServer::spawn(app.local_addr(), |shutdown| app.run(shutdown)), db, redis)
 }
 
@@ -111,7 +116,7 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
     let (mut extra_dbs, mut extra_redis) = (Vec::new(), Vec::new());
     let user = match platform {
         Platform::AllSix => {
-            let (server, db, redis) = start_user_service(&topic_prefix).await;
+            let (server, db, redis) = start_user_service(&issuer, &topic_prefix).await;
             extra_dbs.push(db);
             extra_redis.push(redis);
             Some(server)
@@ -119,6 +124,15 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         Platform::Standard | Platform::WithoutPayment => None,
     };
     let jwks_url = user.as_ref().map_or_else(|| issuer.jwks_url(), |user| user.url("/.well-known/jwks.json"));
+    // cart and order get their service tokens from the user service when it runs (same
+    // secrets), from the test issuer otherwise.
+    let client = |service: &str, vars: Vars| {
+        let vars = issuer.client(service, vars);
+        match &user {
+            Some(user) => vars.with("SERVICE_TOKEN_URL", user.url("/v1/oauth/token")),
+            None => vars,
+        }
+    };
     let common = |redis: &TestRedis| {
         Vars::from_pairs([
             ("REDIS_URL", redis.url()),
@@ -141,7 +155,9 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         .with("KAFKA_BROKERS", brokers())
         .with("KAFKA_TOPIC_PREFIX", topic_prefix.clone())
         .with("KAFKA_CREATE_TOPICS", "true");
-    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&cart_vars).unwrap()).await.unwrap();
+    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&client("cart", cart_vars)).unwrap())
+        .await
+        .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let order_vars = Vars::from_pairs([
         ("DATABASE_URL", order_db.url().to_owned()),
@@ -155,7 +171,9 @@ pub(crate) async fn spawn_with(platform: Platform) -> TestApp {
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
     let order =
-        order_service::app::build(order_service::config::Config::from_vars(&order_vars).unwrap()).await.unwrap();
+        order_service::app::build(order_service::config::Config::from_vars(&client("order", order_vars)).unwrap())
+            .await
+            .unwrap();
     let order = TestServer::spawn(order.local_addr(), |shutdown| order.run(shutdown));
     let payment = match platform {
         Platform::WithoutPayment => None,

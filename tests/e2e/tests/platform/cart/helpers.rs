@@ -42,7 +42,10 @@ pub(crate) async fn spawn_app() -> TestApp {
         ("KAFKA_TOPIC_PREFIX", topic_prefix),
         ("KAFKA_CREATE_TOPICS", "true".to_owned()),
     ]);
-    let cart = cart_service::app::build(cart_service::config::Config::from_vars(&cart_vars).unwrap()).await.unwrap();
+    let cart =
+        cart_service::app::build(cart_service::config::Config::from_vars(&issuer.client("cart", cart_vars)).unwrap())
+            .await
+            .unwrap();
     let cart = TestServer::spawn(cart.local_addr(), |shutdown| cart.run(shutdown));
     let admin = issuer.admin();
     TestApp { cart, product, client: http_client(), issuer, admin, _db: db, _redis: (product_redis, cart_redis) }
