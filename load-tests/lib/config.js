@@ -4,7 +4,8 @@
 //   USER_URL ... NOTIFICATION_URL   one URL per service (default: `cargo xtask up`'s ports)
 //   USER_METRICS_URL ... NOTIFICATION_METRICS_URL   where /metrics is when not on the API
 //                   port (the charts serve it on 9464: the smoke then expects 404 on the API)
-//   PRODUCT_GRPC, CART_GRPC         host:port for the gRPC scenario (default: the REST port)
+//   USER_GRPC, PRODUCT_GRPC         host:port for the gRPC checks (default: the REST port); the
+//                   product methods are internal (ADR 0012): a client is refused there
 //   ADMIN_EMAIL, ADMIN_PASSWORD     an admin, to top up stock before checkouts
 //   USERS           size of the user pool made in setup() (default: 20)
 //   VUS, DURATION, RATE             the size of the run (each scenario documents its own)
@@ -29,8 +30,8 @@ export const metricsUrls = Object.fromEntries(
 const hostPort = (url) => url.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
 
 export const grpc = {
+  user: __ENV.USER_GRPC || hostPort(urls.user),
   product: __ENV.PRODUCT_GRPC || hostPort(urls.product),
-  cart: __ENV.CART_GRPC || hostPort(urls.cart),
 };
 
 export const admin = {

@@ -109,13 +109,20 @@ export default function (data) {
   });
 
   group('grpc', () => {
+    // A client's gRPC: the user service's own methods with the customer's token.
+    client.connect(grpcAddr.user, { plaintext: true, reflect: true, timeout: '5s' });
+    const auth = { metadata: { authorization: `Bearer ${session.access}` } };
+    const me = client.invoke('shop.user.v1.UserService/GetMe', {}, auth);
+    check(me, { 'grpc GetMe: OK': (r) => r && r.status === grpc.StatusOK && r.message.user && r.message.user.email === email });
+    const bad = client.invoke('shop.user.v1.UserService/GetUser', { user_id: 'not-a-uuid' }, auth);
+    check(bad, { 'grpc GetUser bad id: INVALID_ARGUMENT': (r) => r && r.status === grpc.StatusInvalidArgument });
+    client.close();
+    // The product service's methods are internal (ADR 0012): a customer is refused.
     client.connect(grpcAddr.product, { plaintext: true, reflect: true, timeout: '5s' });
-    const got = client.invoke('shop.product.v1.ProductService/GetProduct', { product_id: first.id });
-    check(got, { 'grpc GetProduct: OK': (r) => r && r.status === grpc.StatusOK && r.message.product && r.message.product.id === first.id });
-    const batch = client.invoke('shop.product.v1.ProductService/BatchGetProducts', { product_ids: [first.id, second.id] });
-    check(batch, { 'grpc BatchGetProducts: 2 products': (r) => r && r.status === grpc.StatusOK && (r.message.products || []).length === 2 });
-    const bad = client.invoke('shop.product.v1.ProductService/GetProduct', { product_id: 'not-a-uuid' });
-    check(bad, { 'grpc GetProduct bad id: INVALID_ARGUMENT': (r) => r && r.status === grpc.StatusInvalidArgument });
+    const internal = client.invoke('shop.product.v1.ProductService/GetProduct', { product_id: first.id }, auth);
+    check(internal, { 'grpc GetProduct as a customer: PERMISSION_DENIED': (r) => r && r.status === grpc.StatusPermissionDenied });
+    const anonymous = client.invoke('shop.product.v1.ProductService/ReserveStock', { order_id: first.id, items: [] });
+    check(anonymous, { 'grpc ReserveStock without a token: UNAUTHENTICATED': (r) => r && r.status === grpc.StatusUnauthenticated });
     client.close();
   });
 
