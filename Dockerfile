@@ -12,7 +12,8 @@
 # depend on them, and the other images' layers come out identical (same digest, no rollout).
 # Each service's target copies its one binary onto distroless: no shell, no package manager, a
 # numeric non-root user. The binaries link glibc (librdkafka is C), so the base is
-# distroless/cc rather than static; zlib is linked statically.
+# distroless/cc rather than static; zlib is linked statically, and librdkafka's TLS and SCRAM
+# use the system's libssl (ADR 0013): libssl-dev to build, distroless/cc's libssl3 to run.
 #
 # PROFILE is `release` (fat LTO, one codegen unit: the published images, staging and prod) or
 # `image-dev` (no LTO, incremental: `skaffold dev`); Cargo.toml defines both.
@@ -21,7 +22,7 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS toolchain
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake g++ make pkg-config python3 \
+    && apt-get install -y --no-install-recommends cmake g++ make pkg-config python3 libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 # cargo-auditable embeds each binary's crate list (name, version, source) in a linker section
 # (under 4 kB): CI's SBOM of an image (syft, CycloneDX) lists the crates from it.

@@ -1125,6 +1125,60 @@ def check_service_identities(env: str, manifests: list[Manifest], report: Report
             report.fail(f"{where}: its client secret {secret_file} is not from {issued[release]}, the Secret the user service checks it against")
 
 
+def topic_owners(root: Path) -> dict[str, str]:
+    """Each topic's owner as crates/shop-proto/src/contracts.rs declares it (`/shop/order`)."""
+    text = (root / "crates/shop-proto/src/contracts.rs").read_text()
+    return {name: owner for name, owner in re.findall(r'Topic \{ name: "([^"]+)", source: "/shop/([a-z]+)" \}', text)}
+
+
+def check_kafka_users(root: Path, env: str, manifests: list[Manifest], report: Report) -> None:
+    """Events only from their owners, at the broker (ADR 0013): a KafkaUser may write only the
+    topics its service owns (contracts.rs) and dead-letter topics, read only topics, and use
+    only its own consumer group. Staging and prod connect every Kafka client as its own user
+    over TLS: KAFKA_SECURITY_PROTOCOL=sasl_ssl, the cluster CA, the password, and a rendered
+    KafkaUser of that name."""
+    owners = topic_owners(root)
+    users = {m.name: m for m in manifests if m.kind == "KafkaUser"}
+    for name, user in users.items():
+        service = user.release
+        prefix = (next((m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == service), {})).get("KAFKA_TOPIC_PREFIX", "")
+        for acl in ((user.obj.get("spec") or {}).get("authorization") or {}).get("acls") or []:
+            resource = acl.get("resource") or {}
+            operations = set(acl.get("operations") or [acl.get("operation")])
+            where = f"{env}/{service}: KafkaUser/{name}"
+            if resource.get("patternType", "literal") != "literal":
+                report.fail(f"{where}: ACL on a {resource.get('patternType')} pattern {resource.get('name')!r}: name each topic")
+            topic = str(resource.get("name", ""))
+            bare = topic[len(prefix):] if topic.startswith(prefix) else topic
+            if resource.get("type") == "topic":
+                writes = operations & {"Write", "All", "Create", "Delete", "Alter", "AlterConfigs"}
+                if writes and not bare.endswith(".dlq") and owners.get(bare) != service:
+                    report.fail(f"{where}: may {sorted(writes)} {topic}, which {owners.get(bare, 'no service')} owns (contracts.rs)")
+            elif resource.get("type") == "group":
+                if topic != f"{prefix}{service}-service":
+                    report.fail(f"{where}: ACL on consumer group {topic!r}; its own is {prefix}{service}-service")
+            elif resource.get("type") == "cluster" and operations - {"IdempotentWrite"}:
+                report.fail(f"{where}: cluster operations {sorted(operations - {'IdempotentWrite'})} beyond IdempotentWrite")
+    if env == "dev":
+        return
+    for manifest in manifests:
+        if manifest.kind != "Deployment":
+            continue
+        config = next((m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == manifest.release), {})
+        if "KAFKA_BROKERS" not in config:
+            continue
+        values = {item.get("name"): item.get("value") for item in _containers(pod_spec(manifest.obj))[0].get("env") or []}
+        where = f"{env}/{manifest.release}: Deployment/{manifest.name}"
+        if values.get("KAFKA_SECURITY_PROTOCOL") != "sasl_ssl":
+            report.fail(f"{where}: Kafka without authentication and TLS (KAFKA_SECURITY_PROTOCOL must be sasl_ssl, is {values.get('KAFKA_SECURITY_PROTOCOL')!r}; kafka.security)")
+            continue
+        for needed in ("KAFKA_CA_FILE", "KAFKA_SASL_PASSWORD_FILE"):
+            if needed not in values:
+                report.fail(f"{where}: sasl_ssl without {needed} (kafka.security)")
+        if values.get("KAFKA_SASL_USERNAME") not in users:
+            report.fail(f"{where}: connects to Kafka as {values.get('KAFKA_SASL_USERNAME')!r}, a user this render does not declare (kafka.user)")
+
+
 def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
     """What the edge can reach (issue #14): /metrics on a port of its own that only the
     namespaces Prometheus runs in may reach and that the ServiceMonitor scrapes; the client
@@ -1243,6 +1297,7 @@ def run_checks(
         check_public_surface(env, manifests, report)
         check_database_tls(env, manifests, report)
         check_service_identities(env, manifests, report)
+        check_kafka_users(root, env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
@@ -1550,6 +1605,16 @@ BREAKS += [
         "does not issue tokens to cart",
     ),
     (
+        "a service allowed to write a topic it reads",
+        _edit("helm/shop-service/templates/kafkauser.yaml", "operations: [Read, Describe]", "operations: [Read, Write, Describe]"),
+        "which order owns",
+    ),
+    (
+        "Kafka in plaintext in prod",
+        _edit("argocd/envs/prod/values.yaml", "    protocol: sasl_ssl", "    protocol: plaintext"),
+        "Kafka without authentication and TLS",
+    ),
+    (
         "no trusted proxy behind the ingress",
         _edit("argocd/envs/staging/values.yaml", '  TRUSTED_PROXY_HOPS: "1"\n', ""),
         "TRUSTED_PROXY_HOPS is not set",
@@ -1566,6 +1631,8 @@ ONLY_IN: dict[str, list[str]] = {
     "Redis without its CA in staging": ["staging"],
     "spans to the collector in plaintext in prod": ["prod"],
     "no trusted proxy behind the ingress": ["staging"],
+    "a service allowed to write a topic it reads": ["staging"],
+    "Kafka in plaintext in prod": ["prod"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],
     "an unknown values key": ["staging"],

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 /// A TCP proxy in front of a real server, that a test can cut to simulate an outage and
 /// restore. While cut, it closes every open connection and closes each new one at once.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct TcpProxy {
     address: SocketAddr,
     /// Cancelled on cut; replaced on restore. Each connection ends when its generation's is.
@@ -25,10 +28,17 @@ impl TcpProxy {
     /// Listens on an ephemeral port and forwards every connection to `target`.
     pub async fn start(target: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the proxy");
-        Self::serve(listener, target)
+        Self::serve(listener, target, None)
     }
 
-    fn serve(listener: tokio::net::TcpListener, target: &str) -> Self {
+    /// Listens on an ephemeral port, ends TLS there with `acceptor`, and forwards what it
+    /// decrypts to `target` in plaintext: a TLS server in front of one that has none.
+    pub async fn start_tls(target: &str, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind the proxy");
+        Self::serve(listener, target, Some(acceptor))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, target: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let address = listener.local_addr().expect("proxy address");
         let target = target.to_owned();
         let generation = Arc::new(Mutex::new(Some(CancellationToken::new())));
@@ -40,13 +50,22 @@ impl TcpProxy {
                     () = stopped.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((mut inbound, _)) = accepted else { continue };
+                let Ok((inbound, _)) = accepted else { continue };
                 // While cut, the connection is dropped (closed) at once.
                 let Some(cut) = current.lock().expect("proxy state").clone() else { continue };
                 let target = target.clone();
                 let stopped = stopped.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let mut inbound: Box<dyn Stream> = match tls {
+                        None => Box::new(inbound),
+                        // A client that does not finish the handshake (wrong CA, plaintext) is dropped.
+                        Some(acceptor) => match acceptor.accept(inbound).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
                     tokio::select! {
                         () = cut.cancelled() => {}
                         () = stopped.cancelled() => {}
@@ -93,6 +112,10 @@ pub struct TestBroker {
     proxy: TcpProxy,
     /// Where tansu itself listens (the proxy forwards there).
     target: String,
+    /// What the broker advertises: the proxy's address (by name when it serves TLS).
+    advertised: String,
+    /// `--authentication`: every client must complete SASL first.
+    authentication: bool,
     directory: PathBuf,
     child: Option<Child>,
 }
@@ -109,21 +132,58 @@ impl TestBroker {
     }
 
     pub async fn start() -> Self {
+        Self::start_secured(None, &[]).await
+    }
+
+    /// A broker behind a proxy that serves TLS with `tls` (advertised as `localhost:<port>`,
+    /// the name its certificate holds) and, when `users` (name, password) are given, knows them
+    /// as SCRAM-SHA-512 users and requires every client to authenticate first (tansu's
+    /// `--authentication`; the users are made with `tansu user create` before it is on).
+    pub async fn start_secured(tls: Option<&crate::tls::LocalhostCertificate>, users: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
         let target = format!("127.0.0.1:{port}");
-        let proxy = TcpProxy::start(&target).await;
+        let (proxy, advertised) = match tls {
+            None => {
+                let proxy = TcpProxy::start(&target).await;
+                let advertised = proxy.address().to_string();
+                (proxy, advertised)
+            }
+            Some(certificate) => {
+                let proxy = TcpProxy::start_tls(&target, certificate.acceptor()).await;
+                let advertised = format!("localhost:{}", proxy.address().port());
+                (proxy, advertised)
+            }
+        };
         let directory = std::env::temp_dir().join(format!("shop-broker-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&directory).expect("a broker directory");
-        let mut broker = Self { proxy, target, directory, child: None };
+        let mut broker = Self { proxy, target, advertised, authentication: false, directory, child: None };
         broker.launch().await;
+        if !users.is_empty() {
+            for (name, password) in users {
+                let made = Command::new(Self::binary())
+                    .args(["user", "create", "--broker", &format!("tcp://{}", broker.target), name, password])
+                    .args(["--mechanism", "scram512"])
+                    .output()
+                    .expect("tansu user create runs");
+                assert!(made.status.success(), "tansu user create: {}", String::from_utf8_lossy(&made.stderr));
+            }
+            broker.authentication = true;
+            broker.kill();
+            broker.launch().await;
+        }
         broker
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(Self::binary())
+        let mut command = Command::new(Self::binary());
+        command
             .args(["broker", "--listener-url", &format!("tcp://{}", self.target)])
-            .args(["--advertised-listener-url", &format!("tcp://{}", self.proxy.address())])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--advertised-listener-url", &format!("tcp://{}", self.advertised)])
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .current_dir(&self.directory)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -137,9 +197,9 @@ impl TestBroker {
         }
     }
 
-    /// The address clients use (the proxy's).
+    /// The address clients use (the proxy's; `localhost:<port>` when it serves TLS).
     pub fn address(&self) -> String {
-        self.proxy.address().to_string()
+        self.advertised.clone()
     }
 
     /// Makes the broker unreachable.

@@ -16,7 +16,7 @@ use std::{
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
-use tokio_rustls::{TlsAcceptor, rustls};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// One message as the sink received it.
@@ -62,17 +62,7 @@ impl SmtpSink {
     pub async fn start_tls(user: &str, password: &str) -> Self {
         let certificate = crate::tls::LocalhostCertificate::generate();
         let ca_file = certificate.write_ca("shop-smtp-ca");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![certificate.cert_der.into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(certificate.key_der.into()),
-            )
-            .expect("the server certificate");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = certificate.acceptor();
         Self::serve(Some(acceptor), Some((user.to_owned(), password.to_owned())), Some(ca_file)).await
     }
 

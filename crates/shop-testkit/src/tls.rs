@@ -41,6 +41,22 @@ impl LocalhostCertificate {
         }
     }
 
+    /// A TLS acceptor serving this certificate (rustls on ring).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .expect("the server certificate");
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+
     /// The CA written to a fresh file in the temp directory (the caller removes it).
     pub fn write_ca(&self, name: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!("{name}-{}.pem", uuid::Uuid::now_v7().simple()));

@@ -14,7 +14,7 @@ use rdkafka::{
 };
 use shop_proto::contracts::{EventContract, Topic};
 
-use super::Event;
+use super::{Event, security::KafkaSecurity};
 use crate::config::{ConfigError, HumanDuration, Vars};
 
 /// `KAFKA_FETCH_WAIT_MAX`'s default.
@@ -44,6 +44,9 @@ pub struct KafkaConfig {
     /// been fetched is batched, so it costs no latency; under a backlog it saves a commit per
     /// event.
     pub consumer_batch: usize,
+    /// `KAFKA_SECURITY_PROTOCOL` and the rest: how the clients authenticate and check the
+    /// brokers (see [`super::security`]).
+    pub security: KafkaSecurity,
 }
 
 impl KafkaConfig {
@@ -69,6 +72,7 @@ impl KafkaConfig {
             create_topics: vars.or("KAFKA_CREATE_TOPICS", false)?,
             fetch_wait_max,
             consumer_batch,
+            security: KafkaSecurity::from_vars(vars)?,
         })
     }
 
@@ -80,7 +84,16 @@ impl KafkaConfig {
             create_topics: true,
             fetch_wait_max: DEFAULT_FETCH_WAIT_MAX,
             consumer_batch: DEFAULT_CONSUMER_BATCH,
+            security: KafkaSecurity::default(),
         }
+    }
+
+    /// A client configuration for these brokers, with their security.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut config);
+        config
     }
 
     /// The full name of a topic: `<prefix><name>`.
@@ -100,8 +113,7 @@ impl KafkaConfig {
 
     /// An idempotent producer: `acks=all`, ordered retries, no duplicates on retry.
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        self.client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
@@ -114,8 +126,7 @@ impl KafkaConfig {
 
     /// A consumer in `group` that commits offsets only when told to.
     pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        self.client()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             // An offset becomes committable only once its event is applied (the runner stores
@@ -162,10 +173,8 @@ impl Topics {
 /// nothing is created. The admin client is dropped off the async threads without waiting: its
 /// drop joins a polling thread that wakes every 100 ms, which was most of a service's start-up.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()
-        .context("cannot create a Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        config.client().create().context("cannot create a Kafka admin client")?;
     let admin = Arc::new(admin);
     let started = std::time::Instant::now();
     let result = create_missing(&admin, topics, partitions).await;

@@ -54,6 +54,7 @@ mod inbox;
 mod outbox;
 mod publisher;
 mod relay;
+pub mod security;
 mod watchdog;
 
 use std::time::Duration;
