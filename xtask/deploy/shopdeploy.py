@@ -1179,6 +1179,19 @@ def check_kafka_users(root: Path, env: str, manifests: list[Manifest], report: R
             report.fail(f"{where}: connects to Kafka as {values.get('KAFKA_SASL_USERNAME')!r}, a user this render does not declare (kafka.user)")
 
 
+def check_project_admits(root: Path, env: str, manifests: list[Manifest], report: Report) -> None:
+    """Argo CD syncs only the kinds the AppProject admits (namespaceResourceWhitelist and
+    clusterResourceWhitelist): a rendered object of any other kind fails the whole sync."""
+    project = load_yaml(root / "argocd/project.yaml")
+    spec = project.get("spec") or {}
+    admitted = {(item.get("group", ""), item.get("kind")) for item in (spec.get("namespaceResourceWhitelist") or []) + (spec.get("clusterResourceWhitelist") or [])}
+    for manifest in manifests:
+        api_version = str(manifest.obj.get("apiVersion", ""))
+        group = api_version.split("/", 1)[0] if "/" in api_version else ""
+        if (group, manifest.kind) not in admitted and (group, "*") not in admitted:
+            report.fail(f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}: argocd/project.yaml does not admit {group or 'core'}/{manifest.kind}, so Argo CD refuses the sync")
+
+
 def check_public_surface(env: str, manifests: list[Manifest], report: Report) -> None:
     """What the edge can reach (issue #14): /metrics on a port of its own that only the
     namespaces Prometheus runs in may reach and that the ServiceMonitor scrapes; the client
@@ -1298,6 +1311,8 @@ def run_checks(
         check_database_tls(env, manifests, report)
         check_service_identities(env, manifests, report)
         check_kafka_users(root, env, manifests, report)
+        if env != "dev":
+            check_project_admits(root, env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
         check_api_rules(env, manifests, external, report)
@@ -1610,6 +1625,11 @@ BREAKS += [
         "which order owns",
     ),
     (
+        "a kind the AppProject does not admit",
+        _edit("argocd/project.yaml", "    - group: kafka.strimzi.io\n      kind: KafkaUser\n", ""),
+        "does not admit kafka.strimzi.io/KafkaUser",
+    ),
+    (
         "Kafka in plaintext in prod",
         _edit("argocd/envs/prod/values.yaml", "    protocol: sasl_ssl", "    protocol: plaintext"),
         "Kafka without authentication and TLS",
@@ -1633,6 +1653,7 @@ ONLY_IN: dict[str, list[str]] = {
     "no trusted proxy behind the ingress": ["staging"],
     "a service allowed to write a topic it reads": ["staging"],
     "Kafka in plaintext in prod": ["prod"],
+    "a kind the AppProject does not admit": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],
     "an unknown values key": ["staging"],
@@ -1655,7 +1676,7 @@ def selftest(root: Path) -> int:
             copy_root = Path(directory)
             for part in ("helm", "argocd"):
                 shutil.copytree(root / part, copy_root / part)
-            for part in ("skaffold.yaml", "Dockerfile", "Cargo.toml", ".github/workflows/ci.yaml"):
+            for part in ("skaffold.yaml", "Dockerfile", "Cargo.toml", ".github/workflows/ci.yaml", "crates/shop-proto/src/contracts.rs"):
                 (copy_root / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(root / part, copy_root / part)
             (copy_root / "docs").mkdir()

@@ -45,3 +45,18 @@ async fn a_wrong_secret_gets_no_token_and_says_why() {
     assert_eq!(refused.code(), tonic::Code::Unavailable);
     assert!(refused.message().contains("401") && refused.message().contains("invalid_client"), "{}", refused.message());
 }
+
+#[tokio::test]
+async fn a_call_without_a_token_fails_unavailable_without_being_sent() {
+    use shop_proto::shop::product::v1::{GetProductRequest, product_service_client::ProductServiceClient};
+    let issuer = TestIssuer::start().await;
+    let vars = issuer.client("cart", Vars::default()).with("SERVICE_CLIENT_SECRET", "w".repeat(40));
+    let tokens = ServiceTokens::new(ServiceCredentials::from_vars(&vars, "cart").unwrap()).unwrap();
+    // Nothing listens there: had the call been sent, it would fail otherwise.
+    let channel =
+        shop_kit::grpc::outbound("http://127.0.0.1:9", std::time::Duration::from_secs(2), &tokens, "product").unwrap();
+    let status =
+        ProductServiceClient::new(channel).get_product(GetProductRequest { product_id: "x".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("no service token for calls to product"), "{}", status.message());
+}

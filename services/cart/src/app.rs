@@ -45,11 +45,13 @@ impl AppState {
         &self.inner.store
     }
 
-    /// The product's current name and price from the product service; 404 for an unknown
-    /// product, 422 for one that is not for sale, 503 when the service cannot answer in time.
-    pub async fn product(&self, id: Uuid) -> Result<ProductInfo, Error> {
+    /// The product's current name and price from the product service, asked for `customer`
+    /// (`shop-acting-for`); 404 for an unknown product, 422 for one that is not for sale, 503
+    /// when the service cannot answer in time.
+    pub async fn product(&self, id: Uuid, customer: Uuid) -> Result<ProductInfo, Error> {
         let mut client = self.inner.products.clone();
-        let answer = client.get_product(GetProductRequest { product_id: id.to_string() }).await;
+        let request = tonic::Request::new(GetProductRequest { product_id: id.to_string() });
+        let answer = client.get_product(shop_kit::grpc::acting_for(request, customer)).await;
         let product = match answer {
             Ok(response) => response.into_inner().product.ok_or(Error::ProductNotFound)?,
             Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {

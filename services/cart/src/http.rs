@@ -77,7 +77,7 @@ pub(crate) async fn set_item(
 ) -> Result<Json<CartView>, Error> {
     let product_id = parse_id(&product_id, "product_not_found")?;
     let quantity = Quantity::parse(body.quantity).map_err(|message| Error::invalid("quantity", message))?;
-    let product = state.product(product_id).await?;
+    let product = state.product(product_id, caller.user_id).await?;
     let line = Line {
         product_id,
         name: product.name,

@@ -450,6 +450,38 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_service_token_is_no_user_token_and_counts_only_for_its_callee() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let verifier = verifier_for(&key).accepting_services("product-service");
+        let now = chrono::Utc::now().timestamp();
+        let service = |sub: &str, callee: &str| service::ServiceClaims {
+            sub: sub.into(),
+            iss: "shop-user".into(),
+            aud: service::audience(callee),
+            iat: now,
+            exp: now + 300,
+            jti: Uuid::now_v7(),
+        };
+        let order = key.sign(&service("order", "product")).unwrap();
+        assert_eq!(
+            verifier.verify_principal(&order).await.unwrap(),
+            Principal::Service(ServiceCaller { service: "order", acting_for: None })
+        );
+        assert_eq!(verifier.verify(&order).await.unwrap_err().status, 401, "no REST route takes a service token");
+        for (name, token) in [
+            ("for another callee", key.sign(&service("order", "cart")).unwrap()),
+            ("an unknown service", key.sign(&service("mallory", "product")).unwrap()),
+        ] {
+            assert_eq!(verifier.verify_principal(&token).await.unwrap_err().status, 401, "{name}");
+        }
+        let user = claims(600);
+        let caller = verifier.verify_principal(&key.sign(&user).unwrap()).await.unwrap();
+        assert_eq!(caller, Principal::User(Caller { user_id: user.sub, role: Role::Customer }));
+        let not_accepting = verifier_for(&key);
+        assert_eq!(not_accepting.verify_principal(&order).await.unwrap_err().status, 401);
+    }
+
     #[test]
     fn bearer_header_forms() {
         let cases = [

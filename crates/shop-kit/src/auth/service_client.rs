@@ -70,8 +70,11 @@ struct CachedToken {
 }
 
 /// Service tokens for one calling service, one per callee, cached and renewed before they
-/// expire. Renewal is single-flight; while it runs (or fails) the current token is used until
-/// shortly before its expiry, so a user service that is briefly down costs nothing.
+/// expire. A call never waits for a renewal while its token is still valid: the renewal runs
+/// in the background (one at a time), and the current token serves until shortly before it
+/// expires, so a user service that is briefly down costs nothing. Without a valid token a call
+/// waits for the one fetch in flight; after a failed fetch, calls within a second fail at
+/// once with its reason instead of fetching again each.
 #[derive(Clone)]
 pub struct ServiceTokens {
     inner: Arc<TokensInner>,
@@ -81,11 +84,24 @@ struct TokensInner {
     credentials: ServiceCredentials,
     http: reqwest::Client,
     cache: Mutex<HashMap<&'static str, CachedToken>>,
-    fetching: tokio::sync::Mutex<()>,
+    /// The last failed fetch per callee: when, and why.
+    failures: Mutex<HashMap<&'static str, (Instant, String)>>,
+    /// Held by the one fetch in flight.
+    fetching: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long before its expiry a token is no longer used (clock skew, the call's own time).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(15);
+
+/// The longest lifetime believed from the issuer (its own ceiling is an hour).
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long a failed fetch answers for the calls after it.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
+
+fn unavailable(callee: &str, reason: &str) -> tonic::Status {
+    tonic::Status::unavailable(format!("no service token for calls to {callee}: {reason}"))
+}
 
 impl ServiceTokens {
     pub fn new(credentials: ServiceCredentials) -> anyhow::Result<Self> {
@@ -99,7 +115,8 @@ impl ServiceTokens {
                 credentials,
                 http,
                 cache: Mutex::new(HashMap::new()),
-                fetching: tokio::sync::Mutex::new(()),
+                failures: Mutex::new(HashMap::new()),
+                fetching: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -112,26 +129,43 @@ impl ServiceTokens {
         usable.then(|| entry.token.clone())
     }
 
+    fn recent_failure(&self, callee: &str) -> Option<String> {
+        let failures = self.inner.failures.lock().ok()?;
+        let (at, reason) = failures.get(callee)?;
+        (at.elapsed() < FAILURE_HOLD).then(|| reason.clone())
+    }
+
     /// A token for calls to `callee`; `UNAVAILABLE` when none can be had.
     pub async fn token(&self, callee: &'static str) -> Result<String, tonic::Status> {
         if let Some(token) = self.cached(callee, true) {
             return Ok(token);
         }
-        let _gate = match self.inner.fetching.try_lock() {
-            Ok(gate) => gate,
-            Err(_) => {
-                // Another call is renewing: use what is still valid, or wait for it.
-                if let Some(token) = self.cached(callee, false) {
-                    return Ok(token);
-                }
-                self.inner.fetching.lock().await
+        if let Some(token) = self.cached(callee, false) {
+            // Due for renewal but still valid: renew in the background, answer now.
+            if let Ok(gate) = Arc::clone(&self.inner.fetching).try_lock_owned() {
+                let tokens = self.clone();
+                tokio::spawn(async move {
+                    let _gate = gate;
+                    let _ = tokens.refresh(callee).await;
+                });
             }
-        };
+            return Ok(token);
+        }
+        let _gate = self.inner.fetching.lock().await;
         if let Some(token) = self.cached(callee, true) {
             return Ok(token);
         }
+        if let Some(reason) = self.recent_failure(callee) {
+            return Err(unavailable(callee, &reason));
+        }
+        self.refresh(callee).await
+    }
+
+    /// Fetches a new token for `callee` and keeps it (the caller holds the fetch gate).
+    async fn refresh(&self, callee: &'static str) -> Result<String, tonic::Status> {
         match self.fetch(callee).await {
             Ok((token, lifetime)) => {
+                let lifetime = lifetime.min(MAX_LIFETIME);
                 let now = Instant::now();
                 let entry = CachedToken {
                     token: token.clone(),
@@ -141,14 +175,19 @@ impl ServiceTokens {
                 if let Ok(mut cache) = self.inner.cache.lock() {
                     cache.insert(callee, entry);
                 }
+                if let Ok(mut failures) = self.inner.failures.lock() {
+                    failures.remove(callee);
+                }
                 Ok(token)
             }
             Err(error) => {
+                let reason = format!("{error:#}");
                 let still_valid = self.cached(callee, false);
-                tracing::warn!(audience = callee, error = %format!("{error:#}"), using_current = still_valid.is_some(), "cannot get a service token");
-                still_valid.ok_or_else(|| {
-                    tonic::Status::unavailable(format!("no service token for calls to {callee}: {error:#}"))
-                })
+                tracing::warn!(audience = callee, error = %reason, using_current = still_valid.is_some(), "cannot get a service token");
+                if let Ok(mut failures) = self.inner.failures.lock() {
+                    failures.insert(callee, (Instant::now(), reason.clone()));
+                }
+                still_valid.ok_or_else(|| unavailable(callee, &reason))
             }
         }
     }
@@ -220,9 +259,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (tokens, callee) = (self.tokens.clone(), self.callee);
         Box::pin(async move {
-            let token = tokens.token(callee).await.map_err(Box::new)?;
+            // Boxed as the error itself (not a box of a box), so that tonic finds the Status.
+            let boxed = |status: tonic::Status| -> Box<dyn std::error::Error + Send + Sync> { Box::new(status) };
+            let token = tokens.token(callee).await.map_err(boxed)?;
             let value = header::HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| Box::new(tonic::Status::internal("the service token is not a header value")))?;
+                .map_err(|_| boxed(tonic::Status::internal("the service token is not a header value")))?;
             request.headers_mut().insert(header::AUTHORIZATION, value);
             inner.call(request).await.map_err(Into::into)
         })

@@ -180,13 +180,13 @@ async fn only_the_order_service_reads_and_clears_carts_over_grpc() {
     let (ada_id, ada) = app.issuer.customer();
     let (_, bob) = app.issuer.customer();
     app.set(&ada, &lamp, json!(2)).await;
-    // The price came with the cart's own token for product, not Ada's.
+    // The price came with the cart's own token for product, for Ada, not with Ada's token.
     let calls = app.catalog.calls();
     assert!(!calls.is_empty());
     for call in calls {
         assert_eq!(
-            (call.subject.as_deref(), call.audience.as_deref()),
-            (Some("cart"), Some("service:product")),
+            (call.subject.as_deref(), call.audience.as_deref(), call.acting_for.clone()),
+            (Some("cart"), Some("service:product"), Some(ada_id.to_string())),
             "{call:?}"
         );
     }
