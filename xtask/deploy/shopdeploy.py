@@ -668,9 +668,22 @@ def check_repo_files(root: Path, report: Report) -> None:
                 for error in schema_errors(document):
                     report.fail(f"{path.relative_to(root)}: {document.get('kind')}: {error}")
     check_skaffold_matches_argocd(root, skaffold, report)
+    check_argocd_tracking(root, report)
     check_release_tags(root, report)
     check_build(root, skaffold, report)
     check_cluster_job(root, skaffold, None, report)
+
+
+def check_argocd_tracking(root: Path, report: Report) -> None:
+    """Argo CD must track resources by annotation: label tracking overwrites
+    app.kubernetes.io/instance, which every selector of the chart uses (issue #17). The setting
+    lives in argocd/argocd-cm.yaml, and docs/deploy.md applies it."""
+    settings = load_yaml(root / "argocd" / "argocd-cm.yaml")
+    method = (settings.get("data") or {}).get("application.resourceTrackingMethod")
+    if method not in ("annotation", "annotation+label"):
+        report.fail(f"argocd/argocd-cm.yaml: application.resourceTrackingMethod is {method!r}: resource tracking must be by annotation, or Argo CD rewrites app.kubernetes.io/instance under the chart's selectors")
+    if "argocd/argocd-cm.yaml" not in (root / "docs" / "deploy.md").read_text():
+        report.fail("docs/deploy.md does not apply argocd/argocd-cm.yaml")
 
 
 #: What CI pushes (.github/workflows/ci.yaml, `images`): `sha-` and the full commit id; the
@@ -1221,6 +1234,9 @@ def check_public_surface(env: str, manifests: list[Manifest], report: Report) ->
             for m in objects if m.kind == "Service" for p in m.obj["spec"].get("ports", [])
         }
         for monitor in (m for m in objects if m.kind == "ServiceMonitor"):
+            wanted = ((monitor.obj["spec"].get("selector") or {}).get("matchLabels") or {}).items()
+            if not any(wanted <= ((m.obj.get("metadata") or {}).get("labels") or {}).items() for m in objects if m.kind == "Service"):
+                report.fail(f"{where}: the ServiceMonitor selects no Service ({dict(wanted)}): nothing would be scraped")
             for endpoint in monitor.obj["spec"].get("endpoints", []):
                 if service_ports.get(endpoint.get("port")) != metrics_port:
                     report.fail(f"{where}: the ServiceMonitor scrapes port {endpoint.get('port')!r}, not the metrics port {metrics_port}")
@@ -1630,6 +1646,16 @@ BREAKS += [
         "does not admit kafka.strimzi.io/KafkaUser",
     ),
     (
+        "Argo CD tracking resources by label",
+        _edit("argocd/argocd-cm.yaml", "application.resourceTrackingMethod: annotation", "application.resourceTrackingMethod: label"),
+        "resource tracking must be by annotation",
+    ),
+    (
+        "a ServiceMonitor that selects no Service",
+        _edit("helm/shop-service/templates/servicemonitor.yaml", '{{- include "shop.selectorLabels" . | nindent 6 }}', 'app.kubernetes.io/name: {{ include "shop.name" . }}\n      app.kubernetes.io/component: api'),
+        "the ServiceMonitor selects no Service",
+    ),
+    (
         "Kafka in plaintext in prod",
         _edit("argocd/envs/prod/values.yaml", "    protocol: sasl_ssl", "    protocol: plaintext"),
         "Kafka without authentication and TLS",
@@ -1653,6 +1679,7 @@ ONLY_IN: dict[str, list[str]] = {
     "no trusted proxy behind the ingress": ["staging"],
     "a service allowed to write a topic it reads": ["staging"],
     "Kafka in plaintext in prod": ["prod"],
+    "a ServiceMonitor that selects no Service": ["prod"],
     "a kind the AppProject does not admit": ["staging"],
     "the prod PDB turned off": ["prod"],
     "replicas given as a string": ["prod"],
