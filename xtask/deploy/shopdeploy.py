@@ -669,6 +669,7 @@ def check_repo_files(root: Path, report: Report) -> None:
                     report.fail(f"{path.relative_to(root)}: {document.get('kind')}: {error}")
     check_skaffold_matches_argocd(root, skaffold, report)
     check_argocd_tracking(root, report)
+    check_consumes_matches_code(root, report)
     check_release_tags(root, report)
     check_build(root, skaffold, report)
     check_cluster_job(root, skaffold, None, report)
@@ -1142,6 +1143,41 @@ def topic_owners(root: Path) -> dict[str, str]:
     """Each topic's owner as crates/shop-proto/src/contracts.rs declares it (`/shop/order`)."""
     text = (root / "crates/shop-proto/src/contracts.rs").read_text()
     return {name: owner for name, owner in re.findall(r'Topic \{ name: "([^"]+)", source: "/shop/([a-z]+)" \}', text)}
+
+
+def consumed_topics(root: Path) -> dict[str, set[str]]:
+    """The topics each service's consumers read, from its `shop_kit::consumes!` enums (handled
+    and ignored types) and the contracts' table of which type travels on which topic."""
+    contracts = (root / "crates/shop-proto/src/contracts.rs").read_text()
+    names = dict(re.findall(r'pub const ([A-Z]+): Topic = Topic \{ name: "([^"]+)"', contracts))
+    table = contracts[contracts.index("contracts! {"):]
+    topic_of = {
+        message: names[constant]
+        for constant, messages in re.findall(r"([A-Z]+) => \[([^\]]*)\]", table)
+        if constant in names
+        for message in re.findall(r"[A-Za-z]+", messages)
+    }
+    found: dict[str, set[str]] = {}
+    for service in SERVICES:
+        for source in sorted((root / "services" / service / "src").rglob("*.rs")):
+            for block in re.findall(r"consumes! \{(.*?)\n\}", source.read_text(), re.S):
+                types = re.findall(r"\(([A-Za-z]+)\)", block) + [
+                    name for ignored in re.findall(r"ignoring \[([^\]]*)\]", block) for name in re.findall(r"[A-Za-z]+", ignored)
+                ]
+                found.setdefault(service, set()).update(topic_of[name] for name in types if name in topic_of)
+    return found
+
+
+def check_consumes_matches_code(root: Path, report: Report) -> None:
+    """Each chart's kafka.consumes (what its KafkaUser may read) is what its code consumes: a
+    topic missing there is refused by the broker's ACLs in staging and prod, and its consumer
+    never starts; one too many is a right nobody uses."""
+    code = consumed_topics(root)
+    for service in SERVICES:
+        values = load_yaml(root / "helm" / "services" / f"{service}.yaml")
+        chart = set((values.get("kafka") or {}).get("consumes") or [])
+        if chart != code.get(service, set()):
+            report.fail(f"helm/services/{service}.yaml: kafka.consumes {sorted(chart)}, but its code consumes {sorted(code.get(service, set()))} (shop_kit::consumes!)")
 
 
 def check_kafka_users(root: Path, env: str, manifests: list[Manifest], report: Report) -> None:
@@ -1656,6 +1692,11 @@ BREAKS += [
         "the ServiceMonitor selects no Service",
     ),
     (
+        "a consumed topic left out of the chart",
+        _edit("helm/services/notification.yaml", "consumes: [shop.user.v1, shop.order.v1, shop.payment.v1]", "consumes: [shop.order.v1, shop.payment.v1]"),
+        "but its code consumes",
+    ),
+    (
         "Kafka in plaintext in prod",
         _edit("argocd/envs/prod/values.yaml", "    protocol: sasl_ssl", "    protocol: plaintext"),
         "Kafka without authentication and TLS",
@@ -1706,6 +1747,8 @@ def selftest(root: Path) -> int:
             for part in ("skaffold.yaml", "Dockerfile", "Cargo.toml", ".github/workflows/ci.yaml", "crates/shop-proto/src/contracts.rs"):
                 (copy_root / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(root / part, copy_root / part)
+            for service in SERVICES:
+                shutil.copytree(root / "services" / service / "src", copy_root / "services" / service / "src")
             (copy_root / "docs").mkdir()
             shutil.copy(root / "docs" / "deploy.md", copy_root / "docs" / "deploy.md")
             apply(copy_root)
