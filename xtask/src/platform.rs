@@ -414,11 +414,26 @@ mod tests {
         Command::new("sh").args(["-c", script]).process_group(0).spawn().unwrap()
     }
 
+    /// A child that ignores SIGTERM, returned once its trap is set (a SIGTERM that came
+    /// before would end it, and the test would see a polite child).
+    fn stubborn() -> Child {
+        let ready =
+            std::env::temp_dir().join(format!("xtask-trap-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_file(&ready);
+        let child = spawn(&format!("trap '' TERM; touch '{}'; while :; do sleep 0.05; done", ready.display()));
+        let started = Instant::now();
+        while !ready.exists() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the stubborn child never set its trap");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&ready);
+        child
+    }
+
     #[test]
     fn a_stop_terminates_kills_what_ignores_sigterm_and_says_so() {
         let polite = spawn("exec sleep 30");
-        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
-        let children = vec![(&services::ALL[0], polite), (&services::ALL[1], stubborn)];
+        let children = vec![(&services::ALL[0], polite), (&services::ALL[1], stubborn())];
         let stopped = stop_within(children, true, None, Duration::from_millis(500));
         assert_eq!(stopped.killed, vec![services::ALL[1].name]);
         assert!(!stopped.forced);
@@ -429,9 +444,8 @@ mod tests {
     fn a_second_interrupt_kills_everything_at_once() {
         let (interrupt, interrupted) = mpsc::channel();
         interrupt.send(()).unwrap();
-        let stubborn = spawn("trap '' TERM; while :; do sleep 0.05; done");
         let stopped =
-            stop_within(vec![(&services::ALL[0], stubborn)], true, Some(&interrupted), Duration::from_secs(60));
+            stop_within(vec![(&services::ALL[0], stubborn())], true, Some(&interrupted), Duration::from_secs(60));
         assert!(stopped.forced);
         assert_eq!(stopped.killed, vec![services::ALL[0].name]);
         assert!(stopped.took < Duration::from_secs(5), "{:?}", stopped.took);
