@@ -49,13 +49,18 @@ pub(crate) enum Command {
     /// which are off for which operation, and why); registers a customer of its own and logs in
     /// as the development admin. Fails on any failure; JUnit reports go to target/shop-dev/contract.
     Contract,
-    /// Copy image tags one step: dev → staging → prod.
+    /// Promote a release one step: dev → staging → prod.
     ///
-    /// Copies the image that runs in <FROM> into <TO>'s values (argocd/envs/<env>/<service>.yaml)
-    /// and prints the diff of every file; Argo CD does the rest once the change lands.
+    /// Gives <TO> the git revision (chart and values) and the images <FROM> runs
+    /// (argocd/envs/<env>/release.yaml), committed on a new branch promote/<TO>-<revision> for a
+    /// pull request. Refused unless <FROM>'s revision is on this branch and <TO>'s is its ancestor.
     Promote(crate::promote::Args),
-    /// Record the image an environment runs (CI's GitOps commit).
+    /// Put an environment back on the release before its current one, on a new branch.
+    Rollback(crate::promote::RollbackArgs),
+    /// Record the image an environment runs in its release.yaml (CI, for dev).
     SetImage(crate::promote::SetImageArgs),
+    /// Pin an environment's release to a commit of this branch (CI, for dev).
+    SetRevision(crate::promote::SetRevisionArgs),
     /// Run a k6 scenario against the running platform (`up`).
     ///
     /// The targets are `USER_URL` … `NOTIFICATION_URL` or `BASE_URL` (default: `up`'s ports);
@@ -150,19 +155,17 @@ mod tests {
         assert!(matches!(parse(&["deploy-check"]), Command::DeployCheck));
         let Command::Promote(promote) = parse(&["promote", "dev", "staging", "--dry-run"]) else { panic!("promote") };
         assert_eq!((promote.from, promote.to), (Environment::Dev, Environment::Staging));
-        assert!(promote.dry_run && promote.service.is_none() && promote.tag.is_none());
-        let Command::Promote(rollback) =
-            parse(&["promote", "staging", "prod", "--service", "order", "--tag", "sha-1234567"])
-        else {
-            panic!("promote")
-        };
-        assert_eq!((rollback.service.as_deref(), rollback.tag.as_deref()), (Some("order"), Some("sha-1234567")));
-        assert!(!rollback.dry_run);
+        assert!(promote.output.dry_run && !promote.output.no_commit);
+        let Command::Rollback(rollback) = parse(&["rollback", "prod", "--no-commit"]) else { panic!("rollback") };
+        assert_eq!(rollback.env, Environment::Prod);
+        assert!(rollback.output.no_commit && !rollback.output.dry_run);
         let digest = format!("sha256:{}", "a".repeat(64));
         let Command::SetImage(set) = parse(&["set-image", "dev", "order", "sha-1234567", &digest]) else {
             panic!("set-image")
         };
         assert_eq!((set.env, set.service.as_str(), set.digest.as_deref()), (Environment::Dev, "order", Some(&*digest)));
+        let Command::SetRevision(set) = parse(&["set-revision", "dev", "HEAD"]) else { panic!("set-revision") };
+        assert_eq!((set.env, set.commit.as_str()), (Environment::Dev, "HEAD"));
         let Command::Load(load) = parse(&["load", "orders", "--users", "50", "--duration", "30s"]) else {
             panic!("load")
         };
@@ -189,7 +192,7 @@ mod tests {
             &["render", "--env", "qa", "--out", "/tmp/x"],
             &["render", "--env", "dev"],
             &["promote", "dev"],
-            &["promote", "dev", "staging", "--service", "inventory"],
+            &["promote", "dev", "staging", "--dry-run", "--no-commit"],
             &["load", "nonsense"],
             &["load", "smoke", "--vus", "0"],
             &["load", "smoke", "--duration", "30"],
@@ -243,7 +246,9 @@ mod tests {
             "deploy-check",
             "deny",
             "promote",
+            "rollback",
             "set-image",
+            "set-revision",
             "load",
             "bench",
             "chaos",
@@ -255,7 +260,7 @@ mod tests {
             ("load", &["--vus", "--duration", "--rate", "--users"]),
             ("bench", &["--only", "reads", "cart", "saga", "backlog", "checkout"]),
             ("render", &["--env", "--out", "dev", "staging", "prod"]),
-            ("promote", &["--service", "--tag", "--dry-run"]),
+            ("promote", &["--dry-run", "--no-commit", "release.yaml"]),
             ("test", &["NEXTEST_ARGS"]),
         ];
         for (command, words) in expected {

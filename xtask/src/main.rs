@@ -6,7 +6,8 @@
 //! - `cargo xtask seed`: the demo catalog (see [`seed`]).
 //! - `cargo xtask dlq list|redrive <topic>`: a topic's dead letters (see [`dlq`]).
 //! - `cargo xtask render`, `deploy-check`: the deploy files, offline (see [`deploy`]).
-//! - `cargo xtask promote`, `set-image`: a release moves dev → staging → prod (see [`promote`]).
+//! - `cargo xtask promote`, `rollback`, `set-image`, `set-revision`: a release (git revision and
+//!   images, [`release`]) moves dev → staging → prod (see [`promote`]).
 //! - `cargo xtask load`: k6 scenarios against the running platform (see [`load`]).
 //! - `cargo xtask contract`: schemathesis against every OpenAPI document (see [`contract`]).
 //! - `cargo xtask bench`: every figure next to this machine's limits (see [`bench`]).
@@ -30,7 +31,7 @@
 //! - `tidy`: tests that keep the repository's shape (modules, lints, file sizes, crate
 //!   dependencies, topic names from the contracts).
 //! - One module per command: [`up`], [`test`], [`seed`], [`dlq`], [`deploy`] (`render`,
-//!   `deploy-check`), [`promote`] (`promote`, `set-image`), [`load`] (also the smoke test
+//!   `deploy-check`), [`promote`] (`promote`, `rollback`, `set-image`, `set-revision`), [`load`] (also the smoke test
 //!   of `test`), [`contract`] (also run by `test`, after the smoke).
 //! - [`bench`]: the benchmark, one file per concern: `mod.rs` (the command, the run's order
 //!   and the private instance), one per measured area (`reads`, `cart`, `saga`, `backlog`,
@@ -54,6 +55,7 @@ mod load;
 mod observe;
 mod platform;
 mod promote;
+mod release;
 mod seed;
 mod services;
 mod test;
@@ -95,7 +97,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Deny => deny::check(),
         Command::Contract => contract::command(),
         Command::Promote(args) => promote::run(args),
+        Command::Rollback(args) => promote::run_rollback(args),
         Command::SetImage(args) => promote::set_image_command(args),
+        Command::SetRevision(args) => promote::set_revision_command(args),
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Chaos => chaos::run(),

@@ -1,93 +1,217 @@
-//! `cargo xtask promote <from> <to> [--service S] [--tag T] [--dry-run]`: a release moves
-//! dev → staging → prod by copying the image that runs in one environment into the next one's
-//! values (`argocd/envs/<env>/<service>.yaml`); Argo CD does the rest once the change lands.
+//! Releases move dev → staging → prod as one reviewable change (issue #17, item 2).
 //!
-//! Only dev → staging and staging → prod are allowed. `--tag` promotes an earlier tag of
-//! `<from>` (a rollback of `<to>`), and is refused unless `<from>` ran that tag at some point:
-//! its values file holds it now or did in a commit (`git log`). The digest travels with the
-//! tag. The diff of every file is printed; `--dry-run` writes nothing.
+//! - `cargo xtask promote <from> <to>` gives `<to>` what `<from>` runs: its git revision (so
+//!   the chart and every values file of that commit) and its images, tags and digests, in
+//!   `argocd/envs/<to>/release.yaml`. It refuses unless `<from>`'s revision is a commit of the
+//!   checked-out branch and `<to>`'s current revision is one of its ancestors: a promotion
+//!   only ever moves an environment forward along main. The change is committed on a new
+//!   branch `promote/<to>-<short revision>` whose message lists the commits it ships, ready
+//!   for a pull request; Argo CD applies it once merged.
+//! - `cargo xtask rollback <env>` restores the release before the current one (the previous
+//!   version of the file in git), on a branch `rollback/<env>-<short revision>`.
+//! - `set-image` and `set-revision` record what CI built for dev.
+//!
+//! `--dry-run` prints the change and writes nothing; `--no-commit` writes the file only.
 
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::Environment;
+use crate::{
+    cli::Environment,
+    release::{self, Image, Release, git, is_ancestor},
+};
 
-const SERVICES: [&str; 6] = ["user", "product", "cart", "order", "payment", "notification"];
 const STEPS: [(&str, &str); 2] = [("dev", "staging"), ("staging", "prod")];
 
-/// What runs in an environment: the image tag and, when CI recorded it, the digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Image {
-    pub(crate) tag: String,
-    pub(crate) digest: Option<String>,
-}
-
-/// One service's change, for the printed diff.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Change {
-    pub(crate) service: String,
-    pub(crate) file: PathBuf,
-    pub(crate) before: Image,
-    pub(crate) after: Image,
-}
-
-pub(crate) struct Request<'a> {
-    pub(crate) from: &'a str,
-    pub(crate) to: &'a str,
-    pub(crate) service: Option<&'a str>,
-    pub(crate) tag: Option<&'a str>,
-    pub(crate) write: bool,
-}
-
-/// `cargo xtask promote <from> <to> [--service S] [--tag T] [--dry-run]`.
+/// `cargo xtask promote <FROM> <TO> [--dry-run] [--no-commit]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The environment whose images to copy (dev or staging).
+    /// The environment whose release to copy (dev or staging).
     #[arg(value_enum)]
     pub(crate) from: Environment,
     /// The next environment (staging or prod).
     #[arg(value_enum)]
     pub(crate) to: Environment,
-    /// Promote this service only (default: all six).
-    #[arg(long, value_name = "SERVICE", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
-    pub(crate) service: Option<String>,
-    /// Promote this earlier tag of <FROM> (a rollback of <TO>); needs --service and is
-    /// refused unless <FROM> ran that tag at some point (now or in its git history).
-    #[arg(long, value_name = "TAG")]
-    pub(crate) tag: Option<String>,
-    /// Print the diff and write nothing.
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
+
+/// `cargo xtask rollback <ENV> [--dry-run] [--no-commit]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    /// The environment to put back on its previous release.
+    #[arg(value_enum)]
+    pub(crate) env: Environment,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Output {
+    /// Print the change and write nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Write release.yaml but make no branch and no commit.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub(crate) no_commit: bool,
+}
+
+/// What to do with a computed change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    DryRun,
+    Write,
+    Commit,
+}
+
+impl Output {
+    fn mode(&self) -> Mode {
+        if self.dry_run {
+            Mode::DryRun
+        } else if self.no_commit {
+            Mode::Write
+        } else {
+            Mode::Commit
+        }
+    }
+}
+
+/// A release change: the file before and after, and the branch it was committed on.
+#[derive(Debug)]
+pub(crate) struct Change {
+    pub(crate) before: Release,
+    pub(crate) after: Release,
+    pub(crate) branch: Option<String>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let (from, to) = (args.from.as_str(), args.to.as_str());
-    let write = !args.dry_run;
-    let request = Request { from, to, service: args.service.as_deref(), tag: args.tag.as_deref(), write };
-    let changes = promote(&crate::root(), &request)?;
-    eprint!("{}", diff(&changes));
-    let changed = changes.iter().filter(|change| change.before != change.after).count();
-    if write {
-        eprintln!("promote {from} → {to}: {changed} file(s) changed; commit them to release (Argo CD syncs {to}).");
-    } else {
-        eprintln!("promote {from} → {to}: {changed} file(s) would change (dry run, nothing written).");
-    }
+    let change = promote(&crate::root(), args.from.as_str(), args.to.as_str(), args.output.mode())?;
+    report(&change, args.output.mode());
     Ok(())
+}
+
+pub(crate) fn run_rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let change = rollback(&crate::root(), args.env.as_str(), args.output.mode())?;
+    report(&change, args.output.mode());
+    Ok(())
+}
+
+fn report(change: &Change, mode: Mode) {
+    eprint!("{}", diff(&change.before, &change.after));
+    let env = &change.after.environment;
+    match (&change.branch, mode) {
+        (_, Mode::DryRun) => eprintln!("{env}: dry run, nothing written"),
+        (Some(branch), _) => eprintln!(
+            "{env}: committed on branch {branch}; push it and open a pull request (Argo CD applies it once merged)"
+        ),
+        (None, _) => eprintln!("{env}: {} written; commit it to release", release::path(env).display()),
+    }
+}
+
+/// Gives `to` the revision and images of `from`.
+pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::Result<Change> {
+    if !STEPS.contains(&(from, to)) {
+        bail!("cannot promote {from} → {to}: a release goes dev → staging → prod, one step at a time");
+    }
+    let source = Release::read(root, from)?;
+    let before = Release::read(root, to)?;
+    let revision = &source.revision;
+    let commit = git(root, &["rev-parse", "--verify", "--quiet", &format!("{revision}^{{commit}}")])
+        .with_context(|| format!("{from}'s revision {revision} is not a commit of this repository (fetch it first)"))?;
+    if !is_ancestor(root, &commit, "HEAD")? {
+        bail!(
+            "refusing: {from}'s revision {revision} is not an ancestor of this branch (HEAD); only commits of main are promoted"
+        );
+    }
+    if !is_ancestor(root, &before.revision, &commit)? {
+        bail!(
+            "refusing: {to} runs {}, which is not an ancestor of {from}'s {revision}: promoting would take {to} back or sideways (use `cargo xtask rollback {to}` to go back)",
+            before.revision
+        );
+    }
+    let after = Release {
+        environment: to.to_owned(),
+        revision: commit,
+        auto_sync: before.auto_sync,
+        images: source.images.clone(),
+    };
+    let log = git(root, &["log", "--oneline", "--no-decorate", &format!("{}..{}", before.revision, after.revision)])?;
+    let message = format!(
+        "promote({to}): {} from {from}\n\n{to} renders the chart and values of {} and runs {from}'s images.\n\nCommits shipped:\n{}\n",
+        short(&after.revision),
+        after.revision,
+        if log.is_empty() { "(none: the same revision; images only)".to_owned() } else { log }
+    );
+    finish(root, before, after, mode, &format!("promote/{to}-{}", short(&source.revision)), &message)
+}
+
+/// Puts `env` back on the release before its current one: the newest version of its
+/// release.yaml in git that differs from the current one.
+pub(crate) fn rollback(root: &Path, env: &str, mode: Mode) -> anyhow::Result<Change> {
+    let before = Release::read(root, env)?;
+    let file = release::path(env).to_string_lossy().replace('\\', "/");
+    let commits = git(root, &["log", "--format=%H", "--", &file])?;
+    let previous = commits
+        .lines()
+        .filter_map(|commit| git(root, &["show", &format!("{commit}:{file}")]).ok())
+        .filter_map(|text| Release::parse(&text).ok())
+        .find(|release| release.revision != before.revision || release.images != before.images)
+        .with_context(|| format!("{file} has no earlier release in git to go back to"))?;
+    let after = Release { auto_sync: before.auto_sync, ..previous };
+    let message = format!(
+        "rollback({env}): back to {}\n\n{env} renders the chart and values of {} again, with the images it ran then\n(it ran {} before this change).\n",
+        short(&after.revision),
+        after.revision,
+        before.revision
+    );
+    let branch = format!("rollback/{env}-{}", short(&before.revision));
+    finish(root, before, after, mode, &branch, &message)
+}
+
+fn finish(
+    root: &Path,
+    before: Release,
+    after: Release,
+    mode: Mode,
+    branch: &str,
+    message: &str,
+) -> anyhow::Result<Change> {
+    if before == after {
+        bail!("{} already runs this release: nothing to change", after.environment);
+    }
+    let mut change = Change { before, after, branch: None };
+    if mode == Mode::DryRun {
+        return Ok(change);
+    }
+    if mode == Mode::Commit {
+        let file = release::path(&change.after.environment).to_string_lossy().replace('\\', "/");
+        if !git(root, &["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+            bail!("the working tree has uncommitted changes: commit or stash them first (or use --no-commit)");
+        }
+        git(root, &["switch", "--quiet", "--create", branch])?;
+        change.after.write(root)?;
+        git(root, &["add", "--", &file])?;
+        git(root, &["commit", "--quiet", "--message", message, "--", &file])?;
+        change.branch = Some(branch.to_owned());
+    } else {
+        change.after.write(root)?;
+    }
+    Ok(change)
+}
+
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
 }
 
 /// `cargo xtask set-image <env> <service> <tag> [<digest>]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SetImageArgs {
-    /// The environment whose values file to change.
+    /// The environment whose release.yaml to change.
     #[arg(value_enum)]
     pub(crate) env: Environment,
-    /// The service, or `loadtest` (the staging load test's image).
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(SERVICES.iter().copied().chain(["loadtest"])))]
+    /// The service, or `loadtest` (staging's load test).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(release::IMAGES))]
     pub(crate) service: String,
     /// The image tag (immutable: not `latest`).
     pub(crate) tag: String,
@@ -95,363 +219,75 @@ pub(crate) struct SetImageArgs {
     pub(crate) digest: Option<String>,
 }
 
-/// `cargo xtask set-image`: records the image an environment runs (CI's GitOps commit for dev
-/// after a push; the staging load test's image). Every other line of the file is kept.
+/// `cargo xtask set-image`: records an image in an environment's release (CI, for dev).
 pub(crate) fn set_image_command(args: SetImageArgs) -> anyhow::Result<()> {
-    let SetImageArgs { env, service, tag, digest } = args;
-    if digest.as_ref().is_some_and(|digest| {
-        !(digest.len() == 71 && digest.starts_with("sha256:") && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()))
-    }) {
-        bail!("the digest must be sha256:<64 hex digits>");
-    }
-    let image = Image { tag, digest };
-    let change = record(&crate::root(), env.as_str(), &service, &image)?;
-    eprint!("{}", diff(&[change]));
+    let root = crate::root();
+    let mut release = Release::read(&root, args.env.as_str())?;
+    let before = release.clone();
+    release.set_image(&args.service, Image { tag: args.tag, digest: args.digest.unwrap_or_default() })?;
+    release.write(&root)?;
+    eprint!("{}", diff(&before, &release));
     Ok(())
 }
 
-/// Writes `image` into `argocd/envs/<env>/<service>.yaml`; returns the change.
-pub(crate) fn record(root: &Path, env: &str, service: &str, image: &Image) -> anyhow::Result<Change> {
-    if image.tag.is_empty()
-        || image.tag == "latest"
-        || !image.tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        bail!("{:?} is not an immutable image tag", image.tag);
-    }
-    let relative = values_file(env, service);
-    let text = read(root, &relative)?;
-    let before = parse_image(&text).with_context(|| format!("{}", relative.display()))?;
-    let updated = set_image(&text, image).with_context(|| format!("{}", relative.display()))?;
-    std::fs::write(root.join(&relative), updated).with_context(|| format!("cannot write {}", relative.display()))?;
-    Ok(Change { service: service.to_owned(), file: relative, before, after: image.clone() })
+/// `cargo xtask set-revision <env> <commit>`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SetRevisionArgs {
+    /// The environment whose release.yaml to change.
+    #[arg(value_enum)]
+    pub(crate) env: Environment,
+    /// The commit whose chart and values it renders (a full or abbreviated id, or a ref).
+    pub(crate) commit: String,
 }
 
-/// Copies `from`'s images into `to`'s values files (when `request.write`) and returns the
-/// changes, unchanged services included.
-pub(crate) fn promote(root: &Path, request: &Request<'_>) -> anyhow::Result<Vec<Change>> {
-    if !STEPS.contains(&(request.from, request.to)) {
-        bail!(
-            "cannot promote {} → {}: a release goes dev → staging → prod, one step at a time",
-            request.from,
-            request.to
-        );
+/// `cargo xtask set-revision`: pins an environment to a commit of this branch (CI, for dev).
+pub(crate) fn set_revision_command(args: SetRevisionArgs) -> anyhow::Result<()> {
+    let root = crate::root();
+    let mut release = Release::read(&root, args.env.as_str())?;
+    let before = release.clone();
+    release.revision = set_revision(&root, &args.commit)?;
+    release.write(&root)?;
+    eprint!("{}", diff(&before, &release));
+    Ok(())
+}
+
+/// The full id of `commit`, which must be a commit of this branch.
+pub(crate) fn set_revision(root: &Path, commit: &str) -> anyhow::Result<String> {
+    let id = git(root, &["rev-parse", "--verify", "--quiet", &format!("{commit}^{{commit}}")])
+        .with_context(|| format!("{commit:?} is not a commit of this repository"))?;
+    if !is_ancestor(root, &id, "HEAD")? {
+        bail!("{commit} is not an ancestor of this branch (HEAD)");
     }
-    let services: Vec<&str> = match request.service {
-        Some(service) if SERVICES.contains(&service) => vec![service],
-        Some(other) => bail!("unknown service {other:?}; one of {}", SERVICES.join(", ")),
-        None => SERVICES.to_vec(),
-    };
-    if request.tag.is_some() && request.service.is_none() {
-        bail!("--tag promotes one service's earlier tag: add --service");
-    }
-    let mut changes = Vec::new();
-    for service in services {
-        let relative_from = values_file(request.from, service);
-        let relative_to = values_file(request.to, service);
-        let from_text = read(root, &relative_from)?;
-        let current = parse_image(&from_text).with_context(|| format!("{}", relative_from.display()))?;
-        let after = match request.tag {
-            None => current,
-            Some(tag) if tag == current.tag => current,
-            Some(tag) => {
-                history(root, &relative_from)?.into_iter().find(|image| image.tag == tag).with_context(|| {
-                    format!(
-                        "refusing {tag:?}: {} never ran it (not in {} or its git history)",
-                        request.from,
-                        relative_from.display()
-                    )
-                })?
+    Ok(id)
+}
+
+/// The lines that differ, as a unified-style diff of release.yaml.
+pub(crate) fn diff(before: &Release, after: &Release) -> String {
+    let file = release::path(&after.environment);
+    let mut out = format!("--- a/{0}\n+++ b/{0}\n", file.display());
+    let (old, new) = (before.render(), after.render());
+    let (old, new): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let mut last_image = "";
+    for (index, line) in new.iter().enumerate() {
+        if line.starts_with("  ") && !line.starts_with("    ") {
+            last_image = line;
+        }
+        match old.get(index) {
+            Some(was) if was == line => {}
+            Some(was) => {
+                if line.starts_with("    ") {
+                    let _ = writeln!(out, " {last_image}");
+                }
+                let _ = writeln!(out, "-{was}\n+{line}");
             }
-        };
-        let to_text = read(root, &relative_to)?;
-        let before = parse_image(&to_text).with_context(|| format!("{}", relative_to.display()))?;
-        if request.write && before != after {
-            let updated = set_image(&to_text, &after).with_context(|| format!("{}", relative_to.display()))?;
-            std::fs::write(root.join(&relative_to), updated)
-                .with_context(|| format!("cannot write {}", relative_to.display()))?;
-        }
-        changes.push(Change { service: service.to_owned(), file: relative_to, before, after });
-    }
-    Ok(changes)
-}
-
-fn values_file(env: &str, service: &str) -> PathBuf {
-    Path::new("argocd").join("envs").join(env).join(format!("{service}.yaml"))
-}
-
-fn read(root: &Path, relative: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(root.join(relative)).with_context(|| format!("cannot read {}", relative.display()))
-}
-
-/// Every image the file held in a commit, newest first, then what it holds now.
-fn history(root: &Path, relative: &Path) -> anyhow::Result<Vec<Image>> {
-    let path = relative.to_string_lossy().replace('\\', "/");
-    let output = Command::new("git")
-        .current_dir(root)
-        .args(["log", "--format=%H", "--", &path])
-        .output()
-        .context("cannot run git log")?;
-    if !output.status.success() {
-        bail!("git log failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    let mut images = Vec::new();
-    for commit in String::from_utf8_lossy(&output.stdout).lines() {
-        let shown = Command::new("git").current_dir(root).args(["show", &format!("{commit}:{path}")]).output()?;
-        if shown.status.success()
-            && let Ok(image) = parse_image(&String::from_utf8_lossy(&shown.stdout))
-        {
-            images.push(image);
-        }
-    }
-    images.push(parse_image(&read(root, relative)?)?);
-    Ok(images)
-}
-
-/// The `image:` block: `  tag: "..."` and an optional `  digest: "..."`.
-fn parse_image(text: &str) -> anyhow::Result<Image> {
-    let mut in_image = false;
-    let mut tag = None;
-    let mut digest = None;
-    for line in text.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() && !line.starts_with('#') {
-            in_image = line.trim_end() == "image:";
-            continue;
-        }
-        if in_image {
-            if let Some(value) = line.strip_prefix("  tag:") {
-                tag = Some(unquote(value));
-            } else if let Some(value) = line.strip_prefix("  digest:") {
-                digest = Some(unquote(value)).filter(|digest| !digest.is_empty());
+            None => {
+                let _ = writeln!(out, "+{line}");
             }
-        }
-    }
-    let tag = tag.filter(|tag| !tag.is_empty()).context("no `image:` block with a `  tag:` line")?;
-    if tag == "latest" {
-        bail!("the tag is latest, which is not a release");
-    }
-    Ok(Image { tag, digest })
-}
-
-fn unquote(value: &str) -> String {
-    let value = value.split(" #").next().unwrap_or_default().trim();
-    value.trim_matches('"').trim_matches('\'').to_owned()
-}
-
-/// `text` with the `image:` block's tag (and digest) replaced; every other line kept.
-fn set_image(text: &str, image: &Image) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut in_image = false;
-    let mut wrote_tag = false;
-    for line in text.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() && !line.starts_with('#') {
-            in_image = line.trim_end() == "image:";
-        } else if in_image && line.starts_with("  digest:") {
-            continue;
-        } else if in_image && line.starts_with("  tag:") {
-            writeln!(out, "  tag: \"{}\"", image.tag)?;
-            if let Some(digest) = &image.digest {
-                writeln!(out, "  digest: \"{digest}\"")?;
-            }
-            wrote_tag = true;
-            continue;
-        }
-        writeln!(out, "{line}")?;
-    }
-    if !wrote_tag {
-        bail!("no `image:` block with a `  tag:` line");
-    }
-    Ok(out)
-}
-
-/// A unified-style diff of the changed files.
-pub(crate) fn diff(changes: &[Change]) -> String {
-    let mut out = String::new();
-    for change in changes {
-        if change.before == change.after {
-            let _ = writeln!(out, "  {}: {} (unchanged)", change.service, change.after.tag);
-            continue;
-        }
-        let _ = writeln!(out, "--- a/{0}\n+++ b/{0}", change.file.display());
-        let _ = writeln!(out, "-  tag: \"{}\"", change.before.tag);
-        if let Some(digest) = &change.before.digest {
-            let _ = writeln!(out, "-  digest: \"{digest}\"");
-        }
-        let _ = writeln!(out, "+  tag: \"{}\"", change.after.tag);
-        if let Some(digest) = &change.after.digest {
-            let _ = writeln!(out, "+  digest: \"{digest}\"");
         }
     }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn git(root: &Path, args: &[&str]) {
-        let status = Command::new("git")
-            .current_dir(root)
-            .args(["-c", "user.name=test", "-c", "user.email=test@shop.local"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
-    }
-
-    fn values(tag: &str, extra: &str) -> String {
-        format!("# The image this environment runs.\nimage:\n  tag: \"{tag}\"\n{extra}")
-    }
-
-    /// A repository with every env × service file at `tag`.
-    fn repo(tag: &str) -> tempdir::Dir {
-        let dir = tempdir::Dir::new();
-        for env in ["dev", "staging", "prod"] {
-            std::fs::create_dir_all(dir.path().join("argocd/envs").join(env)).unwrap();
-            for service in SERVICES {
-                let extra = if service == "notification" { "config:\n  SMTP_URL: smtp://relay:587\n" } else { "" };
-                std::fs::write(dir.path().join(values_file(env, service)), values(tag, extra)).unwrap();
-            }
-        }
-        git(dir.path(), &["init", "--quiet"]);
-        git(dir.path(), &["add", "."]);
-        git(dir.path(), &["commit", "--quiet", "-m", "initial"]);
-        dir
-    }
-
-    fn set(dir: &Path, env: &str, service: &str, text: &str, commit: bool) {
-        std::fs::write(dir.join(values_file(env, service)), text).unwrap();
-        if commit {
-            git(dir, &["commit", "--quiet", "-am", "bump"]);
-        }
-    }
-
-    fn tag_of(dir: &Path, env: &str, service: &str) -> Image {
-        parse_image(&std::fs::read_to_string(dir.join(values_file(env, service))).unwrap()).unwrap()
-    }
-
-    fn request<'a>(from: &'a str, to: &'a str) -> Request<'a> {
-        Request { from, to, service: None, tag: None, write: true }
-    }
-
-    #[test]
-    fn copies_every_tag_and_digest_one_step_and_keeps_other_lines() {
-        let dir = repo("sha-aaaaaaa");
-        let digest = format!("sha256:{}", "b".repeat(64));
-        set(dir.path(), "dev", "order", &values("sha-bbbbbbb", &format!("  digest: \"{digest}\"\n")), true);
-        set(dir.path(), "dev", "notification", &values("sha-bbbbbbb", ""), true);
-        let changes = promote(dir.path(), &request("dev", "staging")).unwrap();
-        assert_eq!(changes.iter().filter(|change| change.before != change.after).count(), 2);
-        assert_eq!(tag_of(dir.path(), "staging", "order"), Image { tag: "sha-bbbbbbb".into(), digest: Some(digest) });
-        assert_eq!(tag_of(dir.path(), "staging", "cart").tag, "sha-aaaaaaa");
-        let notification = std::fs::read_to_string(dir.path().join(values_file("staging", "notification"))).unwrap();
-        assert_eq!(notification, values("sha-bbbbbbb", "config:\n  SMTP_URL: smtp://relay:587\n"));
-        let printed = diff(&changes);
-        assert!(printed.contains("-  tag: \"sha-aaaaaaa\"\n+  tag: \"sha-bbbbbbb\""), "{printed}");
-        assert!(printed.contains("cart: sha-aaaaaaa (unchanged)"), "{printed}");
-        // prod is untouched until staging → prod.
-        assert_eq!(tag_of(dir.path(), "prod", "order").tag, "sha-aaaaaaa");
-        promote(dir.path(), &request("staging", "prod")).unwrap();
-        assert_eq!(tag_of(dir.path(), "prod", "order").tag, "sha-bbbbbbb");
-    }
-
-    #[test]
-    fn refuses_skipping_or_reversing_a_step() {
-        let dir = repo("sha-aaaaaaa");
-        for (from, to) in [("dev", "prod"), ("prod", "staging"), ("staging", "dev"), ("dev", "dev"), ("qa", "prod")] {
-            let error = promote(dir.path(), &request(from, to)).unwrap_err().to_string();
-            assert!(error.contains("one step at a time"), "{from} → {to}: {error}");
-        }
-        let error = promote(dir.path(), &Request { service: Some("inventory"), ..request("dev", "staging") })
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("unknown service"), "{error}");
-    }
-
-    #[test]
-    fn a_tag_the_source_never_had_is_refused_and_nothing_is_written() {
-        let dir = repo("sha-aaaaaaa");
-        set(dir.path(), "dev", "order", &values("sha-ccccccc", ""), true);
-        let refused = Request { service: Some("order"), tag: Some("sha-fffffff"), ..request("dev", "staging") };
-        let error = promote(dir.path(), &refused).unwrap_err().to_string();
-        assert!(error.contains("refusing \"sha-fffffff\": dev never ran it"), "{error}");
-        assert_eq!(tag_of(dir.path(), "staging", "order").tag, "sha-aaaaaaa");
-        // staging never ran sha-ccccccc, so prod cannot get it from staging either.
-        let skipped = Request { service: Some("order"), tag: Some("sha-ccccccc"), ..request("staging", "prod") };
-        assert!(promote(dir.path(), &skipped).unwrap_err().to_string().contains("staging never ran it"));
-    }
-
-    #[test]
-    fn an_earlier_tag_from_the_history_rolls_back() {
-        let dir = repo("sha-aaaaaaa");
-        set(dir.path(), "staging", "payment", &values("sha-ddddddd", ""), true);
-        promote(dir.path(), &request("staging", "prod")).unwrap();
-        assert_eq!(tag_of(dir.path(), "prod", "payment").tag, "sha-ddddddd");
-        git(dir.path(), &["commit", "--quiet", "-am", "release"]);
-        let rollback = Request { service: Some("payment"), tag: Some("sha-aaaaaaa"), ..request("staging", "prod") };
-        let changes = promote(dir.path(), &rollback).unwrap();
-        assert_eq!(changes[0].after.tag, "sha-aaaaaaa");
-        assert_eq!(tag_of(dir.path(), "prod", "payment").tag, "sha-aaaaaaa");
-    }
-
-    #[test]
-    fn set_image_records_tag_and_digest_and_refuses_mutable_tags() {
-        let dir = repo("sha-aaaaaaa");
-        let digest = format!("sha256:{}", "c".repeat(64));
-        let image = Image { tag: "sha-fffffff".into(), digest: Some(digest.clone()) };
-        let change = record(dir.path(), "dev", "notification", &image).unwrap();
-        assert_eq!(change.before.tag, "sha-aaaaaaa");
-        let text = std::fs::read_to_string(dir.path().join(values_file("dev", "notification"))).unwrap();
-        assert_eq!(
-            text,
-            values("sha-fffffff", &format!("  digest: \"{digest}\"\nconfig:\n  SMTP_URL: smtp://relay:587\n"))
-        );
-        for tag in ["latest", "", "a b"] {
-            let bad = Image { tag: tag.into(), digest: None };
-            assert!(record(dir.path(), "dev", "order", &bad).is_err(), "tag {tag:?}");
-        }
-        assert_eq!(tag_of(dir.path(), "dev", "order").tag, "sha-aaaaaaa");
-    }
-
-    #[test]
-    fn dry_run_writes_nothing_and_bad_files_are_named() {
-        let dir = repo("sha-aaaaaaa");
-        set(dir.path(), "dev", "user", &values("sha-eeeeeee", ""), false);
-        let changes = promote(dir.path(), &Request { write: false, ..request("dev", "staging") }).unwrap();
-        assert_eq!(changes[0].after.tag, "sha-eeeeeee");
-        assert_eq!(tag_of(dir.path(), "staging", "user").tag, "sha-aaaaaaa");
-        set(dir.path(), "dev", "cart", "image:\n  repository: x\n", false);
-        let error = format!("{:#}", promote(dir.path(), &request("dev", "staging")).unwrap_err());
-        assert!(error.contains("argocd/envs/dev/cart.yaml") && error.contains("no `image:` block"), "{error}");
-        set(dir.path(), "dev", "cart", &values("latest", ""), false);
-        let error = format!("{:#}", promote(dir.path(), &request("dev", "staging")).unwrap_err());
-        assert!(error.contains("latest"), "{error}");
-    }
-
-    /// A temporary directory removed on drop (the xtask has no tempfile dependency).
-    mod tempdir {
-        use std::path::{Path, PathBuf};
-
-        pub(super) struct Dir(PathBuf);
-
-        impl Dir {
-            pub(super) fn new() -> Self {
-                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = std::env::temp_dir().join(format!("xtask-promote-{}-{n}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&path);
-                std::fs::create_dir_all(&path).unwrap();
-                Self(path)
-            }
-
-            pub(super) fn path(&self) -> &Path {
-                &self.0
-            }
-        }
-
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-}
+#[path = "promote_tests.rs"]
+mod tests;
