@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import alerttests
+import envchecks
 import helm_python
 import jsonschema
 import kubernetes_validate
@@ -50,7 +51,9 @@ DATABASE_SERVICES = ["user", "product", "order", "payment", "notification"]
 ENVIRONMENTS = ["dev", "staging", "prod"]
 KUBERNETES_VERSION = "1.30.0"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+WORKLOAD_KINDS = {"Deployment", "Rollout", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+#: A service runs as a Deployment, or as an Argo Rollouts Rollout where the canary is on (prod).
+SERVICE_WORKLOADS = {"Deployment", "Rollout"}
 MIN_REPLICAS = {"dev": 1, "staging": 2, "prod": 3}
 
 
@@ -118,18 +121,27 @@ def value_files(root: Path, env: str, service: str) -> list[Path]:
     ]
 
 
+def release_pins(root: Path, env: str) -> dict[str, Any]:
+    """argocd/envs/<env>/release.yaml: the revision and the images the environment runs."""
+    return load_yaml(root / "argocd" / "envs" / env / "release.yaml")
+
+
 def releases(root: Path, env: str) -> list[tuple[str, Path, dict[str, Any]]]:
-    """(release, chart, user values) for every release of `env`."""
-    found = []
+    """(release, chart, user values) for every Application of `env`, as the ApplicationSets
+    make them: the values files, then the image of release.yaml (Helm parameters)."""
+    images = release_pins(root, env).get("images") or {}
+    found = [("platform", root / "helm" / "shop-env", load_yaml(root / "argocd" / "envs" / env / "platform.yaml"))]
     if env == "dev":
         found.append(("dev-infra", root / "helm" / "shop-dev-infra", {}))
     for service in SERVICES:
         values: dict[str, Any] = {}
         for path in value_files(root, env, service):
             values = merge(values, load_yaml(path))
+        values = merge(values, {"image": dict(images.get(service) or {})})
         found.append((service, root / "helm" / "shop-service", values))
     if env == "staging":
-        found.append(("loadtest", root / "helm" / "shop-loadtest", load_yaml(root / "argocd" / "envs" / env / "loadtest.yaml")))
+        values = merge(load_yaml(root / "argocd" / "envs" / env / "loadtest.yaml"), {"image": dict(images.get("loadtest") or {})})
+        found.append(("loadtest", root / "helm" / "shop-loadtest", values))
     return found
 
 
@@ -444,7 +456,7 @@ def check_api_rules(env: str, manifests: list[Manifest], external: set[tuple[str
                 for problem in label_problems({key: ""}):
                     if "label key" in problem:
                         report.fail(f"{where} {place}: annotation {problem.removeprefix('label ')}")
-        if manifest.kind in {"Deployment", "StatefulSet", "DaemonSet"}:
+        if manifest.kind in {"Deployment", "Rollout", "StatefulSet", "DaemonSet"}:
             own = next(labels for workload, labels, _ in templates if workload is manifest)
             if not selector_matches(manifest.obj.get("spec", {}).get("selector"), own):
                 report.fail(f"{where}: its selector does not match its own pod template's labels")
@@ -456,7 +468,7 @@ def check_api_rules(env: str, manifests: list[Manifest], external: set[tuple[str
             selector = manifest.obj.get("spec", {}).get("podSelector" if manifest.kind == "NetworkPolicy" else "selector")
             if not any(selector_matches(selector, labels) for _, labels, _ in templates):
                 report.fail(f"{where}: its selector {selector} matches no pod of the render")
-        if manifest.kind == "HorizontalPodAutoscaler":
+        if manifest.kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             target = manifest.obj.get("spec", {}).get("scaleTargetRef") or {}
             if (target.get("kind"), target.get("name")) not in {(m.kind, m.name) for m in manifests}:
                 report.fail(f"{where}: its scale target {target.get('kind')}/{target.get('name')} is not in the render")
@@ -507,7 +519,7 @@ def check_pod_spec(
             return
         if name in external_names and (key is None or (name, key) in external):
             return
-        documented = " (nor is it in docs/deploy.md's table of Secrets made outside the chart)"
+        documented = " (nor does an ExternalSecret or a KafkaUser of the environment make it)"
         report.fail(f"{where} {place}: Secret {name}{f' key {key!r}' if key else ''} is not in the render{documented}")
 
     def config_map_key(name: str, key: str | None, optional: bool, place: str) -> None:
@@ -670,7 +682,9 @@ def check_repo_files(root: Path, report: Report) -> None:
     check_skaffold_matches_argocd(root, skaffold, report)
     check_argocd_tracking(root, report)
     check_consumes_matches_code(root, report)
-    check_release_tags(root, report)
+    envchecks.check_release_pins(root, report.fail)
+    envchecks.check_argocd(root, report.fail)
+    check_store_examples(root, report)
     check_build(root, skaffold, report)
     check_cluster_job(root, skaffold, None, report)
 
@@ -839,19 +853,23 @@ def skaffold_releases(skaffold: dict[str, Any], env: str) -> list[dict[str, Any]
 
 def check_skaffold_matches_argocd(root: Path, skaffold: dict[str, Any], report: Report) -> None:
     """`skaffold render -p <env>` must give what Argo CD applies: same charts, values, order."""
-    appset = load_yaml(root / "argocd" / "applicationset.yaml")
-    source = appset["spec"]["template"]["spec"]["source"]
+    appsets = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all((root / "argocd" / "applicationset.yaml").read_text()) if doc}
+    source = appsets["shop"]["spec"]["template"]["spec"]["source"]
+    platform = appsets["shop-platform"]["spec"]["template"]["spec"]["source"]
     for env in ENVIRONMENTS:
         by_name = {release.get("name"): release for release in skaffold_releases(skaffold, env)}
         extra = {"dev": {"dev-infra"}, "staging": {"loadtest"}}.get(env, set())
-        expected = extra | set(SERVICES)
+        expected = extra | set(SERVICES) | {"platform"}
         if set(by_name) != expected:
             report.fail(f"skaffold.yaml profile {env}: releases {sorted(by_name)}, expected {sorted(expected)}")
             continue
+        argo_files = [str(Path(*_normalise((Path(platform["path"]) / f.replace("{{ .environment }}", env)).parts))) for f in platform["helm"]["valueFiles"]]
+        if (by_name["platform"].get("chartPath"), by_name["platform"].get("valuesFiles"), by_name["platform"].get("namespace")) != (platform["path"], argo_files, f"shop-{env}"):
+            report.fail(f"skaffold.yaml {env}/platform: {by_name['platform'].get('chartPath')} {by_name['platform'].get('valuesFiles')} != Argo CD's {platform['path']} {argo_files} in shop-{env}")
         for service in SERVICES:
             release = by_name[service]
             argo_files = [
-                str((Path(source["path"]) / f.replace("{{ .service }}", service).replace("{{ .env }}", env)))
+                str((Path(source["path"]) / f.replace("{{ .service }}", service).replace("{{ .environment }}", env)))
                 for f in source["helm"]["valueFiles"]
             ]
             argo_files = [str(Path(*_normalise(Path(f).parts))) for f in argo_files]
@@ -924,7 +942,7 @@ def check_workload(env: str, manifest: Manifest, report: Report) -> None:
                 report.fail(f"{name}: no {key} request")
         if "memory" not in resources.get("limits", {}):
             report.fail(f"{name}: no memory limit")
-        if manifest.kind in {"Deployment", "StatefulSet", "DaemonSet"}:
+        if manifest.kind in {"Deployment", "Rollout", "StatefulSet", "DaemonSet"}:
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if probe not in container:
                     report.fail(f"{name}: no {probe}")
@@ -978,10 +996,13 @@ def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
         for manifest in objects:
             kinds.setdefault(manifest.kind, []).append(manifest)
         where = f"{env}/{service}"
-        for kind in ("Deployment", "Service", "ServiceAccount", "ConfigMap", "NetworkPolicy"):
+        for kind in ("Service", "ServiceAccount", "ConfigMap", "NetworkPolicy"):
             if kind not in kinds:
                 report.fail(f"{where}: no {kind}")
-        deployment = kinds.get("Deployment", [None])[0]
+        workloads = [m for m in objects if m.kind in SERVICE_WORKLOADS]
+        if len(workloads) != 1:
+            report.fail(f"{where}: {len(workloads)} Deployments or Rollouts, expected one")
+        deployment = workloads[0] if workloads else None
         policies = kinds.get("NetworkPolicy", [])
         if not any(
             not p.obj["spec"].get("ingress") and not p.obj["spec"].get("egress")
@@ -1003,19 +1024,20 @@ def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
             continue
         replicas = deployment.obj["spec"].get("replicas")
         hpa = kinds.get("HorizontalPodAutoscaler", [])
-        floor = hpa[0].obj["spec"].get("minReplicas", 1) if hpa else replicas or 1
+        scaled = kinds.get("ScaledObject", [])
+        floor = hpa[0].obj["spec"].get("minReplicas", 1) if hpa else scaled[0].obj["spec"].get("minReplicaCount", 0) if scaled else replicas or 1
         if floor < MIN_REPLICAS[env]:
             report.fail(f"{where}: {floor} replicas, {env} needs at least {MIN_REPLICAS[env]}")
         if env == "dev" and (replicas or 0) != 1:
             report.fail(f"{where}: dev runs one replica")
         if env == "prod":
-            for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"):
+            for kind in ("ScaledObject", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"):
                 if kind not in kinds:
                     report.fail(f"{where}: prod needs a {kind}")
-            if hpa:
-                metrics = {metric.get("type") for metric in hpa[0].obj["spec"].get("metrics", [])}
-                if "Resource" not in metrics or not metrics & {"Pods", "External", "Object"}:
-                    report.fail(f"{where}: the HPA must scale on CPU and a custom metric")
+            if scaled:
+                triggers = {trigger.get("type") for trigger in scaled[0].obj["spec"].get("triggers", [])}
+                if "cpu" not in triggers or not triggers & {"prometheus", "kafka"}:
+                    report.fail(f"{where}: the autoscaler must scale on CPU and on the request rate or the consumer lag (KEDA triggers {sorted(triggers)})")
             pdbs = kinds.get("PodDisruptionBudget", [])
             if pdbs and "minAvailable" not in pdbs[0].obj["spec"]:
                 report.fail(f"{where}: the prod PDB must set minAvailable")
@@ -1023,13 +1045,14 @@ def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
             if not any(c.get("topologyKey") == "topology.kubernetes.io/zone" and c.get("whenUnsatisfiable") == "DoNotSchedule" for c in spread):
                 report.fail(f"{where}: prod pods must spread across zones (DoNotSchedule)")
     if env != "dev":
+        prefix = next((m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == "order"), {}).get("KAFKA_TOPIC_PREFIX", "")
         topics = {m.obj["spec"].get("topicName", m.name) for m in manifests if m.kind == "KafkaTopic"}
         for topic in sorted(t for t in topics if not t.endswith(".dlq")):
             if f"{topic}.dlq" not in topics:
                 report.fail(f"{env}: topic {topic} has no .dlq twin")
         for expected in ("user", "product", "order", "payment", "notification"):
-            if f"shop.{expected}.v1" not in topics:
-                report.fail(f"{env}: no KafkaTopic for shop.{expected}.v1")
+            if f"{prefix}shop.{expected}.v1" not in topics:
+                report.fail(f"{env}: no KafkaTopic for {prefix}shop.{expected}.v1")
         if not any(m.kind == "ConfigMap" and m.obj["metadata"].get("labels", {}).get("grafana_dashboard") for m in manifests):
             report.fail(f"{env}: no Grafana dashboard ConfigMap")
 
@@ -1079,7 +1102,7 @@ def check_database_tls(env: str, manifests: list[Manifest], report: Report) -> N
         return
     config_of = {m.release: m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == m.release}
     for manifest in manifests:
-        if manifest.kind not in ("Deployment", "Job"):
+        if manifest.kind not in ("Deployment", "Rollout", "Job"):
             continue
         for container in _containers(pod_spec(manifest.obj)):
             env_vars = {item.get("name"): item.get("value") for item in container.get("env") or []}
@@ -1109,7 +1132,7 @@ def check_service_identities(env: str, manifests: list[Manifest], report: Report
     and the user service must issue to it (its key mounted in SERVICE_CLIENTS_DIR); without
     either every internal call is refused, and a checkout answers 503."""
     config_of = {m.release: m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == m.release}
-    deployments = {m.release: m for m in manifests if m.kind == "Deployment" and m.release in config_of}
+    deployments = {m.release: m for m in manifests if m.kind in SERVICE_WORKLOADS and m.release in config_of}
     user = deployments.get("user")
     issued: dict[str, str] = {}
     if user is not None:
@@ -1126,7 +1149,7 @@ def check_service_identities(env: str, manifests: list[Manifest], report: Report
         calls = sorted(name for name, value in config_of[release].items() if name.endswith("_GRPC_URL") and value)
         if not calls or release == "user":
             continue
-        where = f"{env}/{release}: Deployment/{manifest.name}"
+        where = f"{env}/{release}: {manifest.kind}/{manifest.name}"
         container = _containers(pod_spec(manifest.obj))[0]
         values = {item.get("name"): item.get("value") for item in container.get("env") or []}
         secret_file = values.get("SERVICE_CLIENT_SECRET_FILE")
@@ -1135,8 +1158,13 @@ def check_service_identities(env: str, manifests: list[Manifest], report: Report
             continue
         if release not in issued:
             report.fail(f"{where}: calls {', '.join(calls)} but the user service does not issue tokens to {release} (serviceIdentity.issuesTo)")
-        elif not str(secret_file).startswith(f"/var/run/secrets/shop/{issued[release]}/"):
-            report.fail(f"{where}: its client secret {secret_file} is not from {issued[release]}, the Secret the user service checks it against")
+        else:
+            spec = pod_spec(manifest.obj)
+            mounts = {mount.get("mountPath"): mount.get("name") for mount in container.get("volumeMounts") or []}
+            volume = next((v for v in spec.get("volumes") or [] if v.get("name") == mounts.get(str(secret_file).rsplit("/", 1)[0])), None)
+            mounted = (volume or {}).get("secret", {}).get("secretName")
+            if mounted != issued[release]:
+                report.fail(f"{where}: its client secret {secret_file} is from {mounted}, not from {issued[release]}, the Secret the user service checks it against")
 
 
 def topic_owners(root: Path) -> dict[str, str]:
@@ -1211,13 +1239,13 @@ def check_kafka_users(root: Path, env: str, manifests: list[Manifest], report: R
     if env == "dev":
         return
     for manifest in manifests:
-        if manifest.kind != "Deployment":
+        if manifest.kind not in SERVICE_WORKLOADS:
             continue
         config = next((m.obj.get("data") or {} for m in manifests if m.kind == "ConfigMap" and m.name == manifest.release), {})
         if "KAFKA_BROKERS" not in config:
             continue
-        values = {item.get("name"): item.get("value") for item in _containers(pod_spec(manifest.obj))[0].get("env") or []}
-        where = f"{env}/{manifest.release}: Deployment/{manifest.name}"
+        values = {**config, **{item.get("name"): item.get("value") for item in _containers(pod_spec(manifest.obj))[0].get("env") or []}}
+        where = f"{env}/{manifest.release}: {manifest.kind}/{manifest.name}"
         if values.get("KAFKA_SECURITY_PROTOCOL") != "sasl_ssl":
             report.fail(f"{where}: Kafka without authentication and TLS (KAFKA_SECURITY_PROTOCOL must be sasl_ssl, is {values.get('KAFKA_SECURITY_PROTOCOL')!r}; kafka.security)")
             continue
@@ -1231,7 +1259,8 @@ def check_kafka_users(root: Path, env: str, manifests: list[Manifest], report: R
 def check_project_admits(root: Path, env: str, manifests: list[Manifest], report: Report) -> None:
     """Argo CD syncs only the kinds the AppProject admits (namespaceResourceWhitelist and
     clusterResourceWhitelist): a rendered object of any other kind fails the whole sync."""
-    project = load_yaml(root / "argocd/project.yaml")
+    projects = [doc for doc in yaml.safe_load_all((root / "argocd/project.yaml").read_text()) if doc]
+    project = next((doc for doc in projects if (doc.get("metadata") or {}).get("name") == f"shop-{env}"), {})
     spec = project.get("spec") or {}
     admitted = {(item.get("group", ""), item.get("kind")) for item in (spec.get("namespaceResourceWhitelist") or []) + (spec.get("clusterResourceWhitelist") or [])}
     for manifest in manifests:
@@ -1250,7 +1279,7 @@ def check_public_surface(env: str, manifests: list[Manifest], report: Report) ->
         objects = [m for m in manifests if m.release == service]
         where = f"{env}/{service}"
         config = next((m.obj.get("data", {}) for m in objects if m.kind == "ConfigMap" and m.name == service), None)
-        deployment = next((m for m in objects if m.kind == "Deployment"), None)
+        deployment = next((m for m in objects if m.kind in SERVICE_WORKLOADS), None)
         if config is None or deployment is None:
             continue
         api_port = _addr_port(config.get("LISTEN_ADDR"))
@@ -1348,7 +1377,8 @@ def run_checks(
     promtool = promtool or alerttests.ensure_promtool(root)
     check_repo_files(root, report)
     say(f"skaffold.yaml and argocd/: {'ok' if not report.failures else 'FAILED'}")
-    external = external_secrets(root)
+    owners = topic_owners(root)
+    resources: dict[str, dict[str, set[str]]] = {}
     for env in envs or ENVIRONMENTS:
         before = len(report.failures)
         check_lint(root, env, report)
@@ -1367,7 +1397,13 @@ def run_checks(
             check_project_admits(root, env, manifests, report)
         check_labels(env, manifests, report)
         check_images(env, manifests, report)
-        check_api_rules(env, manifests, external, report)
+        check_api_rules(env, manifests, envchecks.provided_secrets(manifests) if env != "dev" else set(), report)
+        envchecks.check_secrets(root, env, manifests, report.fail)
+        envchecks.check_default_deny(env, manifests, report.fail)
+        envchecks.check_edge(root, env, manifests, report.fail)
+        envchecks.check_canary(env, manifests, report.fail)
+        envchecks.check_scaling(env, manifests, report.fail)
+        resources[env] = envchecks.environment_resources(root, env, manifests, owners)
         if env == "dev":
             check_cluster_job(root, load_yaml(root / "skaffold.yaml"), manifests, report)
         if tag_forms:
@@ -1377,7 +1413,33 @@ def run_checks(
             say(check_alerts(env, manifests, promtool, report))
         if env == "prod" and venv_bin is not None:
             say(check_checkov(manifests, venv_bin, report))
+    if len(resources) == len(ENVIRONMENTS):
+        before = len(report.failures)
+        envchecks.check_isolation(resources, report.fail)
+        say(f"isolation of {', '.join(ENVIRONMENTS)} (namespaces, topics, groups, Redis prefixes, databases, Secrets): {'ok' if len(report.failures) == before else 'FAILED'}")
     return report
+
+
+def check_store_examples(root: Path, report: Report) -> None:
+    """helm/shop-env/examples/*.yaml (GCP Secret Manager, AWS Secrets Manager) render a SecretStore
+    the External Secrets schema accepts, over prod's platform values."""
+    examples = sorted((root / "helm" / "shop-env" / "examples").glob("*.yaml"))
+    if len(examples) < 2:
+        report.fail("helm/shop-env/examples: a GCP Secret Manager and an AWS Secrets Manager example are expected")
+    base = load_yaml(root / "argocd" / "envs" / "prod" / "platform.yaml")
+    for example in examples:
+        values = merge({k: v for k, v in base.items() if k != "secretStore"}, load_yaml(example))
+        try:
+            manifests = render_release(root / "helm" / "shop-env", "platform", "shop-prod", values)
+        except (helm_python.HelmError, ValueError, yaml.YAMLError) as error:
+            report.fail(f"{example.relative_to(root)}: render failed: {error}")
+            continue
+        stores = [m for m in manifests if m.kind == "SecretStore"]
+        if not stores:
+            report.fail(f"{example.relative_to(root)}: renders no SecretStore")
+        for manifest in manifests:
+            for error in schema_errors(manifest.obj):
+                report.fail(f"{example.relative_to(root)}: {manifest.kind}/{manifest.name}: {error}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1391,6 +1453,17 @@ def _edit(relative: str, old: str, new: str) -> Callable[[Path], None]:
         if old not in text:
             raise AssertionError(f"selftest: {old!r} is not in {relative}; update the selftest")
         path.write_text(text.replace(old, new, 1))
+
+    return apply
+
+
+def _edit_all(relative: str, old: str, new: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        path = root / relative
+        text = path.read_text()
+        if old not in text:
+            raise AssertionError(f"selftest: {old!r} is not in {relative}; update the selftest")
+        path.write_text(text.replace(old, new))
 
     return apply
 
@@ -1413,7 +1486,7 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "the image tag set to latest",
-        _edit("argocd/envs/prod/order.yaml", 'tag: "', 'tag: "latest" # '),
+        _edit("argocd/envs/prod/release.yaml", '  order:\n    tag: "', '  order:\n    tag: "latest" # '),
         "render failed",
     ),
     (
@@ -1534,9 +1607,9 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "matches no pod of the render",
     ),
     (
-        "an autoscaler aimed at a missing Deployment",
-        _edit("helm/shop-service/templates/hpa.yaml", "    kind: Deployment\n    name: {{ include \"shop.name\" . }}\n", "    kind: Deployment\n    name: {{ include \"shop.name\" . }}-api\n"),
-        "its scale target Deployment/",
+        "an autoscaler aimed at a missing workload",
+        _edit("helm/shop-service/templates/hpa.yaml", "    kind: {{ $target.kind }}\n    name: {{ $name }}\n", "    kind: {{ $target.kind }}\n    name: {{ $name }}-api\n"),
+        "its scale target Rollout/",
     ),
     (
         "a Secret key renamed in the chart that makes it",
@@ -1544,9 +1617,9 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
         "Secret shop-redis has no key 'url'",
     ),
     (
-        "a Secret made outside the chart and not documented",
-        _edit("docs/deploy.md", "| `shop-user-jwt` | `signing-key.pem` (Ed25519 PKCS#8) | user |\n", ""),
-        "Secret shop-user-jwt key 'signing-key.pem' is not in the render",
+        "a secret manager entry the docs do not list",
+        _edit("docs/deploy.md", "| `<env>-shop-user-jwt` | `signing-key.pem` (Ed25519 PKCS#8) | user |\n", ""),
+        "reads staging-shop-user-jwt/signing-key.pem, which docs/deploy.md's table",
     ),
     (
         "a ConfigMap reference to nothing",
@@ -1555,7 +1628,7 @@ BREAKS: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "an image tag CI never pushes",
-        _edit("argocd/envs/prod/cart.yaml", 'tag: "sha-', 'tag: "sha-abc1234" # '),
+        _edit("argocd/envs/prod/release.yaml", '  cart:\n    tag: "sha-', '  cart:\n    tag: "sha-abc1234" # '),
         "is not a tag CI pushes",
     ),
     (
@@ -1633,7 +1706,7 @@ BREAKS += [
     ),
     (
         "the ingress namespace admitted to the metrics port",
-        _edit("argocd/envs/prod/values.yaml", "  allowMetricsFrom: [monitoring]\n", "  allowMetricsFrom: [monitoring, ingress-nginx]\n"),
+        _edit("argocd/envs/prod/values.yaml", "  allowMetricsFrom: [monitoring]\n", "  allowMetricsFrom: [monitoring, envoy-gateway-system]\n"),
         "reach both the API and the metrics port",
     ),
     (
@@ -1678,7 +1751,7 @@ BREAKS += [
     ),
     (
         "a kind the AppProject does not admit",
-        _edit("argocd/project.yaml", "    - group: kafka.strimzi.io\n      kind: KafkaUser\n", ""),
+        _edit_all("argocd/project.yaml", '    - group: "kafka.strimzi.io"\n      kind: KafkaUser\n', ""),
         "does not admit kafka.strimzi.io/KafkaUser",
     ),
     (
@@ -1708,6 +1781,160 @@ BREAKS += [
     ),
 ]
 
+# Issue #17: isolation, promotion, the canary, the edge, scaling, secrets, the default deny.
+BREAKS += [
+    (
+        "staging reading prod's topics",
+        _edit("argocd/envs/staging/values.yaml", "  KAFKA_TOPIC_PREFIX: staging.\n", "  KAFKA_TOPIC_PREFIX: prod.\n"),
+        "share topics",
+    ),
+    (
+        "dev's Redis prefix a prefix of the others'",
+        _edit("argocd/envs/dev/values.yaml", '  REDIS_KEY_PREFIX: "shop:dev:"\n', '  REDIS_KEY_PREFIX: "shop:"\n'),
+        "share Redis key prefixes",
+    ),
+    (
+        "prod on staging's database",
+        _edit("argocd/envs/prod/values.yaml", "database:\n  host:", "database:\n  name: shop_staging_order\n  host:"),
+        "share databases",
+    ),
+    (
+        "prod mounting staging's Secrets",
+        _edit("argocd/envs/prod/values.yaml", "secretPrefix: prod-\n", "secretPrefix: staging-\n"),
+        "share Secret names",
+    ),
+    (
+        "a project that admits every shop namespace",
+        _edit("argocd/project.yaml", "      namespace: shop-staging\n", '      namespace: "shop-*"\n'),
+        "shop-staging admits prod's namespace shop-prod",
+    ),
+    (
+        "every Application in prod's project",
+        _edit("argocd/applicationset.yaml", 'project: "shop-{{ .environment }}"', "project: shop-prod"),
+        "its Applications belong to shop-{{ .environment }}",
+    ),
+    (
+        "Applications rendering main instead of the pinned revision",
+        _edit("argocd/applicationset.yaml", 'targetRevision: "{{ .revision }}"', "targetRevision: main"),
+        "targetRevision 'main'",
+    ),
+    (
+        "an environment pinned to a branch",
+        _edit("argocd/envs/prod/release.yaml", 'revision: "', 'revision: "main" # '),
+        "is not a full commit id",
+    ),
+    (
+        "no namespace-wide default deny",
+        _edit("argocd/envs/staging/platform.yaml", "environment: staging\n", "environment: staging\ndefaultDeny:\n  enabled: false\n"),
+        "0 namespace-wide default-deny",
+    ),
+    (
+        "a hand-made Secret in staging",
+        _edit("argocd/envs/staging/notification.yaml", "    secretName: shop-smtp-relay\n    key: ca.crt\n", "    secretName: shop-smtp-relay\n    key: ca.crt\n    shared: true\n"),
+        "a hand-made Secret",
+    ),
+    (
+        "ExternalSecrets reading a store that is not there",
+        _edit("helm/shop-env/values.yaml", "  name: shop-secrets\n", "  name: shop-vault\n"),
+        "reads SecretStore 'shop-secrets', which the environment does not have",
+    ),
+    (
+        "an internal RPC routed at the edge",
+        _edit("helm/services/product.yaml", "edge:\n  rest: [/v1/products, /v1/categories]\n", "edge:\n  rest: [/v1/products, /v1/categories]\n  grpc:\n    service: shop.product.v1.ProductService\n    methods: [ReserveStock]\n"),
+        "an internal RPC",
+    ),
+    (
+        "the token endpoint routed at the edge",
+        _edit("helm/services/user.yaml", "  rest: [/v1/auth, /v1/users]", "  rest: [/v1/auth, /v1/users, /v1/oauth]"),
+        "exposes /v1/oauth/token",
+    ),
+    (
+        "a public path left off the edge",
+        _edit("helm/services/product.yaml", "  rest: [/v1/products, /v1/categories]", "  rest: [/v1/products]"),
+        "the public path /v1/categories is not routed",
+    ),
+    (
+        "a public gRPC method left off the edge",
+        _edit("helm/services/user.yaml", "    methods: [GetUser, GetMe]", "    methods: [GetUser]"),
+        "UserService/GetMe is not routed",
+    ),
+    (
+        "REST and gRPC routes on one hostname",
+        _edit("argocd/envs/staging/values.yaml", "  grpcHostname: grpc.staging.shop.example", "  grpcHostname: api.staging.shop.example"),
+        "share hostnames",
+    ),
+    (
+        "the load test going around the edge",
+        _edit("argocd/envs/staging/loadtest.yaml", "edge:\n  url: https://api.staging.shop.example\n", ""),
+        "the load test targets",
+    ),
+    (
+        "no canary in prod",
+        _edit("argocd/envs/prod/values.yaml", "rollout:\n  enabled: true\n", "rollout:\n  enabled: false\n"),
+        "not a Rollout",
+    ),
+    (
+        "the canary's AnalysisTemplates missing",
+        _edit("argocd/envs/prod/platform.yaml", "analysis:\n  enabled: true\n", "analysis:\n  enabled: false\n"),
+        "is not in prod (helm/shop-env analysis.enabled)",
+    ),
+    (
+        "an analysis on a series nobody records",
+        _edit("helm/shop-env/templates/analysistemplates.yaml", "shop:http_request_errors:ratio_rate5m", "shop:http_request_errors:ratio_rate2m"),
+        "not one of the SLO recording rules",
+    ),
+    (
+        "an analysis that errors without traffic",
+        _edit("helm/shop-env/templates/analysistemplates.yaml", 'successCondition: "len(result) == 0 || result[0]', 'successCondition: "result[0]'),
+        "start the condition with",
+    ),
+    (
+        "a Rollout spread by a label its pods lack",
+        _edit("helm/shop-service/templates/deployment.yaml", '[{{ if $rollout.enabled }}"rollouts-pod-template-hash"', '[{{ if $rollout.enabled }}"pod-template-hash"'),
+        "carry rollouts-pod-template-hash",
+    ),
+    (
+        "prod without a sync window",
+        _edit("argocd/project.yaml", "    - kind: allow\n", "    - kind: deny\n"),
+        "has no allow sync window",
+    ),
+    (
+        "degraded applications told to nobody",
+        _edit("argocd/argocd-notifications-cm.yaml", "triggers: [on-sync-failed, on-health-degraded]", "triggers: [on-sync-failed]"),
+        "nobody is told of on-health-degraded",
+    ),
+    (
+        "more consumers than partitions",
+        _edit("argocd/envs/prod/notification.yaml", "  maxReplicas: 6\n", "  maxReplicas: 12\n"),
+        "has 6 partitions",
+    ),
+    (
+        "a prod autoscaler that cannot scale",
+        _edit("argocd/envs/prod/notification.yaml", "  maxReplicas: 6\n", "  maxReplicas: 3\n"),
+        "is not above its minimum",
+    ),
+    (
+        "the lag read for another consumer group",
+        _edit("helm/shop-service/templates/hpa.yaml", 'consumerGroup: {{ printf "%s%s-service" $prefix $name | quote }}', 'consumerGroup: {{ printf "%s%s" $prefix $name | quote }}'),
+        "the lag trigger reads group",
+    ),
+    (
+        "an HPA beside the ScaledObject",
+        _edit("helm/shop-service/templates/hpa.yaml", "{{- else }}\napiVersion: autoscaling/v2", "{{- end }}\n---\n{{- if true }}\napiVersion: autoscaling/v2"),
+        "an HPA of its own",
+    ),
+    (
+        "a secret store example the schema refuses",
+        _edit("helm/shop-env/examples/aws-secrets-manager.yaml", "      service: SecretsManager\n", ""),
+        "examples/aws-secrets-manager.yaml: SecretStore",
+    ),
+    (
+        "Skaffold without the platform release",
+        _edit("skaffold.yaml", "      - name: platform\n", "      - name: platforms\n"),
+        "skaffold.yaml profile dev: releases",
+    ),
+]
+
 #: Breaks that only show in some environments (the rest are checked in dev alone).
 ONLY_IN: dict[str, list[str]] = {
     "the ServiceMonitor scrapes the API port": ["prod"],
@@ -1731,8 +1958,30 @@ ONLY_IN: dict[str, list[str]] = {
     "probes counted as users' requests": ["prod"],
     "5xx no longer counted as errors": ["prod"],
     "a PodDisruptionBudget that selects no pod": ["prod"],
-    "an autoscaler aimed at a missing Deployment": ["prod"],
-    "a Secret made outside the chart and not documented": ["staging"],
+    "an autoscaler aimed at a missing workload": ["prod"],
+    "a secret manager entry the docs do not list": ["staging"],
+    "staging reading prod's topics": ["dev", "staging", "prod"],
+    "dev's Redis prefix a prefix of the others'": ["dev", "staging", "prod"],
+    "prod on staging's database": ["dev", "staging", "prod"],
+    "prod mounting staging's Secrets": ["dev", "staging", "prod"],
+    "no namespace-wide default deny": ["staging"],
+    "a hand-made Secret in staging": ["staging"],
+    "ExternalSecrets reading a store that is not there": ["staging"],
+    "an internal RPC routed at the edge": ["prod"],
+    "the token endpoint routed at the edge": ["prod"],
+    "a public path left off the edge": ["prod"],
+    "a public gRPC method left off the edge": ["staging"],
+    "REST and gRPC routes on one hostname": ["staging"],
+    "the load test going around the edge": ["staging"],
+    "no canary in prod": ["prod"],
+    "the canary's AnalysisTemplates missing": ["prod"],
+    "an analysis on a series nobody records": ["prod"],
+    "an analysis that errors without traffic": ["prod"],
+    "a Rollout spread by a label its pods lack": ["prod"],
+    "more consumers than partitions": ["prod"],
+    "a prod autoscaler that cannot scale": ["prod"],
+    "the lag read for another consumer group": ["staging"],
+    "an HPA beside the ScaledObject": ["staging"],
 }
 
 
@@ -1742,7 +1991,7 @@ def selftest(root: Path) -> int:
     for description, apply, expected in BREAKS:
         with tempfile.TemporaryDirectory(prefix="shop-deploy-selftest-") as directory:
             copy_root = Path(directory)
-            for part in ("helm", "argocd"):
+            for part in ("helm", "argocd", "proto"):
                 shutil.copytree(root / part, copy_root / part)
             for part in ("skaffold.yaml", "Dockerfile", "Cargo.toml", ".github/workflows/ci.yaml", "crates/shop-proto/src/contracts.rs"):
                 (copy_root / part).parent.mkdir(parents=True, exist_ok=True)

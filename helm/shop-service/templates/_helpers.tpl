@@ -83,13 +83,19 @@ seccompProfile:
 {{/* The Secret volumes, each projecting only the keys the service uses. */}}
 {{- define "shop.secretVolumes" -}}
 {{- $keys := dict }}
+{{- $exact := dict }}
 {{- range .secrets }}
 {{- $_ := set $keys .secretName (append (get $keys .secretName | default list) .key) }}
+{{- if .exact }}{{ $_ := set $exact .secretName true }}{{ end }}
 {{- end }}
+{{- $prefix := .prefix | default "" }}
 {{- range $name, $items := $keys }}
 - name: {{ printf "secret-%s" $name | trunc 63 | trimSuffix "-" }}
   secret:
-    secretName: {{ $name }}
+    {{- /* The environment's Secret: `<secretPrefix><name>` (issue #17: no two environments
+         share a Secret name), unless it is named exactly (the KafkaUser's own). The mount
+         path keeps the plain name, so the code's paths are the same everywhere. */}}
+    secretName: {{ if hasKey $exact $name }}{{ $name }}{{ else }}{{ printf "%s%s" $prefix $name }}{{ end }}
     defaultMode: 0400
     items:
       {{- range $items }}
