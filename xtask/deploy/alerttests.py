@@ -156,6 +156,31 @@ def build_tests(rules: dict[str, Any], job: str, namespace: str) -> list[dict[st
             },
         ] if {"shop:http_request_errors:ratio_rate5m", "shop:http_request_slow:ratio_rate1h"} <= records else [],
     })
+    # What the autoscaler and the canary read: 600 users' requests a minute are 10 per second
+    # (probes left out), and with every request in the first bucket the 99th percentile is
+    # 99 % of that bucket's bound.
+    tests.append({
+        "name": f"{job}: the request rate and the p99 latency that KEDA and the canary's analysis read",
+        "interval": "1m",
+        "input_series": [
+            series("http_requests_total", {"status": "200", "route": "/v1/orders"}, _counter(600, minutes)),
+            series("http_requests_total", {"status": "200", "route": "/readyz"}, _counter(600, minutes)),
+            series("http_request_duration_seconds_bucket", {"le": le}, _counter(600, minutes)),
+            series("http_request_duration_seconds_bucket", {"le": "+Inf"}, _counter(600, minutes)),
+        ],
+        "promql_expr_test": [
+            {
+                "expr": f"shop:http_requests:rate2m{{{selector}}}",
+                "eval_time": "30m",
+                "exp_samples": [{"labels": f"shop:http_requests:rate2m{{{selector}}}", "value": 10}],
+            },
+            {
+                "expr": f"shop:http_request_duration_seconds:p99_rate5m{{{selector}}}",
+                "eval_time": "30m",
+                "exp_samples": [{"labels": f"shop:http_request_duration_seconds:p99_rate5m{{{selector}}}", "value": 0.99 * float(le)}],
+            },
+        ],
+    }) if {"shop:http_requests:rate2m", "shop:http_request_duration_seconds:p99_rate5m"} <= records else None
     grpc_failures = [
         series("http_requests_total", {"status": "200", "protocol": "grpc", "grpc_status": "INTERNAL"}, _counter(500, minutes)),
         series("http_requests_total", {"status": "200", "protocol": "grpc", "grpc_status": "OK"}, _counter(400, minutes)),

@@ -462,6 +462,7 @@ def check_edge(root: Path, env: str, manifests: list[Any], fail: Fail) -> None:
             else:
                 grpc_ingress = (route.obj.get("metadata", {}).get("annotations") or {}).get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"
                 for rule in spec.get("rules") or []:
+                    hostnames.setdefault("GRPCRoute" if grpc_ingress else "HTTPRoute", set()).add(str(rule.get("host")))
                     for path in (rule.get("http") or {}).get("paths") or []:
                         if grpc_ingress:
                             parts = str(path.get("path", "")).strip("/").split("/")

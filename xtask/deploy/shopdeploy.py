@@ -163,12 +163,15 @@ def render_release(chart_dir: Path, release: str, namespace: str, values: dict[s
     return manifests
 
 
-def render_env(root: Path, env: str, image: dict[str, Any] | None = None) -> list[Manifest]:
-    """Every object of `env`; `image` (tag, digest) replaces each service's image reference."""
+def render_env(root: Path, env: str, image: dict[str, Any] | None = None, services: dict[str, Any] | None = None) -> list[Manifest]:
+    """Every object of `env`; `image` (tag, digest) replaces each service's image reference,
+    `services` is merged over every service's values."""
     manifests = []
     for release, chart_dir, values in releases(root, env):
         if image is not None and chart_dir.name == "shop-service":
             values = merge(values, {"image": image})
+        if services is not None and chart_dir.name == "shop-service":
+            values = merge(values, services)
         manifests.extend(render_release(chart_dir, release, f"shop-{env}", values))
     return manifests
 
@@ -1413,11 +1416,37 @@ def run_checks(
             say(check_alerts(env, manifests, promtool, report))
         if env == "prod" and venv_bin is not None:
             say(check_checkov(manifests, venv_bin, report))
+        if env != "dev":
+            check_ingress_alternative(root, env, report)
     if len(resources) == len(ENVIRONMENTS):
         before = len(report.failures)
         envchecks.check_isolation(resources, report.fail)
         say(f"isolation of {', '.join(ENVIRONMENTS)} (namespaces, topics, groups, Redis prefixes, databases, Secrets): {'ok' if len(report.failures) == before else 'FAILED'}")
     return report
+
+
+#: The edge's alternative for a cluster without the Gateway API (docs/deploy.md).
+INGRESS_EDGE = {"edge": {"mode": "ingress"}, "networkPolicy": {"allowFromNamespaces": ["ingress-nginx"]}}
+
+
+def check_ingress_alternative(root: Path, env: str, report: Report) -> None:
+    """`edge.mode: ingress` renders Ingresses that the schemas accept and that route exactly
+    what the Gateway's routes do (the same edge rules)."""
+    before = len(report.failures)
+    try:
+        manifests = render_env(root, env, services=INGRESS_EDGE)
+    except (helm_python.HelmError, ValueError, yaml.YAMLError) as error:
+        report.fail(f"{env} with edge.mode=ingress: render failed: {error}")
+        return
+    ingresses = [m for m in manifests if m.kind == "Ingress"]
+    if not ingresses:
+        report.fail(f"{env} with edge.mode=ingress: no Ingress rendered")
+    for manifest in ingresses:
+        for error in schema_errors(manifest.obj):
+            report.fail(f"{env} with edge.mode=ingress: {manifest.label()}: {error}")
+    envchecks.check_edge(root, env, manifests, lambda message: report.fail(f"with edge.mode=ingress: {message}"))
+    check_public_surface(env, manifests, report)
+    print(f"{env}: the Ingress alternative ({len(ingresses)} Ingresses): {'ok' if len(report.failures) == before else 'FAILED'}", flush=True)
 
 
 def check_store_examples(root: Path, report: Report) -> None:
@@ -1929,6 +1958,11 @@ BREAKS += [
         "examples/aws-secrets-manager.yaml: SecretStore",
     ),
     (
+        "the Ingress alternative routing a whole gRPC service",
+        _edit("helm/shop-service/templates/edge.yaml", "            pathType: Exact\n", "            pathType: Prefix\n"),
+        "is not one exact /<service>/<method>",
+    ),
+    (
         "Skaffold without the platform release",
         _edit("skaffold.yaml", "      - name: platform\n", "      - name: platforms\n"),
         "skaffold.yaml profile dev: releases",
@@ -1979,6 +2013,7 @@ ONLY_IN: dict[str, list[str]] = {
     "an analysis that errors without traffic": ["prod"],
     "a Rollout spread by a label its pods lack": ["prod"],
     "more consumers than partitions": ["prod"],
+    "the Ingress alternative routing a whole gRPC service": ["prod"],
     "a prod autoscaler that cannot scale": ["prod"],
     "the lag read for another consumer group": ["staging"],
     "an HPA beside the ScaledObject": ["staging"],
