@@ -205,6 +205,10 @@ def check_isolation(renders: dict[str, dict[str, set[str]]], fail: Fail) -> None
     """No two environments share a namespace, topic, consumer group, database or Secret name,
     and no Redis key prefix of one is a prefix of another's (they would read each other's keys)."""
     envs = sorted(renders)
+    for env in envs:
+        for kind in ("namespace", "topic", "consumer group", "Redis prefix", "database", "Secret"):
+            if not renders[env].get(kind):
+                fail(f"{env}: no {kind} found in the render; the isolation check cannot see them")
     for index, first in enumerate(envs):
         for second in envs[index + 1:]:
             for kind in renders[first]:
@@ -215,8 +219,7 @@ def check_isolation(renders: dict[str, dict[str, set[str]]], fail: Fail) -> None
                     shared = a & b
                 if shared:
                     fail(f"{first} and {second} share {PLURAL[kind]} {sorted(shared)}: each environment needs its own (issue #17)")
-            if not renders[first]["database"] or not renders[first]["Redis prefix"]:
-                fail(f"{first}: no database or Redis prefix found in the render; the isolation check cannot see them")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +306,8 @@ def check_argocd(root: Path, fail: Fail) -> None:
 
 
 CI_TAG = re.compile(r"^sha-[0-9a-f]{40}$")
+#: What a service image is built from (xtask/src/promote.rs, image_sources).
+IMAGE_SOURCES = ["services", "crates", "proto", "Cargo.toml", "Cargo.lock", "Dockerfile"]
 
 
 def _git(root: Path) -> str | None:
@@ -357,6 +362,19 @@ def check_release_pins(root: Path, fail: Fail) -> None:
                 fail(f"{where}: image {name} ({tag}) is not built from the revision or one of its ancestors")
         if not git:
             continue
+        stale = sorted({
+            name for name in SERVICES + ["loadtest"]
+            if CI_TAG.match(str((images.get(name) or {}).get("tag", "")))
+            and subprocess.run([git, "-C", str(root), "diff", "--quiet", str(images[name]["tag"]).removeprefix("sha-"), revision, "--", *(["load-tests"] if name == "loadtest" else IMAGE_SOURCES)], capture_output=True, check=False).returncode == 1
+        })
+        undigested = sorted(name for name in SERVICES if not str((images.get(name) or {}).get("digest", "")))
+        if undigested and env != "dev":
+            print(f"{where}: warning: {', '.join(undigested)} pinned by tag only (no digest recorded); `cargo xtask promote` moves only images with digests")
+        if stale:
+            # Not a failure: a commit that changes code and pins an environment cannot carry
+            # images of itself (CI builds them after it lands). `cargo xtask promote` refuses
+            # to move such a release on.
+            print(f"{where}: warning: the images of {', '.join(stale)} predate code changes in revision {revision[:12]}; do not sync {env} before CI has built that revision's images")
         if subprocess.run([git, "-C", str(root), "merge-base", "--is-ancestor", revision, "HEAD"], capture_output=True, check=False).returncode != 0:
             fail(f"{where}: revision {revision} is not a commit of this branch's history")
             continue
@@ -472,8 +490,11 @@ def check_edge(root: Path, env: str, manifests: list[Any], fail: Fail) -> None:
                         else:
                             prefixes.append(str(path.get("path", "/")))
             for parent in spec.get("parentRefs") or []:
-                gateway = gateways.get(parent.get("name")) if not parent.get("namespace") else None
+                if parent.get("namespace"):
+                    continue  # the cluster's shared Gateway: not in this render
+                gateway = gateways.get(parent.get("name"))
                 if gateway is None:
+                    fail(f"{where}: {route.kind} attaches to Gateway {parent.get('name')!r}, which the environment does not have (helm/shop-env edge.gateway, or edge.gateway.namespace for a shared one)")
                     continue
                 listener = next((l for l in _spec(gateway).get("listeners") or [] if l.get("name") == parent.get("sectionName")), None)
                 if listener is None:
@@ -556,6 +577,8 @@ def check_canary(env: str, manifests: list[Any], fail: Fail) -> None:
             series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", query)
             if not series or series.group(1) not in records:
                 fail(f"prod: AnalysisTemplate {name} queries {query!r}, not one of the SLO recording rules {sorted(r for r in records if r)}")
+            if 'job="{{args.service}}"' not in query or 'namespace="{{args.namespace}}"' not in query:
+                fail(f"prod: AnalysisTemplate {name} queries {query!r}: it must select the canary's service and namespace (job, namespace), or an empty answer passes every measurement")
             if "len(result) == 0 ||" not in str(metric.get("successCondition", "")):
                 fail(f"prod: AnalysisTemplate {name}: with no sample (no traffic yet) result[0] is an error, and four errors abort the rollout: start the condition with `len(result) == 0 ||`")
 

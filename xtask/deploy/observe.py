@@ -44,9 +44,8 @@ def write_config(root: Path, directory: Path, targets: dict[str, str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rule_files = []
     for service, _ in targets.items():
-        values: dict[str, Any] = {}
-        for path in shopdeploy.value_files(root, "prod", service):
-            values = shopdeploy.merge(values, shopdeploy.load_yaml(path))
+        # prod's values and image, as its Application renders them (release.yaml).
+        values = next(values for release, _, values in shopdeploy.releases(root, "prod") if release == service)
         manifests = shopdeploy.render_release(root / "helm" / "shop-service", service, NAMESPACE, values)
         for manifest in manifests:
             if manifest.kind == "PrometheusRule":

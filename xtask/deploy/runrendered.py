@@ -26,7 +26,7 @@ Taken from the manifests as they are:
   ConfigMap or key the render does not have is an error that names it, unless `optional`;
 - volumes: secret and configMap (items, modes) and emptyDir, each mount (subPath too) at its
   path under the pod's temporary root;
-- PreSync / pre-install hook Jobs (the migrations) run to completion before any Deployment,
+- Sync-hook / pre-install hook Jobs (the migrations) run to completion before any Deployment,
   all at once, each within its activeDeadlineSeconds (a failure is not retried);
 - startupProbe, then readinessProbe and livenessProbe (httpGet, tcpSocket; named ports
   resolved through the container's ports), retried every periodSeconds but at least every
@@ -112,7 +112,7 @@ REPLACED_IMAGES = (POSTGRES_IMAGE, REDIS_IMAGE, KAFKA_IMAGE)
 #: The redis image's WORKDIR, where redis-server writes (docker-library/redis).
 REDIS_WORKDIR = "/data"
 #: The hook annotations that make a Job run before the Deployments (Helm, Argo CD).
-PRE_SYNC_HOOKS = {"helm.sh/hook": "pre-install", "argocd.argoproj.io/hook": "PreSync"}
+PRE_SYNC_HOOKS = {"helm.sh/hook": "pre-install", "argocd.argoproj.io/hook": "Sync"}
 SMOKE_TIMEOUT_SECONDS = 240
 
 
@@ -242,7 +242,7 @@ def index(manifests: list[Manifest], namespace: str) -> Rendered:
         ):
             rendered.hooks.append(manifest)
         elif manifest.kind in shopdeploy.WORKLOAD_KINDS:
-            raise RunFailed(f"{manifest.label()}: the runner runs only Deployments and PreSync hook Jobs")
+            raise RunFailed(f"{manifest.label()}: the runner runs only Deployments and hook Jobs")
     return rendered
 
 

@@ -983,6 +983,10 @@ def check_shutdown_deadline(name: str, spec: dict[str, Any], container: dict[str
         )
 
 
+def _wave(manifest: Manifest) -> int:
+    return int(str((manifest.obj.get("metadata", {}).get("annotations") or {}).get("argocd.argoproj.io/sync-wave", "0")))
+
+
 def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
     by_release: dict[str, list[Manifest]] = {}
     for manifest in manifests:
@@ -1019,10 +1023,18 @@ def check_policies(env: str, manifests: list[Manifest], report: Report) -> None:
             jobs = kinds.get("Job", [])
             if not jobs:
                 report.fail(f"{where}: no migration Job")
+            secret_waves = [_wave(m) for m in objects if m.kind == "ExternalSecret"]
+            gates = [m for m in policies if m.name.endswith("-migrate")]
             for job in jobs:
                 annotations = job.obj["metadata"].get("annotations", {})
-                if annotations.get("argocd.argoproj.io/hook") != "PreSync" or "pre-upgrade" not in annotations.get("helm.sh/hook", ""):
-                    report.fail(f"{where}: the migration Job must be a PreSync / pre-upgrade hook")
+                if annotations.get("argocd.argoproj.io/hook") != "Sync" or not {"pre-install", "pre-upgrade"} <= set(annotations.get("helm.sh/hook", "").split(",")):
+                    report.fail(f"{where}: the migration Job must be an Argo CD Sync hook and a Helm pre-install,pre-upgrade hook")
+                if not max(secret_waves, default=-100) < _wave(job) < 0:
+                    report.fail(f"{where}: the migration Job's sync-wave {_wave(job)} must come after its ExternalSecrets' ({secret_waves}: its database Secret) and before the topics and the workload (0)")
+                for gate in gates:
+                    gate_annotations = gate.obj["metadata"].get("annotations", {})
+                    if gate_annotations.get("argocd.argoproj.io/hook") != "Sync" or _wave(gate) >= _wave(job) or int(gate_annotations.get("helm.sh/hook-weight", "0")) >= int(annotations.get("helm.sh/hook-weight", "0")) or "pre-install" not in gate_annotations.get("helm.sh/hook", ""):
+                        report.fail(f"{where}: NetworkPolicy {gate.name} must be made before the migration Job (a hook of a lower wave and weight): under the namespace's default deny the Job could not reach Postgres")
         if deployment is None:
             continue
         replicas = deployment.obj["spec"].get("replicas")
@@ -1417,7 +1429,7 @@ def run_checks(
         if env == "prod" and venv_bin is not None:
             say(check_checkov(manifests, venv_bin, report))
         if env != "dev":
-            check_ingress_alternative(root, env, report)
+            check_ingress_alternative(root, env, report, say)
     if len(resources) == len(ENVIRONMENTS):
         before = len(report.failures)
         envchecks.check_isolation(resources, report.fail)
@@ -1429,7 +1441,7 @@ def run_checks(
 INGRESS_EDGE = {"edge": {"mode": "ingress"}, "networkPolicy": {"allowFromNamespaces": ["ingress-nginx"]}}
 
 
-def check_ingress_alternative(root: Path, env: str, report: Report) -> None:
+def check_ingress_alternative(root: Path, env: str, report: Report, say: Callable[[str], None]) -> None:
     """`edge.mode: ingress` renders Ingresses that the schemas accept and that route exactly
     what the Gateway's routes do (the same edge rules)."""
     before = len(report.failures)
@@ -1446,7 +1458,7 @@ def check_ingress_alternative(root: Path, env: str, report: Report) -> None:
             report.fail(f"{env} with edge.mode=ingress: {manifest.label()}: {error}")
     envchecks.check_edge(root, env, manifests, lambda message: report.fail(f"with edge.mode=ingress: {message}"))
     check_public_surface(env, manifests, report)
-    print(f"{env}: the Ingress alternative ({len(ingresses)} Ingresses): {'ok' if len(report.failures) == before else 'FAILED'}", flush=True)
+    say(f"{env}: the Ingress alternative ({len(ingresses)} Ingresses): {'ok' if len(report.failures) == before else 'FAILED'}")
 
 
 def check_store_examples(root: Path, report: Report) -> None:
@@ -1963,6 +1975,26 @@ BREAKS += [
         "is not one exact /<service>/<method>",
     ),
     (
+        "the migration before its database Secret",
+        _edit("helm/shop-service/templates/migration-job.yaml", 'argocd.argoproj.io/sync-wave: "-2"', 'argocd.argoproj.io/sync-wave: "-5"'),
+        "must come after its ExternalSecrets",
+    ),
+    (
+        "the migration's NetworkPolicy made after its Job",
+        _edit("helm/shop-service/templates/networkpolicy.yaml", 'argocd.argoproj.io/sync-wave: "-3"', 'argocd.argoproj.io/sync-wave: "-1"'),
+        "must be made before the migration Job",
+    ),
+    (
+        "routes attached to a Gateway that is not there",
+        _edit("argocd/envs/prod/values.yaml", "edge:\n  mode: gateway\n", "edge:\n  mode: gateway\n  gateway:\n    name: shop-edge\n"),
+        "which the environment does not have (helm/shop-env edge.gateway",
+    ),
+    (
+        "an analysis that selects no service",
+        _edit("helm/shop-env/templates/analysistemplates.yaml", 'job=\\"{{args.service}}\\",', ""),
+        "must select the canary's service",
+    ),
+    (
         "Skaffold without the platform release",
         _edit("skaffold.yaml", "      - name: platform\n", "      - name: platforms\n"),
         "skaffold.yaml profile dev: releases",
@@ -2013,6 +2045,9 @@ ONLY_IN: dict[str, list[str]] = {
     "an analysis that errors without traffic": ["prod"],
     "a Rollout spread by a label its pods lack": ["prod"],
     "more consumers than partitions": ["prod"],
+    "the migration before its database Secret": ["staging"],
+    "routes attached to a Gateway that is not there": ["prod"],
+    "an analysis that selects no service": ["prod"],
     "the Ingress alternative routing a whole gRPC service": ["prod"],
     "a prod autoscaler that cannot scale": ["prod"],
     "the lag read for another consumer group": ["staging"],

@@ -130,6 +130,13 @@ pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::
             before.revision
         );
     }
+    for (name, image) in &source.images {
+        built_from_revision(root, name, &image.tag, &commit)
+            .with_context(|| format!("refusing: {from}'s image {name} ({}) does not run the code of its revision {revision}", image.tag))?;
+        if image.digest.is_empty() {
+            bail!("refusing: {from}'s image {name} ({}) has no digest recorded: {to} pins images by digest (CI records it when it pushes)", image.tag);
+        }
+    }
     let after = Release {
         environment: to.to_owned(),
         revision: commit,
@@ -146,18 +153,62 @@ pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::
     finish(root, before, after, mode, &format!("promote/{to}-{}", short(&source.revision)), &message)
 }
 
-/// Puts `env` back on the release before its current one: the newest version of its
-/// release.yaml in git that differs from the current one.
+/// What an image is built from: the services' code for theirs, the load tests for k6's.
+fn image_sources(name: &str) -> &'static [&'static str] {
+    if name == "loadtest" { &["load-tests"] } else { &["services", "crates", "proto", "Cargo.toml", "Cargo.lock", "Dockerfile"] }
+}
+
+/// An image tagged `sha-<commit>` (CI's tag) runs the code of `revision` when the commit is
+/// the revision or an ancestor with the same sources: otherwise the chart of the revision
+/// would configure a binary that predates it (a setting it ignores, a port it lacks).
+fn built_from_revision(root: &Path, name: &str, tag: &str, revision: &str) -> anyhow::Result<()> {
+    let commit = tag
+        .strip_prefix("sha-")
+        .filter(|commit| release::is_commit_id(commit))
+        .with_context(|| format!("{tag} is not a tag CI pushes (sha-<the full commit id>)"))?;
+    if !is_ancestor(root, commit, revision)? {
+        bail!("{commit} is not the revision or one of its ancestors");
+    }
+    let mut args = vec!["diff", "--name-only", commit, revision, "--"];
+    args.extend(image_sources(name));
+    let changed = git(root, &args)?;
+    if !changed.is_empty() {
+        bail!(
+            "{} changed between the image's commit and the revision (wait for CI to build the revision's images): {}",
+            image_sources(name).join(", "),
+            changed.lines().take(5).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Puts `env` back on the release before its current one. The file's history is read as a
+/// stack: a version that equals the one before the top is a rollback (or a revert) and pops
+/// it; any other new version is pushed. So a second rollback goes further back, never
+/// forward to the release just rolled back from.
 pub(crate) fn rollback(root: &Path, env: &str, mode: Mode) -> anyhow::Result<Change> {
     let before = Release::read(root, env)?;
     let file = release::path(env).to_string_lossy().replace('\\', "/");
-    let commits = git(root, &["log", "--format=%H", "--", &file])?;
-    let previous = commits
+    let commits = git(root, &["log", "--reverse", "--format=%H", "--", &file])?;
+    let mut stack: Vec<Release> = Vec::new();
+    for release in commits
         .lines()
         .filter_map(|commit| git(root, &["show", &format!("{commit}:{file}")]).ok())
         .filter_map(|text| Release::parse(&text).ok())
-        .find(|release| release.revision != before.revision || release.images != before.images)
-        .with_context(|| format!("{file} has no earlier release in git to go back to"))?;
+        .chain(std::iter::once(before.clone()))
+    {
+        let same = |a: &Release, b: &Release| a.revision == b.revision && a.images == b.images;
+        if stack.last().is_some_and(|top| same(top, &release)) {
+            continue;
+        }
+        if stack.len() >= 2 && same(&stack[stack.len() - 2], &release) {
+            stack.pop();
+        } else {
+            stack.push(release);
+        }
+    }
+    stack.pop();
+    let previous = stack.pop().with_context(|| format!("{file} has no earlier release in git to go back to"))?;
     let after = Release { auto_sync: before.auto_sync, ..previous };
     let message = format!(
         "rollback({env}): back to {}\n\n{env} renders the chart and values of {} again, with the images it ran then\n(it ran {} before this change).\n",

@@ -37,18 +37,21 @@ fn repo() -> (tempdir::Dir, String, String) {
     run_git(root, &["config", "user.email", "test@shop.local"]);
     std::fs::create_dir_all(root.join("helm")).unwrap();
     std::fs::write(root.join("helm/chart.yaml"), "version: 1\n").unwrap();
+    std::fs::create_dir_all(root.join("services")).unwrap();
+    std::fs::write(root.join("services/main.rs"), "fn main() {}\n").unwrap();
     let c0 = commit_all(root, "chart v1");
     for env in ["dev", "staging", "prod"] {
         std::fs::create_dir_all(root.join("argocd/envs").join(env)).unwrap();
-        release(env, &c0, "sha-aaaaaaa").write(root).unwrap();
+        release(env, &c0, &format!("sha-{c0}")).write(root).unwrap();
     }
     commit_all(root, "releases");
+    std::fs::write(root.join("services/main.rs"), "fn main() { serve() }\n").unwrap();
     std::fs::write(root.join("helm/chart.yaml"), "version: 2\n").unwrap();
     let c2 = commit_all(root, "chart v2: a new probe");
     let mut dev = Release::read(root, "dev").unwrap();
     dev.revision = c2.clone();
     for name in IMAGES {
-        dev.set_image(name, Image { tag: "sha-bbbbbbb".into(), digest: format!("sha256:{}", "b".repeat(64)) }).unwrap();
+        dev.set_image(name, Image { tag: format!("sha-{c2}"), digest: format!("sha256:{}", "b".repeat(64)) }).unwrap();
     }
     dev.write(root).unwrap();
     commit_all(root, "deploy(dev): c2");
@@ -80,7 +83,7 @@ fn promote_moves_revision_and_images_together_on_a_branch_ready_for_review() {
     );
     let printed = diff(&change.before, &change.after);
     assert!(printed.contains(&format!("-revision: \"{c0}\"\n+revision: \"{c2}\"")), "{printed}");
-    assert!(printed.contains(" \x20 order:\n-    tag: \"sha-aaaaaaa\"\n+    tag: \"sha-bbbbbbb\""), "{printed}");
+    assert!(printed.contains(&format!(" \x20 order:\n-    tag: \"sha-{c0}\"\n+    tag: \"sha-{c2}\"")), "{printed}");
 
     // The next step: staging → prod, keeping prod's manual sync.
     run_git(root, &["switch", "--quiet", "main"]);
@@ -128,6 +131,35 @@ fn an_environment_is_never_moved_backwards_or_sideways_and_steps_are_not_skipped
 }
 
 #[test]
+fn images_older_than_the_code_of_their_revision_are_not_promoted() {
+    let (dir, _, c2) = repo();
+    let root = dir.path();
+    // A code change lands; dev's revision moves to it before CI has built its images.
+    std::fs::write(root.join("services/main.rs"), "fn main() { serve_better() }\n").unwrap();
+    let c4 = commit_all(root, "a new setting the chart now passes");
+    let mut dev = Release::read(root, "dev").unwrap();
+    dev.revision = c4;
+    dev.write(root).unwrap();
+    commit_all(root, "dev pinned ahead of its images");
+    let error = format!("{:#}", promote(root, "dev", "staging", Mode::DryRun).unwrap_err());
+    assert!(error.contains(&format!("sha-{c2}")) && error.contains("services/main.rs"), "{error}");
+    // An image CI never pushed is refused too.
+    let mut dev = Release::read(root, "dev").unwrap();
+    dev.revision = c2.clone();
+    dev.set_image("cart", Image { tag: "sha-0123456".into(), digest: String::new() }).unwrap();
+    dev.write(root).unwrap();
+    commit_all(root, "dev runs an image CI never pushed");
+    let error = format!("{:#}", promote(root, "dev", "staging", Mode::DryRun).unwrap_err());
+    assert!(error.contains("not a tag CI pushes"), "{error}");
+    // And one whose digest CI did not record.
+    dev.set_image("cart", Image { tag: format!("sha-{c2}"), digest: String::new() }).unwrap();
+    dev.write(root).unwrap();
+    commit_all(root, "dev runs an image without its digest");
+    let error = format!("{:#}", promote(root, "dev", "staging", Mode::DryRun).unwrap_err());
+    assert!(error.contains("no digest recorded"), "{error}");
+}
+
+#[test]
 fn a_dry_run_writes_nothing_and_a_dirty_tree_is_refused() {
     let (dir, c0, _) = repo();
     let root = dir.path();
@@ -154,13 +186,46 @@ fn rollback_restores_the_release_before_the_current_one() {
     let change = rollback(root, "staging", Mode::Commit).unwrap();
     assert_eq!(change.branch.as_deref(), Some(&*format!("rollback/staging-{}", &c2[..12])));
     let staging = Release::read(root, "staging").unwrap();
-    assert_eq!((staging.revision.as_str(), staging.image("order").unwrap().tag.as_str()), (c0.as_str(), "sha-aaaaaaa"));
+    assert_eq!((staging.revision.as_str(), staging.image("order").unwrap().tag.clone()), (c0.as_str(), format!("sha-{c0}")));
     assert_eq!(changed_files(root), "argocd/envs/staging/release.yaml");
     assert!(
         run_git(root, &["log", "-1", "--format=%s"]).starts_with(&format!("rollback(staging): back to {}", &c0[..12]))
     );
     let error = format!("{:#}", rollback(root, "prod", Mode::DryRun).unwrap_err());
     assert!(error.contains("no earlier release"), "prod never changed: {error}");
+
+    // A second rollback goes further back, never forward to what was just rolled back from.
+    run_git(root, &["switch", "--quiet", "main"]);
+    run_git(root, &["merge", "--quiet", "--ff-only", change.branch.as_deref().unwrap()]);
+    let error = format!("{:#}", rollback(root, "staging", Mode::DryRun).unwrap_err());
+    assert!(error.contains("no earlier release"), "staging is back on its first release: {error}");
+}
+
+#[test]
+fn rollbacks_walk_back_through_the_releases_in_order() {
+    let (dir, c0, c2) = repo();
+    let root = dir.path();
+    // staging: c0 (first), c2, then c3 (a later chart change promoted from dev).
+    for round in 0..2 {
+        let change = promote(root, "dev", "staging", Mode::Commit).unwrap();
+        run_git(root, &["switch", "--quiet", "main"]);
+        run_git(root, &["merge", "--quiet", "--ff-only", change.branch.as_deref().unwrap()]);
+        std::fs::write(root.join("helm/chart.yaml"), format!("version: 3.{round}\n")).unwrap();
+        let c3 = commit_all(root, "chart v3");
+        let mut dev = Release::read(root, "dev").unwrap();
+        dev.revision = c3;
+        dev.write(root).unwrap();
+        commit_all(root, "deploy(dev): c3");
+    }
+    let c3 = Release::read(root, "staging").unwrap().revision;
+    assert_ne!(c3, c2);
+    for expected in [&c2, &c0] {
+        let change = rollback(root, "staging", Mode::Commit).unwrap();
+        assert_eq!(&change.after.revision, expected);
+        run_git(root, &["switch", "--quiet", "main"]);
+        run_git(root, &["merge", "--quiet", "--ff-only", change.branch.as_deref().unwrap()]);
+    }
+    assert!(rollback(root, "staging", Mode::DryRun).is_err(), "nothing before the first release");
 }
 
 #[test]

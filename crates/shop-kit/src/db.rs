@@ -156,6 +156,11 @@ pub async fn prepare(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
 
 /// `service`'s migrations together with [`crate::events::MIGRATOR`]'s, in version order.
 /// A version both use is refused: one of them would never run.
+///
+/// A database may hold migrations this binary does not know: a newer release applied them
+/// and this one is its rollback (docs/deploy.md). Migrations are additive (expand/contract),
+/// so the older release runs against the newer schema, and its migration Job must not fail
+/// on them (`ignore_missing`). The ones both know are still checked against their checksums.
 pub fn with_events(service: &Migrator) -> anyhow::Result<Migrator> {
     let events = &crate::events::MIGRATOR;
     if let Some(clash) = service.iter().find(|migration| events.iter().any(|kit| kit.version == migration.version)) {
@@ -169,7 +174,7 @@ pub fn with_events(service: &Migrator) -> anyhow::Result<Migrator> {
     migrations.sort_by_key(|migration| migration.version);
     Ok(Migrator {
         migrations: std::borrow::Cow::Owned(migrations),
-        ignore_missing: service.ignore_missing,
+        ignore_missing: true,
         locking: service.locking,
         no_tx: service.no_tx,
     })

@@ -59,3 +59,23 @@ async fn a_database_made_before_the_event_tables_were_migrations_migrates_cleanl
     enqueue(&mut transaction, &event("new.", "first")).await.unwrap();
     transaction.commit().await.unwrap();
 }
+
+/// A rollback: the database was migrated by a newer release (a migration this binary does
+/// not have); the older release's migration Job must succeed, not refuse the schema.
+#[tokio::test]
+async fn an_older_release_migrates_a_database_a_newer_one_migrated() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    shop_kit::db::prepare(&pool, &MIGRATOR).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'a newer release''s column', true, '\\x00'::bytea, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    shop_kit::db::prepare(&pool, &MIGRATOR).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+    assert_eq!(applied as usize, MIGRATOR.iter().count() + shop_kit::events::MIGRATOR.iter().count() + 1);
+    pool.close().await;
+}
