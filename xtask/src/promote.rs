@@ -131,10 +131,14 @@ pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::
         );
     }
     for (name, image) in &source.images {
-        built_from_revision(root, name, &image.tag, &commit)
-            .with_context(|| format!("refusing: {from}'s image {name} ({}) does not run the code of its revision {revision}", image.tag))?;
+        built_from_revision(root, name, &image.tag, &commit).with_context(|| {
+            format!("refusing: {from}'s image {name} ({}) does not run the code of its revision {revision}", image.tag)
+        })?;
         if image.digest.is_empty() {
-            bail!("refusing: {from}'s image {name} ({}) has no digest recorded: {to} pins images by digest (CI records it when it pushes)", image.tag);
+            bail!(
+                "refusing: {from}'s image {name} ({}) has no digest recorded: {to} pins images by digest (CI records it when it pushes)",
+                image.tag
+            );
         }
     }
     let after = Release {
@@ -155,7 +159,11 @@ pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::
 
 /// What an image is built from: the services' code for theirs, the load tests for k6's.
 fn image_sources(name: &str) -> &'static [&'static str] {
-    if name == "loadtest" { &["load-tests"] } else { &["services", "crates", "proto", "Cargo.toml", "Cargo.lock", "Dockerfile"] }
+    if name == "loadtest" {
+        &["load-tests"]
+    } else {
+        &["services", "crates", "proto", "Cargo.toml", "Cargo.lock", "Dockerfile"]
+    }
 }
 
 /// An image tagged `sha-<commit>` (CI's tag) runs the code of `revision` when the commit is

@@ -186,7 +186,10 @@ fn rollback_restores_the_release_before_the_current_one() {
     let change = rollback(root, "staging", Mode::Commit).unwrap();
     assert_eq!(change.branch.as_deref(), Some(&*format!("rollback/staging-{}", &c2[..12])));
     let staging = Release::read(root, "staging").unwrap();
-    assert_eq!((staging.revision.as_str(), staging.image("order").unwrap().tag.clone()), (c0.as_str(), format!("sha-{c0}")));
+    assert_eq!(
+        (staging.revision.as_str(), staging.image("order").unwrap().tag.clone()),
+        (c0.as_str(), format!("sha-{c0}"))
+    );
     assert_eq!(changed_files(root), "argocd/envs/staging/release.yaml");
     assert!(
         run_git(root, &["log", "-1", "--format=%s"]).starts_with(&format!("rollback(staging): back to {}", &c0[..12]))
