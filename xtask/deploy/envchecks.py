@@ -331,7 +331,7 @@ def release_paths(env: str) -> list[str]:
     return paths
 
 
-def check_release_pins(root: Path, fail: Fail) -> None:
+def check_release_pins(root: Path, fail: Fail, warn: Callable[[str], None] = print) -> None:
     """Each environment pins one revision and its images (release.yaml, read from main). The
     revision is a commit of this history holding every file its Applications read; each image
     is a tag CI pushed (sha-<commit>) of a commit at or before the revision, with its digest
@@ -369,12 +369,12 @@ def check_release_pins(root: Path, fail: Fail) -> None:
         })
         undigested = sorted(name for name in SERVICES if not str((images.get(name) or {}).get("digest", "")))
         if undigested and env != "dev":
-            print(f"{where}: warning: {', '.join(undigested)} pinned by tag only (no digest recorded); `cargo xtask promote` moves only images with digests")
+            warn(f"{where}: warning: {', '.join(undigested)} pinned by tag only (no digest recorded); `cargo xtask promote` moves only images with digests")
         if stale:
             # Not a failure: a commit that changes code and pins an environment cannot carry
             # images of itself (CI builds them after it lands). `cargo xtask promote` refuses
             # to move such a release on.
-            print(f"{where}: warning: the images of {', '.join(stale)} predate code changes in revision {revision[:12]}; do not sync {env} before CI has built that revision's images")
+            warn(f"{where}: warning: the images of {', '.join(stale)} predate code changes in revision {revision[:12]}; do not sync {env} before CI has built that revision's images")
         if subprocess.run([git, "-C", str(root), "merge-base", "--is-ancestor", revision, "HEAD"], capture_output=True, check=False).returncode != 0:
             fail(f"{where}: revision {revision} is not a commit of this branch's history")
             continue

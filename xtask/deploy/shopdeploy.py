@@ -399,32 +399,6 @@ def _port_exists(container: dict[str, Any], port: Any) -> bool:
     return isinstance(port, int) or (isinstance(port, str) and port.isdigit())
 
 
-#: The Secrets made outside the charts in staging and prod, read from the table in
-#: docs/deploy.md ("| Secret | key | used by |"): (name, key) pairs, `<service>` expanded.
-def external_secrets(root: Path) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    path = root / "docs" / "deploy.md"
-    if not path.exists():
-        return found
-    in_table = False
-    for line in path.read_text().splitlines():
-        if line.startswith("| Secret | key |"):
-            in_table = True
-            continue
-        if in_table and not line.startswith("|"):
-            break
-        if not in_table or line.startswith("|---"):
-            continue
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        names = re.findall(r"`([^`]+)`", cells[0])
-        keys = re.findall(r"`([^`(]+)`", cells[1].split("(")[0])
-        for name in names:
-            for service in SERVICES if "<service>" in name else [None]:
-                for key in keys:
-                    found.add((name.replace("<service>", service) if service else name, key))
-    return found
-
-
 def _data_keys(manifest: Manifest) -> set[str]:
     return set((manifest.obj.get("data") or {})) | set((manifest.obj.get("stringData") or {})) | set(
         manifest.obj.get("binaryData") or {}
@@ -2055,6 +2029,65 @@ ONLY_IN: dict[str, list[str]] = {
 }
 
 
+#: The release pins' rules that need a git history, each broken in a scratch repository.
+GIT_BREAKS = [
+    ("prod pinned to a commit without the charts its Applications read", "has no helm/shop-env/Chart.yaml"),
+    ("prod pinned to a commit off the branch", "is not a commit of this branch's history"),
+    ("an image built after the revision it runs with", "is not built from the revision or one of its ancestors"),
+]
+
+
+def selftest_release_pins(root: Path) -> list[bool]:
+    """A scratch repository: c1 without helm/shop-env, c2 with everything; then each break
+    pins prod where the rule must refuse it."""
+    git = shutil.which("git")
+    if git is None:
+        print("selftest: no git: the release pins' history rules are not self-tested")
+        return []
+    caught = []
+    with tempfile.TemporaryDirectory(prefix="shop-deploy-selftest-git-") as directory:
+        copy_root = Path(directory)
+        for part in ("helm", "argocd"):
+            shutil.copytree(root / part, copy_root / part)
+
+        def run(*args: str) -> str:
+            return subprocess.run([git, "-C", str(copy_root), "-c", "user.name=selftest", "-c", "user.email=selftest@shop.local", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+        run("init", "--quiet", "--initial-branch", "main")
+        shutil.move(str(copy_root / "helm" / "shop-env"), str(copy_root / "shop-env"))
+        run("add", "-A")
+        run("commit", "--quiet", "-m", "c1: before helm/shop-env")
+        c1 = run("rev-parse", "HEAD")
+        shutil.move(str(copy_root / "shop-env"), str(copy_root / "helm" / "shop-env"))
+        run("add", "-A")
+        run("commit", "--quiet", "-m", "c2")
+        c2 = run("rev-parse", "HEAD")
+        run("switch", "--quiet", "--create", "side")
+        (copy_root / "side.txt").write_text("never merged\n")
+        run("add", "-A")
+        run("commit", "--quiet", "-m", "side")
+        side = run("rev-parse", "HEAD")
+        run("switch", "--quiet", "main")
+        release = copy_root / "argocd" / "envs" / "prod" / "release.yaml"
+        original = release.read_text()
+        pins = [
+            (c1, f"sha-{c1}"),
+            (side, f"sha-{c1}"),
+            (c1, f"sha-{c2}"),
+        ]
+        for (description, expected), (revision, tag) in zip(GIT_BREAKS, pins):
+            text = re.sub(r'revision: "[0-9a-f]{40}"', f'revision: "{revision}"', original)
+            text = re.sub(r'tag: "sha-[0-9a-f]{40}"', f'tag: "{tag}"', text)
+            release.write_text(text)
+            failures: list[str] = []
+            envchecks.check_release_pins(copy_root, failures.append, warn=lambda _: None)
+            hit = [failure for failure in failures if expected in failure and failure.startswith("argocd/envs/prod/")]
+            print(f"selftest: {description}: {'caught (' + hit[0][:160] + ')' if hit else f'NOT caught (expected {expected!r}; got {failures[:3]})'}")
+            caught.append(bool(hit))
+        release.write_text(original)
+    return caught
+
+
 def selftest(root: Path) -> int:
     failures = 0
     promtool = alerttests.ensure_promtool(root)
@@ -2087,7 +2120,10 @@ def selftest(root: Path) -> int:
         else:
             failures += 1
             print(f"selftest: {description}: NOT caught (expected {expected!r}; got {report.failures[:3]})")
-    print(f"selftest: {len(BREAKS) - failures} of {len(BREAKS)} deliberate breaks caught")
+    git_breaks = selftest_release_pins(root)
+    failures += sum(1 for caught in git_breaks if not caught)
+    total = len(BREAKS) + len(git_breaks)
+    print(f"selftest: {total - failures} of {total} deliberate breaks caught")
     return 1 if failures else 0
 
 
