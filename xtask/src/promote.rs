@@ -118,6 +118,7 @@ pub(crate) fn promote(root: &Path, from: &str, to: &str, mode: Mode) -> anyhow::
     let before = Release::read(root, to)?;
     let revision = &source.revision;
     let commit = git(root, &["rev-parse", "--verify", "--quiet", &format!("{revision}^{{commit}}")])
+        .ok()
         .with_context(|| format!("{from}'s revision {revision} is not a commit of this repository (fetch it first)"))?;
     if !is_ancestor(root, &commit, "HEAD")? {
         bail!(
@@ -218,6 +219,7 @@ pub(crate) fn rollback(root: &Path, env: &str, mode: Mode) -> anyhow::Result<Cha
     stack.pop();
     let previous = stack.pop().with_context(|| format!("{file} has no earlier release in git to go back to"))?;
     let after = Release { auto_sync: before.auto_sync, ..previous };
+    renderable(root, env, &after.revision)?;
     let message = format!(
         "rollback({env}): back to {}\n\n{env} renders the chart and values of {} again, with the images it ran then\n(it ran {} before this change).\n",
         short(&after.revision),
@@ -226,6 +228,33 @@ pub(crate) fn rollback(root: &Path, env: &str, mode: Mode) -> anyhow::Result<Cha
     );
     let branch = format!("rollback/{env}-{}", short(&before.revision));
     finish(root, before, after, mode, &branch, &message)
+}
+
+/// The ApplicationSets of this branch render `revision` with the charts and values files they
+/// name today: a revision that lacks one of them (older than the layout) cannot be deployed
+/// by them, so it is no rollback target.
+fn renderable(root: &Path, env: &str, revision: &str) -> anyhow::Result<()> {
+    let mut needed: Vec<String> = git(root, &["ls-tree", "--name-only", "HEAD", "helm/"])?
+        .lines()
+        .map(|chart| format!("{chart}/Chart.yaml"))
+        .filter(|path| git(root, &["cat-file", "-e", &format!("HEAD:{path}")]).is_ok())
+        .collect();
+    let values = format!("argocd/envs/{env}/");
+    needed.extend(
+        git(root, &["ls-tree", "--name-only", "HEAD", &values])?
+            .lines()
+            .filter(|path| !path.ends_with("release.yaml"))
+            .map(str::to_owned),
+    );
+    let missing: Vec<&String> =
+        needed.iter().filter(|path| git(root, &["cat-file", "-e", &format!("{revision}:{path}")]).is_err()).collect();
+    if !missing.is_empty() {
+        bail!(
+            "refusing: {revision} has no {}, which {env}'s Applications render today; it predates this layout and cannot be rolled back to",
+            missing.iter().map(|path| path.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn finish(
@@ -313,6 +342,7 @@ pub(crate) fn set_revision_command(args: SetRevisionArgs) -> anyhow::Result<()> 
 /// The full id of `commit`, which must be a commit of this branch.
 pub(crate) fn set_revision(root: &Path, commit: &str) -> anyhow::Result<String> {
     let id = git(root, &["rev-parse", "--verify", "--quiet", &format!("{commit}^{{commit}}")])
+        .ok()
         .with_context(|| format!("{commit:?} is not a commit of this repository"))?;
     if !is_ancestor(root, &id, "HEAD")? {
         bail!("{commit} is not an ancestor of this branch (HEAD)");

@@ -232,6 +232,29 @@ fn rollbacks_walk_back_through_the_releases_in_order() {
 }
 
 #[test]
+fn a_revision_older_than_the_layout_is_no_rollback_target() {
+    let (dir, _, c2) = repo();
+    let root = dir.path();
+    let first = promote(root, "dev", "staging", Mode::Commit).unwrap();
+    run_git(root, &["switch", "--quiet", "main"]);
+    run_git(root, &["merge", "--quiet", "--ff-only", first.branch.as_deref().unwrap()]);
+    // The platform chart and a values file arrive after c0, staging's first release.
+    std::fs::create_dir_all(root.join("helm/shop-env")).unwrap();
+    std::fs::write(root.join("helm/shop-env/Chart.yaml"), "name: shop-env\n").unwrap();
+    std::fs::write(root.join("argocd/envs/staging/platform.yaml"), "environment: staging\n").unwrap();
+    commit_all(root, "the platform chart");
+    let staging = std::fs::read_to_string(root.join("argocd/envs/staging/release.yaml")).unwrap();
+    let error = format!("{:#}", rollback(root, "staging", Mode::Commit).unwrap_err());
+    assert!(
+        error.contains("helm/shop-env/Chart.yaml") && error.contains("argocd/envs/staging/platform.yaml"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("argocd/envs/staging/release.yaml")).unwrap(), staging);
+    assert_eq!(Release::read(root, "staging").unwrap().revision, c2);
+    assert_eq!(run_git(root, &["branch", "--show-current"]), "main");
+}
+
+#[test]
 fn release_files_are_read_strictly() {
     let good = release("prod", &"a".repeat(40), "sha-aaaaaaa");
     assert_eq!(Release::parse(&good.render()).unwrap(), good);
