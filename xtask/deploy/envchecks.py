@@ -281,8 +281,8 @@ def check_argocd(root: Path, fail: Fail) -> None:
         generators = yaml.safe_dump(spec.get("generators"))
         literal_env = re.search(r"argocd/envs/([a-z]+)/release\.yaml", generators)
         env = literal_env.group(1) if literal_env else "{{ .environment }}"
-        if "release.yaml" not in generators or "shop.dev/environment" not in generators:
-            fail(f"argocd/applicationset.yaml {name}: its generators must read argocd/envs/*/release.yaml and pick the cluster labelled shop.dev/environment")
+        if "release.yaml" not in generators or f"shop.dev/env-{env}" not in generators:
+            fail(f"argocd/applicationset.yaml {name}: its generators must read argocd/envs/*/release.yaml and pick the clusters labelled shop.dev/env-{env}")
         if tspec.get("project") != f"shop-{env}":
             fail(f"argocd/applicationset.yaml {name}: project {tspec.get('project')!r}; its Applications belong to shop-{env}")
         if (tspec.get("destination") or {}).get("namespace") != f"shop-{env}":

@@ -1829,6 +1829,11 @@ BREAKS += [
         "its Applications belong to shop-{{ .environment }}",
     ),
     (
+        "every environment's Applications sent to prod's clusters",
+        _edit("argocd/applicationset.yaml", '"shop.dev/env-{{ .environment }}": "true"', 'shop.dev/env-prod: "true"'),
+        "pick the clusters labelled shop.dev/env-{{ .environment }}",
+    ),
+    (
         "Applications rendering main instead of the pinned revision",
         _edit("argocd/applicationset.yaml", 'targetRevision: "{{ .revision }}"', "targetRevision: main"),
         "targetRevision 'main'",
